@@ -1,0 +1,1 @@
+"""roostd: the per-host daemon that runs WASI programs as durable executions."""

@@ -1,0 +1,253 @@
+"""The gRPC Control service: protobuf in, supervisor calls, protobuf out.
+
+`status_for` is the one map from roost errors to gRPC status codes. Handlers are registered with
+a tolerant request deserializer, so a request that is not valid protobuf gets INVALID_ARGUMENT
+with a reason instead of the framework's bare INTERNAL.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from collections.abc import Callable, Iterator
+
+import grpc
+from google.protobuf.message import DecodeError
+
+from roost.v1 import control_pb2 as pb
+from roost.v1 import control_pb2_grpc
+
+from .errors import (InvalidRequest, LimitExceeded, ModuleRejected, NotFound, RoostError,
+                     StateConflict, StoreError, TimedOut)
+from .modules import ModuleRegistry
+from .records import ExecutionRecord, ModuleRecord
+from .supervisor import StartSpec, Supervisor
+from .vfs import Entry
+
+log = logging.getLogger(__name__)
+COPY_CHUNK_BYTES = 1 << 20
+_KINDS = {pb.FileEntry.FILE: "file", pb.FileEntry.DIRECTORY: "dir", pb.FileEntry.SYMLINK: "symlink"}
+_KIND_PB = {v: k for k, v in _KINDS.items()}
+
+
+def status_for(error: RoostError) -> grpc.StatusCode:
+    """The only place roost errors become gRPC status codes."""
+    if isinstance(error, InvalidRequest):          # includes ModuleRejected
+        return grpc.StatusCode.INVALID_ARGUMENT
+    if isinstance(error, NotFound):
+        return grpc.StatusCode.NOT_FOUND
+    if isinstance(error, StateConflict):
+        return grpc.StatusCode.FAILED_PRECONDITION
+    if isinstance(error, LimitExceeded):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED
+    if isinstance(error, TimedOut):
+        return grpc.StatusCode.DEADLINE_EXCEEDED
+    return grpc.StatusCode.INTERNAL
+
+
+class _Malformed:
+    """Stands in for a request whose bytes did not parse."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _tolerant(parse: Callable[[bytes], object]) -> Callable[[bytes], object]:
+    def deserialize(raw: bytes) -> object:
+        try:
+            return parse(raw)
+        except (DecodeError, ValueError) as e:
+            return _Malformed(str(e) or "cannot decode message")
+    return deserialize
+
+
+def _check(request: object) -> None:
+    if isinstance(request, _Malformed):
+        raise InvalidRequest(f"malformed request: {request.reason}")
+
+
+def _translated(method: Callable) -> Callable:
+    """Run an RPC method, aborting with the mapped status on a RoostError."""
+    def abort(context: grpc.ServicerContext, e: Exception) -> None:
+        if isinstance(e, RoostError):
+            if isinstance(e, StoreError):
+                log.error("%s: %s", method.__name__, e)
+            context.abort(status_for(e), str(e))
+        log.exception("%s failed", method.__name__)
+        context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(e).__name__}: {e}")
+
+    if inspect.isgeneratorfunction(method):
+        @functools.wraps(method)
+        def stream(self, request, context):
+            try:
+                yield from method(self, request, context)
+            except Exception as e:
+                abort(context, e)
+        return stream
+
+    @functools.wraps(method)
+    def unary(self, request, context):
+        try:
+            return method(self, request, context)
+        except Exception as e:
+            abort(context, e)
+    return unary
+
+
+class ControlService(control_pb2_grpc.ControlServicer):
+    def __init__(self, supervisor: Supervisor, modules: ModuleRegistry) -> None:
+        self.supervisor = supervisor
+        self.modules = modules
+
+    @_translated
+    def UploadModule(self, request_iterator: Iterator, context) -> pb.Module:
+        first = next(request_iterator, None)
+        _check(first)
+        if first is None or first.WhichOneof("part") != "header":
+            raise InvalidRequest("upload must start with a header message")
+        header = first.header
+
+        def chunks() -> Iterator[bytes]:
+            for part in request_iterator:
+                _check(part)
+                if part.WhichOneof("part") != "chunk":
+                    raise InvalidRequest("upload: a second header after the first")
+                yield part.chunk
+        record, dedup = self.modules.receive(header.name, header.size_bytes, header.sha256, chunks())
+        return module_pb(record, dedup)
+
+    @_translated
+    def GetModule(self, request, context) -> pb.Module:
+        _check(request)
+        return module_pb(self.supervisor.store.get_module(request.sha256))
+
+    @_translated
+    def ListModules(self, request, context) -> pb.ListModulesResponse:
+        _check(request)
+        return pb.ListModulesResponse(modules=[module_pb(m) for m in self.supervisor.store.list_modules()])
+
+    @_translated
+    def StartExecution(self, request, context) -> pb.Execution:
+        _check(request)
+        return execution_pb(self.supervisor.start(start_spec(request)))
+
+    @_translated
+    def GetExecution(self, request, context) -> pb.Execution:
+        _check(request)
+        return execution_pb(self.supervisor.get(_id(request.id)))
+
+    @_translated
+    def ListExecutions(self, request, context) -> pb.ListExecutionsResponse:
+        _check(request)
+        return pb.ListExecutionsResponse(
+            executions=[execution_pb(r) for r in self.supervisor.list(request.all)])
+
+    @_translated
+    def StreamLogs(self, request, context) -> Iterator[pb.LogChunk]:
+        _check(request)
+        for seq, stream, data in self.supervisor.logs(_id(request.id), request.from_seq,
+                                                      request.follow, int(request.stream),
+                                                      context.is_active):
+            yield pb.LogChunk(seq=seq, stream=stream, data=data)
+
+    @_translated
+    def WaitExecution(self, request, context) -> pb.Execution:
+        _check(request)
+        record = self.supervisor.wait(_id(request.id), request.timeout_seconds or None,
+                                      context.is_active)
+        if not record.state.ended and context.is_active():
+            raise TimedOut(f"execution {record.id} still {record.state.value} after "
+                           f"{request.timeout_seconds:g} s")
+        return execution_pb(record)
+
+    @_translated
+    def KillExecution(self, request, context) -> pb.Execution:
+        _check(request)
+        return execution_pb(self.supervisor.kill(_id(request.id)))
+
+    @_translated
+    def CopyOut(self, request, context) -> Iterator[pb.FileChunk]:
+        _check(request)
+        if not request.path:
+            raise InvalidRequest("copy: a guest path is required")
+        for entry in self.supervisor.copy_out(_id(request.id), request.path):
+            yield from file_chunks(entry)
+
+
+def _id(value: str) -> str:
+    if not value:
+        raise InvalidRequest("an execution id is required")
+    return value
+
+
+def start_spec(request: pb.StartExecutionRequest) -> StartSpec:
+    if not request.module_sha256:
+        raise InvalidRequest("start: module_sha256 is required")
+    argv0 = request.argv0 or "main"
+    mounts = [(m.guest_path, [entry_of(e, m.guest_path) for e in m.entries]) for m in request.mounts]
+    for guest_path, _ in mounts:
+        if not guest_path:
+            raise InvalidRequest("mount: the guest path is empty")
+    return StartSpec(module_sha256=request.module_sha256, argv=[argv0, *request.args],
+                     env=[(e.key, e.value) for e in request.env], stdin=request.stdin,
+                     mounts=mounts, name=request.name,
+                     memory_limit_bytes=request.memory_limit_bytes,
+                     cooperative=request.cooperative,
+                     checkpoint_every_seconds=request.checkpoint_every_seconds)
+
+
+def entry_of(e: pb.FileEntry, mount: str) -> Entry:
+    parts = e.path.split("/") if e.path else []
+    if e.path.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise InvalidRequest(f"mount {mount}: invalid entry path {e.path!r}")
+    if e.kind not in _KINDS:
+        raise InvalidRequest(f"mount {mount}: entry {e.path!r} has no kind")
+    return Entry(path=e.path, kind=_KINDS[e.kind], data=e.data, target=e.target)
+
+
+def file_chunks(entry: Entry) -> Iterator[pb.FileChunk]:
+    kind = _KIND_PB[entry.kind]
+    if entry.kind != "file" or not entry.data:
+        yield pb.FileChunk(path=entry.path, kind=kind, target=entry.target,
+                           size_bytes=len(entry.data))
+        return
+    for off in range(0, len(entry.data), COPY_CHUNK_BYTES):
+        yield pb.FileChunk(path=entry.path, kind=kind, offset=off, size_bytes=len(entry.data),
+                           data=entry.data[off:off + COPY_CHUNK_BYTES])
+
+
+def module_pb(record: ModuleRecord, deduplicated: bool = False) -> pb.Module:
+    return pb.Module(sha256=record.sha256, name=record.name, size_bytes=record.size_bytes,
+                     uploaded_at=record.uploaded_at, imports=record.imports,
+                     deduplicated=deduplicated)
+
+
+def execution_pb(r: ExecutionRecord) -> pb.Execution:
+    return pb.Execution(
+        id=r.id, name=r.name, module_sha256=r.module_sha256, module_name=r.module_name,
+        state=pb.ExecutionState.Value(r.state.value), exit_code=r.exit_code, error=r.error,
+        argv=r.argv, env=[pb.EnvVar(key=k, value=v) for k, v in r.env], mounts=r.mounts,
+        created_at=r.created_at, started_at=r.started_at, finished_at=r.finished_at,
+        worker_pid=r.worker_pid, stdout_bytes=r.stdout_bytes, stderr_bytes=r.stderr_bytes,
+        host_calls=r.host_calls, memory_bytes=r.memory_bytes,
+        memory_limit_bytes=r.memory_limit_bytes, cooperative=r.cooperative,
+        checkpoint_every_seconds=r.checkpoint_every_seconds, node_id=r.node_id)
+
+
+def handlers(service: ControlService) -> grpc.GenericRpcHandler:
+    """Method handlers for the Control service, built from its descriptor with tolerant
+    request parsing (see module docstring)."""
+    descriptor = pb.DESCRIPTOR.services_by_name["Control"]
+    table = {}
+    for method in descriptor.methods:
+        req = getattr(pb, method.input_type.name)
+        resp = getattr(pb, method.output_type.name)
+        fn = getattr(service, method.name)
+        make = {(False, False): grpc.unary_unary_rpc_method_handler,
+                (False, True): grpc.unary_stream_rpc_method_handler,
+                (True, False): grpc.stream_unary_rpc_method_handler,
+                (True, True): grpc.stream_stream_rpc_method_handler}[
+            (method.client_streaming, method.server_streaming)]
+        table[method.name] = make(fn, request_deserializer=_tolerant(req.FromString),
+                                  response_serializer=resp.SerializeToString)
+    return grpc.method_handlers_generic_handler(descriptor.full_name, table)

@@ -1,0 +1,90 @@
+"""roostd configuration: embedded defaults < TOML file (--config) < command-line flags.
+
+A daemon started with no arguments must work on its defaults, so every field has one; the data
+directory follows systemd's StateDirectory when run as a service.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import InvalidRequest
+
+GiB = 1 << 30
+
+
+def default_data_dir() -> Path:
+    """systemd's $STATE_DIRECTORY when set (the unit's StateDirectory=), else a per-user dir."""
+    state = os.environ.get("STATE_DIRECTORY")
+    if state:
+        return Path(state.split(":")[0])
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "roost"
+
+
+@dataclass
+class Config:
+    data_dir: Path = field(default_factory=default_data_dir)
+    listen: str = "127.0.0.1:7070"
+    metrics_listen: str = "127.0.0.1:9464"      # "" disables the metrics endpoint
+    node_id: str = field(default_factory=socket.gethostname)
+    peers: list[str] = field(default_factory=list)
+    memory_limit_bytes: int = 2 * GiB            # default per-execution linear-memory cap
+    max_module_bytes: int = 256 * 1024 * 1024
+    max_message_bytes: int = 512 * 1024 * 1024   # gRPC messages (mounts travel in StartExecution)
+    store_map_size_bytes: int = 256 * GiB        # LMDB map size: address space, not disk
+    spare_workers: int = 1                       # pre-started idle workers: fast execution start
+    grpc_threads: int = 64                       # each followed log stream holds one
+
+    def merge(self, values: dict[str, Any], origin: str) -> "Config":
+        """Return a copy with `values` applied; unknown keys are an error naming `origin`."""
+        known = {f.name: f for f in dataclasses.fields(self)}
+        changes: dict[str, Any] = {}
+        for key, value in values.items():
+            if value is None:
+                continue
+            name = key.replace("-", "_")
+            if name not in known:
+                raise InvalidRequest(f"{origin}: unknown setting {key!r}")
+            changes[name] = Path(value) if name == "data_dir" else value
+        return dataclasses.replace(self, **changes)
+
+
+def flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """TOML sections become prefixes: [limits] memory_bytes -> memory_limit_bytes style keys."""
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, prefix + key + "_"))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+SECTION_ALIASES = {"limits_memory_bytes": "memory_limit_bytes",
+                   "limits_module_bytes": "max_module_bytes",
+                   "limits_message_bytes": "max_message_bytes",
+                   "store_map_size_bytes": "store_map_size_bytes",
+                   "workers_spares": "spare_workers",
+                   "grpc_threads": "grpc_threads"}
+
+
+def load(path: str | os.PathLike[str] | None, overrides: dict[str, Any]) -> Config:
+    """Build the effective config from the file at `path` (optional) and flag `overrides`."""
+    config = Config()
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                table = tomllib.load(f)
+        except OSError as e:
+            raise InvalidRequest(f"reading config {path}: {e.strerror}") from e
+        except tomllib.TOMLDecodeError as e:
+            raise InvalidRequest(f"parsing config {path}: {e}") from e
+        flat = {SECTION_ALIASES.get(k, k): v for k, v in flatten(table).items()}
+        config = config.merge(flat, str(path))
+    return config.merge(overrides, "command line")

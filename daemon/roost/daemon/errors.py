@@ -1,0 +1,52 @@
+"""The one exception tree of roostd.
+
+    RoostError                  base; str() names the operation and the object
+    ├── InvalidRequest          malformed request arguments           -> INVALID_ARGUMENT
+    │   └── ModuleRejected      invalid or unsupported wasm module    -> INVALID_ARGUMENT
+    ├── NotFound                unknown module, execution or file      -> NOT_FOUND
+    ├── StateConflict           not valid in the current state        -> FAILED_PRECONDITION
+    ├── LimitExceeded           a configured limit was hit            -> RESOURCE_EXHAUSTED
+    ├── TimedOut                a wait's own deadline passed          -> DEADLINE_EXCEEDED
+    └── StoreError              the LMDB store failed or is corrupt   -> INTERNAL
+        └── FormatError         on-disk format version not supported
+
+Foreign errors are translated at exactly one boundary each: LMDB errors in `store`, wasmtime
+errors in `worker`/`modules`, and roost errors to gRPC status codes in `api.status_for`.
+"""
+from __future__ import annotations
+
+
+class RoostError(Exception):
+    """Base of every error roostd raises on purpose."""
+
+
+class InvalidRequest(RoostError):
+    """The request's arguments cannot be acted on."""
+
+
+class ModuleRejected(InvalidRequest):
+    """A module is not valid wasm, or uses something roost does not provide."""
+
+
+class NotFound(RoostError):
+    """A module, execution or file does not exist."""
+
+
+class StateConflict(RoostError):
+    """The operation is not valid in the object's current state."""
+
+
+class LimitExceeded(RoostError):
+    """A configured limit (memory, message size, executions) was exceeded."""
+
+
+class TimedOut(RoostError):
+    """A wait with a timeout ended before the awaited thing happened."""
+
+
+class StoreError(RoostError):
+    """The store failed; the message names the operation."""
+
+
+class FormatError(StoreError):
+    """The data directory was written by an incompatible format version."""

@@ -1,0 +1,128 @@
+"""`roostd`: start the daemon.
+
+    roostd [--config FILE] [--data-dir DIR] [--listen HOST:PORT] [--metrics-listen HOST:PORT]
+           [--node-id NAME] [--peer HOST:PORT]...
+
+Flags override the TOML config file; with no arguments roostd runs on embedded defaults.
+SIGTERM (or SIGINT) stops it cleanly: stop accepting requests, stop the workers, record why,
+close the store.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from concurrent import futures
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from roost.v1 import control_pb2
+
+from . import api, config as config_mod, metrics, notify
+from .errors import RoostError
+from .modules import ModuleRegistry
+from .store import Store
+from .supervisor import Supervisor
+from .workers import WorkerPool
+
+log = logging.getLogger("roostd")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="roostd", description="roost daemon: durable WASI executions")
+    p.add_argument("--config", help="TOML config file (flags override it)")
+    p.add_argument("--data-dir", help="where the LMDB store and module cache live")
+    p.add_argument("--listen", help="gRPC address HOST:PORT (default 127.0.0.1:7070)")
+    p.add_argument("--metrics-listen", help="Prometheus /metrics HOST:PORT (default 127.0.0.1:9464; '' disables)")
+    p.add_argument("--node-id", help="this daemon's name in a cluster (default: host name)")
+    p.add_argument("--peer", action="append", dest="peers", help="a peer roostd HOST:PORT (repeatable)")
+    p.add_argument("--log-level", default="INFO")
+    return p.parse_args(argv)
+
+
+class Daemon:
+    """Everything roostd runs, wired together; `stop` undoes it in reverse order."""
+
+    def __init__(self, cfg: config_mod.Config) -> None:
+        self.cfg = cfg
+        self.stopped = threading.Event()
+        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = Store(cfg.data_dir / "store", cfg.store_map_size_bytes)
+        self.modules = ModuleRegistry(self.store, cfg.data_dir / "cache", cfg.max_module_bytes)
+        self.pool = WorkerPool(cfg.spare_workers)
+        self.supervisor = Supervisor(self.store, self.modules, self.pool, cfg.node_id,
+                                     cfg.memory_limit_bytes)
+        interrupted = self.supervisor.recover()
+        if interrupted:
+            log.warning("%d executions were running when roostd last stopped", interrupted)
+        metrics.register_states(self.supervisor.state_counts)
+        self.health = health.HealthServicer()
+        self.server = self._grpc_server()
+        self.metrics_server = metrics.serve(cfg.metrics_listen) if cfg.metrics_listen else None
+
+    def _grpc_server(self) -> grpc.Server:
+        opts = [("grpc.max_receive_message_length", self.cfg.max_message_bytes),
+                ("grpc.max_send_message_length", self.cfg.max_message_bytes),
+                ("grpc.so_reuseport", 0)]
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=self.cfg.grpc_threads,
+                                                        thread_name_prefix="grpc"), options=opts)
+        server.add_generic_rpc_handlers((api.handlers(api.ControlService(self.supervisor, self.modules)),))
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        names = (control_pb2.DESCRIPTOR.services_by_name["Control"].full_name,
+                 health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
+        reflection.enable_server_reflection(names, server)
+        if server.add_insecure_port(self.cfg.listen) == 0:
+            raise RoostError(f"cannot listen on {self.cfg.listen}")
+        return server
+
+    def start(self) -> None:
+        self.server.start()
+        for name in ("", "roost.v1.Control"):
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("roostd %s listening on %s (data in %s, metrics on %s)", self.cfg.node_id,
+                 self.cfg.listen, self.cfg.data_dir, self.cfg.metrics_listen or "off")
+        notify.notify(f"READY=1\nSTATUS=listening on {self.cfg.listen}\nMAINPID={__import__('os').getpid()}")
+        notify.start_watchdog(self.stopped)
+
+    def stop(self) -> None:
+        notify.notify("STOPPING=1\nSTATUS=stopping")
+        log.info("stopping")
+        self.health.enter_graceful_shutdown()
+        stopping = self.server.stop(grace=2.0)
+        self.supervisor.shutdown()
+        self.pool.close()
+        stopping.wait(5)
+        if self.metrics_server is not None:
+            self.metrics_server.shutdown()
+        self.store.close()
+        self.stopped.set()
+        log.info("stopped")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    overrides = {"data_dir": args.data_dir, "listen": args.listen, "node_id": args.node_id,
+                 "metrics_listen": args.metrics_listen, "peers": args.peers}
+    try:
+        cfg = config_mod.load(args.config, overrides)
+        daemon = Daemon(cfg)
+        daemon.start()
+    except (RoostError, OSError) as e:
+        print(f"roostd: {e}", file=sys.stderr)
+        return 1
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    daemon.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""Prometheus metrics of roostd (prefix `roost_`), served on /metrics.
+
+Metrics live in their own registry so tests and embedders never see the process-wide default
+collectors twice. Per-state execution counts are computed at scrape time from the supervisor,
+so they can never drift from the truth.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+HOST_CALLS = Counter("roost_host_calls", "WASI host calls made by guests, by function",
+                     ["function"], registry=REGISTRY)
+MODULE_UPLOADS = Counter("roost_module_uploads", "Module uploads by result "
+                         "(stored, deduplicated, rejected)", ["result"], registry=REGISTRY)
+WORKER_STARTS = Counter("roost_worker_starts", "Worker processes started", registry=REGISTRY)
+WORKER_FAILURES = Counter("roost_worker_failures", "Worker processes that ended without reporting "
+                          "a result (crash, signal), by reason", ["reason"], registry=REGISTRY)
+EXECUTION_ENDS = Counter("roost_execution_ends", "Executions that ended, by final state",
+                         ["state"], registry=REGISTRY)
+START_SECONDS = Histogram("roost_execution_start_seconds", "Time from a start request to the "
+                          "guest's _start running", registry=REGISTRY,
+                          buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
+LOG_BYTES = Counter("roost_log_bytes", "Guest output bytes made durable, by stream", ["stream"],
+                    registry=REGISTRY)
+
+
+class ExecutionStates:
+    """Collector for roost_executions{state}: asks a callback at scrape time."""
+
+    def __init__(self, counts: Callable[[], dict[str, int]]) -> None:
+        self.counts = counts
+
+    def describe(self):  # noqa: D102 - prometheus protocol
+        return [GaugeMetricFamily("roost_executions", "Executions known to this daemon, by state",
+                                  labels=["state"])]
+
+    def collect(self):  # noqa: D102 - prometheus protocol
+        family = GaugeMetricFamily("roost_executions", "Executions known to this daemon, by state",
+                                   labels=["state"])
+        for state, n in sorted(self.counts().items()):
+            family.add_metric([state], n)
+        yield family
+
+
+def register_states(counts: Callable[[], dict[str, int]]) -> None:
+    REGISTRY.register(ExecutionStates(counts))
+
+
+def serve(listen: str):
+    """Start the /metrics HTTP endpoint on HOST:PORT; returns the server (for shutdown)."""
+    host, _, port = listen.rpartition(":")
+    server, _thread = start_http_server(int(port), addr=host.strip("[]") or "127.0.0.1",
+                                        registry=REGISTRY)
+    return server

@@ -1,0 +1,75 @@
+"""The durable records of modules and executions, as stored in LMDB (JSON, versioned by the
+store's format version). Plain dataclasses: the API layer converts them to protobuf."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+class State(str, Enum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    EXITED = "EXITED"
+    FAILED = "FAILED"
+    KILLED = "KILLED"
+
+    @property
+    def ended(self) -> bool:
+        return self in (State.EXITED, State.FAILED, State.KILLED)
+
+
+@dataclass
+class ModuleRecord:
+    sha256: str
+    name: str
+    size_bytes: int
+    uploaded_at: float
+    imports: list[str] = field(default_factory=list)
+
+    def to_json(self) -> bytes:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> "ModuleRecord":
+        return cls(**json.loads(raw))
+
+
+@dataclass
+class ExecutionRecord:
+    id: str
+    module_sha256: str
+    module_name: str
+    argv: list[str]
+    env: list[tuple[str, str]]
+    mounts: list[str]
+    name: str = ""
+    state: State = State.PENDING
+    exit_code: int = 0
+    error: str = ""
+    created_at: float = 0.0
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    worker_pid: int = 0
+    stdout_bytes: int = 0
+    stderr_bytes: int = 0
+    host_calls: int = 0
+    memory_bytes: int = 0
+    memory_limit_bytes: int = 0
+    cooperative: bool = False
+    checkpoint_every_seconds: float = 0.0
+    node_id: str = ""
+
+    def to_json(self) -> bytes:
+        d = dataclasses.asdict(self)
+        d["state"] = self.state.value
+        return json.dumps(d, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> "ExecutionRecord":
+        d = json.loads(raw)
+        d["state"] = State(d["state"])
+        d["env"] = [tuple(kv) for kv in d["env"]]
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})

@@ -1,0 +1,177 @@
+"""The daemon's one LMDB environment: modules, executions, their logs, inputs and filesystems.
+
+This is the only module that imports `lmdb`; LMDB errors become `StoreError` here. Layout
+(named databases; keys are bytes):
+
+    meta        b"format"             -> b"MAJOR.MINOR"
+    modules     sha256 (hex)          -> ModuleRecord JSON
+    blobs       sha256 (hex)          -> module bytes
+    executions  id                    -> ExecutionRecord JSON
+    logs        id + 0x00 + seq (u64 BE) -> stream byte (1=stdout, 2=stderr) + data
+    inputs      id + b"/stdin"        -> stdin bytes
+    vfs         id                    -> Vfs.to_bytes() (latest filesystem of the execution)
+
+The log key layout keeps one execution's records contiguous and in order, so a replay is one
+cursor scan from (id, seq).
+"""
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import lmdb
+
+from .errors import FormatError, NotFound, StoreError
+from .records import ExecutionRecord, ModuleRecord
+
+FORMAT_VERSION = (1, 0)
+DATABASES = ("meta", "modules", "blobs", "executions", "logs", "inputs", "vfs")
+_SEQ = struct.Struct(">Q")
+
+
+def log_key(exec_id: str, seq: int) -> bytes:
+    return exec_id.encode() + b"\x00" + _SEQ.pack(seq)
+
+
+class Store:
+    """Typed access to the LMDB environment; every method is one transaction."""
+
+    def __init__(self, path: Path, map_size_bytes: int) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        try:
+            self.env = lmdb.open(str(path), map_size=map_size_bytes, max_dbs=len(DATABASES) + 4,
+                                 max_readers=512, metasync=True, sync=True)
+        except lmdb.Error as e:
+            raise StoreError(f"opening store at {path}: {e}") from e
+        self.dbs = {name: self.env.open_db(name.encode()) for name in DATABASES}
+        self._check_format()
+
+    def close(self) -> None:
+        self.env.close()
+
+    @contextmanager
+    def _txn(self, what: str, write: bool = False) -> Iterator[lmdb.Transaction]:
+        try:
+            with self.env.begin(write=write) as txn:
+                yield txn
+        except lmdb.Error as e:
+            raise StoreError(f"{what}: {e}") from e
+
+    def _check_format(self) -> None:
+        """Accept the same major version and an older-or-equal minor; stamp a new store."""
+        with self._txn("checking store format", write=True) as txn:
+            raw = txn.get(b"format", db=self.dbs["meta"])
+            if raw is None:
+                txn.put(b"format", b"%d.%d" % FORMAT_VERSION, db=self.dbs["meta"])
+                return
+            major, minor = (int(x) for x in raw.decode().split("."))
+            if major != FORMAT_VERSION[0] or minor > FORMAT_VERSION[1]:
+                raise FormatError(f"store format {major}.{minor} is not supported by this roostd "
+                                  f"(reads {FORMAT_VERSION[0]}.0 to {FORMAT_VERSION[0]}.{FORMAT_VERSION[1]})")
+
+    # ---- modules ----
+    def put_module(self, record: ModuleRecord, data: bytes) -> None:
+        with self._txn(f"storing module {record.sha256}", write=True) as txn:
+            txn.put(record.sha256.encode(), bytes(data), db=self.dbs["blobs"])
+            txn.put(record.sha256.encode(), record.to_json(), db=self.dbs["modules"])
+
+    def get_module(self, sha256: str) -> ModuleRecord:
+        with self._txn(f"reading module {sha256}") as txn:
+            raw = txn.get(sha256.encode(), db=self.dbs["modules"])
+        if raw is None:
+            raise NotFound(f"module {sha256} not found")
+        return ModuleRecord.from_json(raw)
+
+    def has_module(self, sha256: str) -> bool:
+        with self._txn(f"reading module {sha256}") as txn:
+            return txn.get(sha256.encode(), db=self.dbs["modules"]) is not None
+
+    def module_bytes(self, sha256: str) -> bytes:
+        with self._txn(f"reading module bytes {sha256}") as txn:
+            raw = txn.get(sha256.encode(), db=self.dbs["blobs"])
+        if raw is None:
+            raise NotFound(f"module {sha256} not found")
+        return raw
+
+    def list_modules(self) -> list[ModuleRecord]:
+        with self._txn("listing modules") as txn:
+            return [ModuleRecord.from_json(v) for _, v in txn.cursor(db=self.dbs["modules"])]
+
+    # ---- executions ----
+    def create_execution(self, record: ExecutionRecord, stdin: bytes, vfs: bytes) -> None:
+        """Record, inputs and initial filesystem land together or not at all."""
+        key = record.id.encode()
+        with self._txn(f"creating execution {record.id}", write=True) as txn:
+            if not txn.put(key, record.to_json(), db=self.dbs["executions"], overwrite=False):
+                raise StoreError(f"creating execution {record.id}: id already exists")
+            txn.put(key + b"/stdin", stdin, db=self.dbs["inputs"])
+            txn.put(key, vfs, db=self.dbs["vfs"])
+
+    def put_execution(self, record: ExecutionRecord, vfs: bytes | None = None) -> None:
+        key = record.id.encode()
+        with self._txn(f"updating execution {record.id}", write=True) as txn:
+            txn.put(key, record.to_json(), db=self.dbs["executions"])
+            if vfs is not None:
+                txn.put(key, vfs, db=self.dbs["vfs"])
+
+    def get_execution(self, exec_id: str) -> ExecutionRecord:
+        with self._txn(f"reading execution {exec_id}") as txn:
+            raw = txn.get(exec_id.encode(), db=self.dbs["executions"])
+        if raw is None:
+            raise NotFound(f"execution {exec_id} not found")
+        return ExecutionRecord.from_json(raw)
+
+    def list_executions(self) -> list[ExecutionRecord]:
+        with self._txn("listing executions") as txn:
+            return [ExecutionRecord.from_json(v) for _, v in txn.cursor(db=self.dbs["executions"])]
+
+    def stdin(self, exec_id: str) -> bytes:
+        with self._txn(f"reading stdin of {exec_id}") as txn:
+            return txn.get(exec_id.encode() + b"/stdin", b"", db=self.dbs["inputs"])
+
+    def vfs(self, exec_id: str) -> bytes:
+        with self._txn(f"reading filesystem of {exec_id}") as txn:
+            raw = txn.get(exec_id.encode(), db=self.dbs["vfs"])
+        if raw is None:
+            raise NotFound(f"execution {exec_id} has no filesystem")
+        return raw
+
+    # ---- logs ----
+    def append_logs(self, record: ExecutionRecord, first_seq: int,
+                    chunks: list[tuple[int, bytes]]) -> None:
+        """Append chunks as consecutive seqs and save the record's byte counters in one txn."""
+        with self._txn(f"appending logs of {record.id}", write=True) as txn:
+            for i, (stream, data) in enumerate(chunks):
+                txn.put(log_key(record.id, first_seq + i), bytes((stream,)) + data,
+                        db=self.dbs["logs"], append=False)
+            txn.put(record.id.encode(), record.to_json(), db=self.dbs["executions"])
+
+    def next_log_seq(self, exec_id: str) -> int:
+        with self._txn(f"reading logs of {exec_id}") as txn:
+            cur = txn.cursor(db=self.dbs["logs"])
+            if not cur.set_range(log_key(exec_id, 1 << 63)):
+                ok = cur.last()
+            else:
+                ok = cur.prev()
+            if ok and cur.key().startswith(exec_id.encode() + b"\x00"):
+                return _SEQ.unpack(cur.key()[-8:])[0] + 1
+        return 0
+
+    def read_logs(self, exec_id: str, from_seq: int, limit_bytes: int = 4 << 20
+                  ) -> list[tuple[int, int, bytes]]:
+        """Records (seq, stream, data) from `from_seq` on, up to about `limit_bytes`."""
+        prefix = exec_id.encode() + b"\x00"
+        out: list[tuple[int, int, bytes]] = []
+        total = 0
+        with self._txn(f"reading logs of {exec_id}") as txn:
+            cur = txn.cursor(db=self.dbs["logs"])
+            if not cur.set_range(log_key(exec_id, from_seq)):
+                return out
+            for key, value in cur:
+                if not key.startswith(prefix) or total >= limit_bytes:
+                    break
+                out.append((_SEQ.unpack(key[-8:])[0], value[0], bytes(value[1:])))
+                total += len(value)
+        return out

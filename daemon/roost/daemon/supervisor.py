@@ -1,0 +1,327 @@
+"""The supervisor: owns the executions of this daemon and the worker running each one.
+
+Per running execution a pump thread reads the worker's frames, makes guest output durable in
+LMDB (one transaction per burst), and records the outcome. Everything a client can ask —
+state, logs, files — is answered from the store, so an ended execution looks the same before
+and after a daemon restart.
+"""
+from __future__ import annotations
+
+import logging
+import secrets
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from . import metrics
+from .errors import InvalidRequest, NotFound, StateConflict
+from .modules import ModuleRegistry
+from .records import ExecutionRecord, State
+from .store import Store
+from .vfs import Entry, Vfs
+from .workerlink import END, OUTPUT, READY, START, STATS, Frame
+from .workers import WorkerPool, WorkerProcess
+
+log = logging.getLogger(__name__)
+MAX_LOG_RECORD_BYTES = 1 << 20
+INTERRUPTED = ("interrupted: roostd stopped while the execution was running "
+               "(resuming from a checkpoint is not available in this version)")
+
+
+@dataclass
+class StartSpec:
+    """What a client asks to run (validated by the API layer's conversion)."""
+    module_sha256: str
+    argv: list[str]
+    env: list[tuple[str, str]]
+    stdin: bytes
+    mounts: list[tuple[str, list[Entry]]]
+    name: str = ""
+    memory_limit_bytes: int = 0
+    cooperative: bool = False
+    checkpoint_every_seconds: float = 0.0
+
+
+@dataclass
+class Live:
+    """A running execution: its worker, its next log sequence number, its waiters."""
+    record: ExecutionRecord
+    worker: WorkerProcess
+    next_seq: int = 0
+    requested_at: float = 0.0
+    end_reason: str = ""                 # why the supervisor stopped the worker, if it did
+    calls_seen: Counter = field(default_factory=Counter)
+    changed: threading.Condition = field(default_factory=threading.Condition)
+
+
+class Supervisor:
+    def __init__(self, store: Store, modules: ModuleRegistry, pool: WorkerPool,
+                 node_id: str, default_memory_limit_bytes: int) -> None:
+        self.store = store
+        self.modules = modules
+        self.pool = pool
+        self.node_id = node_id
+        self.default_memory_limit_bytes = default_memory_limit_bytes
+        self._live: dict[str, Live] = {}
+        self._lock = threading.Lock()
+        self._ended = threading.Condition()   # notified whenever any execution ends
+        self._stopping = False
+
+    # ---- lifecycle ----
+    def recover(self) -> int:
+        """Executions left running by a previous daemon cannot resume yet: record that."""
+        n = 0
+        for record in self.store.list_executions():
+            if not record.state.ended:
+                record.state, record.error, record.exit_code = State.FAILED, INTERRUPTED, -1
+                record.finished_at = time.time()
+                self.store.put_execution(record)
+                n += 1
+        return n
+
+    def shutdown(self, grace_seconds: float = 10.0) -> None:
+        """Stop every worker and record why; returns once every pump has finished."""
+        with self._lock:
+            self._stopping = True
+            live = list(self._live.values())
+        for ex in live:
+            ex.end_reason = INTERRUPTED
+            _signal(ex.worker, signal.SIGKILL)
+        deadline = time.monotonic() + grace_seconds
+        with self._ended:
+            self._ended.wait_for(lambda: not self._live, timeout=max(0.0, deadline - time.monotonic()))
+
+    # ---- start ----
+    def start(self, spec: StartSpec) -> ExecutionRecord:
+        if self._stopping:
+            raise StateConflict("roostd is shutting down; not starting new executions")
+        requested = time.monotonic()
+        module = self.store.get_module(spec.module_sha256)
+        artifact = self.modules.ensure_artifact(module.sha256)
+        vfs = Vfs()
+        for guest_path, entries in spec.mounts:
+            vfs.add_mount(guest_path, entries)
+        limit = spec.memory_limit_bytes or self.default_memory_limit_bytes
+        record = ExecutionRecord(
+            id=secrets.token_hex(6), name=spec.name, module_sha256=module.sha256,
+            module_name=module.name, argv=spec.argv, env=spec.env,
+            mounts=[m for m, _ in spec.mounts], created_at=time.time(),
+            memory_limit_bytes=limit, cooperative=spec.cooperative,
+            checkpoint_every_seconds=spec.checkpoint_every_seconds, node_id=self.node_id)
+        vfs_bytes = vfs.to_bytes()
+        self.store.create_execution(record, spec.stdin, vfs_bytes)
+        try:
+            worker = self.pool.take()
+        except Exception as e:
+            record.state, record.error, record.finished_at = State.FAILED, str(e), time.time()
+            self.store.put_execution(record)
+            raise
+        start = {"id": record.id, "artifact": str(artifact), "argv": record.argv,
+                 "env": record.env, "memory_limit_bytes": limit}
+        live = Live(record, worker, requested_at=requested)
+        with self._lock:
+            self._live[record.id] = live
+        record.state, record.started_at, record.worker_pid = State.RUNNING, time.time(), worker.pid
+        self.store.put_execution(record)
+        worker.link.send(START, start, [spec.stdin, vfs_bytes])
+        threading.Thread(target=self._pump, args=(live,), name=f"pump-{record.id}", daemon=True).start()
+        log.info("started execution %s (%s) in worker %d", record.id, module.name, worker.pid)
+        return record
+
+    # ---- the pump: worker frames -> store ----
+    def _pump(self, live: Live) -> None:
+        end: Frame | None = None
+        try:
+            while end is None:
+                frames = live.worker.link.read_batch()
+                if frames is None:
+                    break
+                end = self._absorb(live, frames)
+        except Exception:       # never leave an execution without an outcome
+            log.exception("pump of %s failed", live.record.id)
+            live.end_reason = live.end_reason or "internal error in the supervisor (see roostd log)"
+            _signal(live.worker, signal.SIGKILL)
+        self._finish(live, end)
+
+    def _absorb(self, live: Live, frames: list[Frame]) -> Frame | None:
+        outputs: list[tuple[int, bytes]] = []
+        end = None
+        for frame in frames:
+            if frame.kind == OUTPUT:
+                _merge_output(outputs, frame.fd, frame.data)
+            elif frame.kind == READY:
+                metrics.START_SECONDS.observe(time.monotonic() - live.requested_at)
+            elif frame.kind == STATS:
+                self._count_calls(live, frame.meta.get("calls", {}))
+            elif frame.kind == END:
+                end = frame
+        if outputs:
+            self._append_output(live, outputs)
+        return end
+
+    def _append_output(self, live: Live, outputs: list[tuple[int, bytes]]) -> None:
+        record = live.record
+        for fd, data in outputs:
+            if fd == 1:
+                record.stdout_bytes += len(data)
+            else:
+                record.stderr_bytes += len(data)
+            metrics.LOG_BYTES.labels(stream="stdout" if fd == 1 else "stderr").inc(len(data))
+        self.store.append_logs(record, live.next_seq, outputs)
+        with live.changed:
+            live.next_seq += len(outputs)
+            live.changed.notify_all()
+
+    def _count_calls(self, live: Live, calls: dict[str, int]) -> None:
+        for name, total in calls.items():
+            delta = total - live.calls_seen[name]
+            if delta > 0:
+                metrics.HOST_CALLS.labels(function=name).inc(delta)
+                live.calls_seen[name] = total
+        live.record.host_calls = sum(live.calls_seen.values())
+
+    def _finish(self, live: Live, end: Frame | None) -> None:
+        record = live.record
+        code = _reap(live.worker)
+        vfs = None
+        if end is not None:
+            self._count_calls(live, end.meta.get("calls", {}))
+            record.state = State(end.meta["state"])
+            record.exit_code = int(end.meta.get("exit_code", 0))
+            record.error = end.meta.get("error", "")
+            record.memory_bytes = int(end.meta.get("memory_bytes", 0))
+            vfs = end.blobs[0] if end.blobs else None
+        elif live.end_reason == "killed":
+            record.state, record.exit_code, record.error = State.KILLED, -1, "killed by request"
+        else:
+            reason = live.end_reason or f"worker process {live.worker.pid} died ({_describe_exit(code)})"
+            record.state, record.exit_code, record.error = State.FAILED, -1, reason
+            if not live.end_reason:
+                metrics.WORKER_FAILURES.labels(reason="died").inc()
+        record.finished_at = time.time()
+        self.store.put_execution(record, vfs)
+        metrics.EXECUTION_ENDS.labels(state=record.state.value).inc()
+        live.worker.link.close()
+        with self._lock:
+            self._live.pop(record.id, None)
+        with live.changed:
+            live.changed.notify_all()
+        with self._ended:
+            self._ended.notify_all()
+        log.info("execution %s ended: %s %s", record.id, record.state.value,
+                 record.exit_code if record.state == State.EXITED else record.error.splitlines()[:1])
+
+    # ---- queries ----
+    def get(self, ref: str) -> ExecutionRecord:
+        live = self._live.get(ref)
+        if live is not None:
+            return live.record
+        try:
+            return self.store.get_execution(ref)
+        except NotFound:
+            matches = [r for r in self.store.list_executions() if r.name and r.name == ref]
+            if len(matches) == 1:
+                return self.get(matches[0].id)
+            if len(matches) > 1:
+                raise InvalidRequest(f"name {ref!r} is ambiguous: {', '.join(r.id for r in matches)}")
+            raise
+
+    def list(self, include_ended: bool) -> list[ExecutionRecord]:
+        records = {r.id: r for r in self.store.list_executions()}
+        with self._lock:
+            records.update({i: l.record for i, l in self._live.items()})
+        out = [r for r in records.values() if include_ended or not r.state.ended]
+        return sorted(out, key=lambda r: r.created_at)
+
+    def state_counts(self) -> dict[str, int]:
+        counts = Counter({s.value: 0 for s in State})
+        counts.update(r.state.value for r in self.list(include_ended=True))
+        return dict(counts)
+
+    def kill(self, ref: str) -> ExecutionRecord:
+        record = self.get(ref)
+        live = self._live.get(record.id)
+        if live is None:
+            raise StateConflict(f"execution {record.id} is not running (it is {record.state.value})")
+        live.end_reason = "killed"
+        _signal(live.worker, signal.SIGKILL)
+        return self.wait(record.id, timeout=10.0)
+
+    def wait(self, ref: str, timeout: float | None = None,
+             is_active: Callable[[], bool] = lambda: True) -> ExecutionRecord:
+        """Block until the execution has ended; returns its record (or the current one on timeout)."""
+        record = self.get(ref)
+        deadline = None if not timeout else time.monotonic() + timeout
+        while True:
+            live = self._live.get(record.id)
+            if live is None:
+                return self.store.get_execution(record.id)
+            remaining = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
+            if remaining <= 0 or not is_active():
+                return live.record
+            with live.changed:
+                live.changed.wait_for(lambda: record.id not in self._live, timeout=remaining)
+
+    def logs(self, ref: str, from_seq: int, follow: bool, stream: int = 0,
+             is_active: Callable[[], bool] = lambda: True) -> Iterator[tuple[int, int, bytes]]:
+        """Durable output records (seq, stream, data) from `from_seq`; with `follow`, until the
+        execution has ended and every record has been sent."""
+        exec_id = self.get(ref).id
+        seq = from_seq
+        while is_active():
+            live = self._live.get(exec_id)           # read before the store: no lost tail
+            batch = self.store.read_logs(exec_id, seq)
+            for rec_seq, rec_stream, data in batch:
+                seq = rec_seq + 1
+                if not stream or rec_stream == stream:
+                    yield rec_seq, rec_stream, data
+            if batch:
+                continue
+            if not follow or live is None:
+                return
+            with live.changed:
+                live.changed.wait_for(lambda: live.next_seq > seq or exec_id not in self._live,
+                                      timeout=1.0)
+
+    def copy_out(self, ref: str, guest_path: str) -> Iterator[Entry]:
+        record = self.get(ref)
+        vfs = Vfs.from_bytes(self.store.vfs(record.id))
+        try:
+            entries = list(vfs.export(guest_path))
+        except (KeyError, FileNotFoundError) as e:
+            raise NotFound(f"{guest_path}: no such file or directory in execution {record.id}") from e
+        return iter(entries)
+
+
+def _merge_output(outputs: list[tuple[int, bytes]], fd: int, data: bytes) -> None:
+    """Coalesce consecutive writes to one stream into one log record (bounded size)."""
+    if outputs and outputs[-1][0] == fd and len(outputs[-1][1]) + len(data) <= MAX_LOG_RECORD_BYTES:
+        outputs[-1] = (fd, outputs[-1][1] + data)
+    else:
+        outputs.append((fd, data))
+
+
+def _signal(worker: WorkerProcess, sig: int) -> None:
+    try:
+        worker.proc.send_signal(sig)
+    except (ProcessLookupError, OSError):
+        pass
+
+
+def _reap(worker: WorkerProcess) -> int | None:
+    try:
+        return worker.proc.wait(timeout=10)
+    except Exception:
+        _signal(worker, signal.SIGKILL)
+        return worker.proc.wait()
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "unknown status"
+    if code < 0:
+        return f"signal {signal.Signals(-code).name}"
+    return f"exit status {code}"

@@ -1,0 +1,115 @@
+"""The framed byte protocol between the supervisor and a worker process (a socketpair).
+
+    frame   = u64 length-of-rest, u8 kind, body
+    body    = kind OUTPUT: u8 fd + raw bytes            (the hot path: no JSON)
+              any other:   u32 meta length, meta JSON, then blobs as (u64 length, bytes)*
+
+Kinds: START (supervisor -> worker: spec + stdin + filesystem), READY, OUTPUT, STATS and END
+(worker -> supervisor). The reader returns every complete frame it has buffered, so one LMDB
+transaction can absorb a burst of guest output.
+"""
+from __future__ import annotations
+
+import json
+import socket
+import struct
+import threading
+from dataclasses import dataclass, field
+
+START, READY, OUTPUT, STATS, END = b"S", b"R", b"O", b"T", b"E"
+_HEAD = struct.Struct("<Qc")
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+
+
+@dataclass
+class Frame:
+    kind: bytes
+    meta: dict = field(default_factory=dict)
+    blobs: list[bytes] = field(default_factory=list)
+    fd: int = 0          # OUTPUT only
+    data: bytes = b""    # OUTPUT only
+
+
+def encode(kind: bytes, meta: dict | None = None, blobs: tuple[bytes, ...] | list[bytes] = ()) -> bytes:
+    raw = json.dumps(meta or {}).encode()
+    parts = [_U32.pack(len(raw)), raw]
+    for blob in blobs:
+        parts += [_U64.pack(len(blob)), blob]
+    body = b"".join(parts)
+    return _HEAD.pack(len(body) + 1, kind) + body
+
+
+def _decode(kind: bytes, body: memoryview) -> Frame:
+    if kind == OUTPUT:
+        return Frame(kind, fd=body[0], data=bytes(body[1:]))
+    (n,) = _U32.unpack_from(body, 0)
+    meta = json.loads(bytes(body[4:4 + n]))
+    blobs, off = [], 4 + n
+    while off < len(body):
+        (size,) = _U64.unpack_from(body, off)
+        blobs.append(bytes(body[off + 8:off + 8 + size]))
+        off += 8 + size
+    return Frame(kind, meta, blobs)
+
+
+class Link:
+    """One end of the socketpair. send* is thread-safe; read_batch is for one reader thread."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._send_lock = threading.Lock()
+        self._buf = bytearray()
+
+    def send(self, kind: bytes, meta: dict | None = None, blobs: tuple[bytes, ...] | list[bytes] = ()) -> None:
+        frame = encode(kind, meta, blobs)
+        with self._send_lock:
+            self.sock.sendall(frame)
+
+    def send_output(self, fd: int, data: bytes) -> None:
+        head = _HEAD.pack(len(data) + 2, OUTPUT) + bytes((fd,))
+        with self._send_lock:
+            self.sock.sendall(head + data)
+
+    def read_batch(self) -> list[Frame] | None:
+        """Block until at least one frame is complete; None once the peer has gone."""
+        while True:
+            frames = self._parse()
+            if frames:
+                return frames
+            try:
+                chunk = self.sock.recv(1 << 20)
+            except (ConnectionResetError, OSError):
+                chunk = b""
+            if not chunk:
+                return None
+            self._buf += chunk
+
+    def read_one(self) -> Frame | None:
+        frames = self.read_batch()
+        if frames and len(frames) > 1:
+            raise RuntimeError("unexpected extra frames")
+        return frames[0] if frames else None
+
+    def _parse(self) -> list[Frame]:
+        frames, off, buf = [], 0, self._buf
+        view = memoryview(buf)
+        try:
+            while len(buf) - off >= _HEAD.size:
+                length, kind = _HEAD.unpack_from(buf, off)
+                end = off + 8 + length
+                if end > len(buf):
+                    break
+                frames.append(_decode(kind, view[off + _HEAD.size:end]))
+                off = end
+        finally:
+            view.release()
+        if off:
+            del buf[:off]
+        return frames
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
