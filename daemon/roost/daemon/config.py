@@ -74,9 +74,20 @@ SECTION_ALIASES = {"limits_memory_bytes": "memory_limit_bytes",
                    "grpc_threads": "grpc_threads"}
 
 
+def default_config_file() -> Path | None:
+    """systemd's ConfigurationDirectory= (/etc/roost) holds roostd.toml when there is one."""
+    conf_dir = os.environ.get("CONFIGURATION_DIRECTORY")
+    if conf_dir:
+        path = Path(conf_dir.split(":")[0]) / "roostd.toml"
+        if path.exists():
+            return path
+    return None
+
+
 def load(path: str | os.PathLike[str] | None, overrides: dict[str, Any]) -> Config:
     """Build the effective config from the file at `path` (optional) and flag `overrides`."""
     config = Config()
+    path = path if path is not None else default_config_file()
     if path is not None:
         try:
             with open(path, "rb") as f:

@@ -64,10 +64,14 @@ class Guest:
         return self.memory.data_len(self.store)
 
     def _limit_note(self, error: str) -> str:
+        """wasmtime's limiter makes memory.grow fail quietly (the guest sees ENOMEM), so a guest
+        that then crashes does not say why: add it when memory ended near the limit."""
         limit = int(self.spec.get("memory_limit_bytes") or 0)
-        if limit and self.memory_bytes() + 65536 > limit:
+        used = self.memory_bytes()
+        if limit and used > limit - max(limit // 8, 1 << 20):
             summary, _, rest = error.partition("\n")
-            return f"{summary} (the guest had reached its memory limit of {limit} bytes)\n{rest}".rstrip()
+            note = f"(memory was {used} bytes, near its memory limit of {limit} bytes: a grow was likely refused)"
+            return f"{summary} {note}\n{rest}".rstrip()
         return error
 
 
@@ -77,7 +81,7 @@ def describe_trap(e: Exception) -> str:
     if "Caused by:" in lines:
         at = lines.index("Caused by:")
         cause = "; ".join(ln.strip() for ln in lines[at + 1:] if ln.strip())
-        trace = [ln for ln in lines[:at] if ln.strip()]
+        trace = [ln for ln in lines[:at] if ln.strip() and "WASMTIME_BACKTRACE_DETAILS" not in ln]
         return "\n".join([cause, *trace])
     return "\n".join(ln for ln in lines if ln.strip()) or type(e).__name__
 

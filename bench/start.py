@@ -1,0 +1,76 @@
+"""bench/start: the cost of starting an execution — from the StartExecution RPC to the guest's
+end — for a guest that prints one line, against the machine's own floors measured in the same
+run: a Python interpreter start, and instantiating the same module in-process with wasmtime.
+
+    python bench/start.py [--runs N]
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import wasmtime
+
+from common import build, daemon, print_table, summary, write_result
+from roost.client.api import Client
+
+
+def time_starts(client: Client, sha: str, runs: int) -> tuple[list[float], list[float]]:
+    to_running, to_end = [], []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        ex = client.start(sha, argv0="hello")
+        t1 = time.perf_counter()
+        client.wait(ex.id)
+        to_end.append((time.perf_counter() - t0) * 1000)
+        to_running.append((t1 - t0) * 1000)
+    return to_running, to_end
+
+
+def floors(wasm: Path, runs: int) -> dict[str, list[float]]:
+    py, inst = [], []
+    for _ in range(min(runs, 20)):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+        py.append((time.perf_counter() - t0) * 1000)
+    engine = wasmtime.Engine()
+    module = wasmtime.Module.from_file(engine, str(wasm))
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        store = wasmtime.Store(engine)
+        linker = wasmtime.Linker(engine)
+        linker.define_wasi()
+        store.set_wasi(wasmtime.WasiConfig())
+        linker.instantiate(store, module)
+        inst.append((time.perf_counter() - t0) * 1000)
+    return {"python_start_ms": py, "wasmtime_instantiate_ms": inst}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=50)
+    args = ap.parse_args()
+    wasm = build("hello")
+    with tempfile.TemporaryDirectory() as tmp:
+        d = daemon(Path(tmp))
+        try:
+            client = Client(d.addr)
+            sha = client.upload_module(wasm).sha256
+            time_starts(client, sha, 3)                      # warm the artifact cache
+            running, end = time_starts(client, sha, args.runs)
+        finally:
+            d.stop()
+    base = floors(wasm, args.runs)
+    result = {"start_rpc_ms": summary(running), "start_to_end_ms": summary(end),
+              **{k: summary(v) for k, v in base.items()}}
+    rows = [[k, f"{v['median']:.1f}", f"{v['p99']:.1f}"] for k, v in result.items()]
+    print_table("starting an execution (ms)", ["measure", "median", "p99"], rows)
+    print(f"\nwrote {write_result('start', result)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,223 @@
+"""Client: a thin, typed wrapper over the roost.v1 Control service.
+
+Programs and the CLI both use it, so content-hash dedup of uploads, message size limits and
+the translation of gRPC errors into `RoostClientError` live here once.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+import grpc
+
+from roost.client.errors import RoostClientError, from_rpc_error
+from roost.v1 import control_pb2 as pb
+from roost.v1 import control_pb2_grpc
+
+DEFAULT_ADDR = "127.0.0.1:7070"
+# Mount contents travel inside StartExecutionRequest, so messages can be large.
+MAX_MESSAGE_BYTES = 512 * 1024 * 1024
+UPLOAD_CHUNK_BYTES = 1024 * 1024
+HASH_BLOCK_BYTES = 1024 * 1024
+
+Progress = Callable[[int, int], None]
+T = TypeVar("T")
+
+
+def default_addr() -> str:
+    """The daemon address: $ROOST_ADDR, else 127.0.0.1:7070."""
+    return os.environ.get("ROOST_ADDR") or DEFAULT_ADDR
+
+
+def file_sha256(path: Path) -> str:
+    """Hashes a file in blocks, so a large module is never held in memory twice."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(HASH_BLOCK_BYTES):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def _rpc_errors() -> Iterator[None]:
+    """Re-raises any grpc.RpcError as RoostClientError (see errors.from_rpc_error)."""
+    try:
+        yield
+    except grpc.RpcError as err:
+        raise from_rpc_error(err) from None
+
+
+def _translated(stream: Iterable[T]) -> Iterator[T]:
+    """Wraps a server stream so errors raised mid-iteration are translated too.
+
+    Closing the iterator early (a `break`, Ctrl-C) cancels the call on the daemon at once
+    instead of leaving it to the garbage collector.
+    """
+    try:
+        with _rpc_errors():
+            yield from stream
+    finally:
+        cancel = getattr(stream, "cancel", None)
+        if cancel is not None:
+            cancel()
+
+
+class Client:
+    """A connection to one roostd; cheap to create, close it (or use `with`) when done."""
+
+    def __init__(self, addr: str | None = None) -> None:
+        self.addr = addr or default_addr()
+        self._channel = grpc.insecure_channel(
+            self.addr,
+            options=[
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                # Notice a restarted daemon within a second or two, not grpc's default 2 min.
+                ("grpc.initial_reconnect_backoff_ms", 100),
+                ("grpc.min_reconnect_backoff_ms", 100),
+                ("grpc.max_reconnect_backoff_ms", 2000),
+            ],
+        )
+        self._stub = control_pb2_grpc.ControlStub(self._channel)
+
+    def close(self) -> None:
+        """Closes the channel; streams still open are cancelled."""
+        self._channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # Modules
+
+    def upload_module(self, path: str | os.PathLike[str], progress: Progress | None = None) -> pb.Module:
+        """Uploads a module unless the daemon already holds the same bytes (by sha256).
+
+        `progress(sent_bytes, total_bytes)` is called as chunks go out; a deduplicated module
+        reports one call with sent == total. The returned Module has `deduplicated` set when
+        no bytes had to be sent.
+        """
+        path = Path(path)
+        total = path.stat().st_size
+        sha256 = file_sha256(path)
+        existing = self._find_module(sha256)
+        if existing is not None:
+            existing.deduplicated = True
+            if progress:
+                progress(total, total)
+            return existing
+        header = pb.ModuleHeader(name=path.name, size_bytes=total, sha256=sha256)
+        with _rpc_errors():
+            return self._stub.UploadModule(_upload_requests(path, header, progress))
+
+    def _find_module(self, sha256: str) -> pb.Module | None:
+        """GetModule, with NOT_FOUND meaning "not there yet" rather than an error."""
+        try:
+            return self.get_module(sha256)
+        except RoostClientError as err:
+            if err.code_name == "NOT_FOUND":
+                return None
+            raise
+
+    def get_module(self, sha256: str) -> pb.Module:
+        """Looks a module up by the sha256 of its bytes."""
+        with _rpc_errors():
+            return self._stub.GetModule(pb.GetModuleRequest(sha256=sha256))
+
+    def modules(self) -> list[pb.Module]:
+        """Every module the daemon holds."""
+        with _rpc_errors():
+            return list(self._stub.ListModules(pb.ListModulesRequest()).modules)
+
+    # Executions
+
+    def start(
+        self,
+        module_sha256: str,
+        *,
+        name: str = "",
+        argv0: str = "",
+        args: Sequence[str] = (),
+        env: Sequence[tuple[str, str]] = (),
+        stdin: bytes = b"",
+        mounts: Sequence[pb.Mount] = (),
+        cooperative: bool = False,
+        checkpoint_every_seconds: float = 0.0,
+        memory_limit_bytes: int = 0,
+    ) -> pb.Execution:
+        """Starts an execution of an uploaded module; `env` keeps the order given."""
+        request = pb.StartExecutionRequest(
+            module_sha256=module_sha256,
+            name=name,
+            argv0=argv0,
+            args=list(args),
+            env=[pb.EnvVar(key=k, value=v) for k, v in env],
+            stdin=stdin,
+            mounts=list(mounts),
+            cooperative=cooperative,
+            checkpoint_every_seconds=checkpoint_every_seconds,
+            memory_limit_bytes=memory_limit_bytes,
+        )
+        with _rpc_errors():
+            return self._stub.StartExecution(request)
+
+    def get(self, id: str) -> pb.Execution:
+        """One execution by its id."""
+        with _rpc_errors():
+            return self._stub.GetExecution(pb.GetExecutionRequest(id=id))
+
+    def list(self, all: bool = False) -> list[pb.Execution]:
+        """Pending and running executions; with `all`, ended ones too."""
+        with _rpc_errors():
+            return list(self._stub.ListExecutions(pb.ListExecutionsRequest(all=all)).executions)
+
+    def logs(
+        self, id: str, follow: bool = False, stream: int | None = None, from_seq: int = 0
+    ) -> Iterator[pb.LogChunk]:
+        """Replays the durable output from record `from_seq`; with `follow`, until the end.
+
+        `stream` is pb.STDOUT or pb.STDERR to pick one; None gives both, interleaved.
+        """
+        request = pb.StreamLogsRequest(
+            id=id, follow=follow, stream=stream or pb.LOG_STREAM_UNSPECIFIED, from_seq=from_seq
+        )
+        with _rpc_errors():
+            responses = self._stub.StreamLogs(request)
+        return _translated(responses)
+
+    def wait(self, id: str, timeout: float | None = None) -> pb.Execution:
+        """Blocks until the execution ends; past `timeout` seconds, DEADLINE_EXCEEDED."""
+        request = pb.WaitExecutionRequest(id=id, timeout_seconds=timeout or 0.0)
+        with _rpc_errors():
+            return self._stub.WaitExecution(request)
+
+    def kill(self, id: str) -> pb.Execution:
+        """Kills a running execution; it ends in state KILLED."""
+        with _rpc_errors():
+            return self._stub.KillExecution(pb.KillExecutionRequest(id=id))
+
+    def copy_out(self, id: str, guest_path: str) -> Iterator[pb.FileChunk]:
+        """Streams a file or directory tree out of the execution's filesystem."""
+        with _rpc_errors():
+            responses = self._stub.CopyOut(pb.CopyOutRequest(id=id, path=guest_path))
+        return _translated(responses)
+
+
+def _upload_requests(
+    path: Path, header: pb.ModuleHeader, progress: Progress | None
+) -> Iterator[pb.UploadModuleRequest]:
+    """The UploadModule stream: the header, then the file in 1 MiB chunks."""
+    yield pb.UploadModuleRequest(header=header)
+    sent = 0
+    with path.open("rb") as f:
+        while chunk := f.read(UPLOAD_CHUNK_BYTES):
+            yield pb.UploadModuleRequest(chunk=chunk)
+            sent += len(chunk)
+            if progress:
+                progress(sent, header.size_bytes)

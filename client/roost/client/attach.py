@@ -1,0 +1,116 @@
+"""Attach: follow an execution's durable output across daemon restarts.
+
+The log is durable and numbered, so a broken stream is not an error: reconnect and resume
+from the last sequence number + 1. Only a daemon that stays away past the reconnect window,
+or an answer that retrying cannot change, ends the attachment.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from roost.client.api import Client
+from roost.client.display import ENDED_STATES
+from roost.client.errors import RoostClientError
+from roost.v1 import control_pb2 as pb
+
+# Codes a restarting or unreachable daemon produces; anything else is a real answer.
+RETRYABLE_CODES = frozenset({"UNAVAILABLE", "CANCELLED", "INTERNAL"})
+T = TypeVar("T")
+
+
+class Reconnect:
+    """Backoff while roostd is away; gives up once an outage has lasted `window_seconds`.
+
+    An outage is a run of failures less than `OUTAGE_GAP_SECONDS` apart, so a stream that
+    stayed healthy for a while (a quiet guest) starts a fresh window when it breaks again.
+    """
+
+    OUTAGE_GAP_SECONDS = 10.0
+    MIN_DELAY_SECONDS = 0.05
+    MAX_DELAY_SECONDS = 2.0
+
+    def __init__(
+        self,
+        window_seconds: float = 120.0,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        notify: Callable[[str], None] | None = None,
+    ) -> None:
+        self.window_seconds = window_seconds
+        self._sleep = sleep
+        self._clock = clock
+        self._notify = notify
+        self._outage_start = 0.0
+        self._last_failure: float | None = None
+        self._delay = self.MIN_DELAY_SECONDS
+
+    def reset(self) -> None:
+        """Progress was made: the next wait starts from the shortest delay."""
+        self._delay = self.MIN_DELAY_SECONDS
+
+    def pause(self, err: RoostClientError) -> None:
+        """Waits before the next attempt, or re-raises `err` when retrying is pointless."""
+        if err.code_name not in RETRYABLE_CODES:
+            raise err
+        now = self._clock()
+        if self._last_failure is None or now - self._last_failure > self.OUTAGE_GAP_SECONDS:
+            self._outage_start = now
+            if self._notify:
+                self._notify(f"lost roostd ({err.message}); reconnecting")
+        self._last_failure = now
+        if now - self._outage_start >= self.window_seconds:
+            raise err
+        self.idle()
+
+    def idle(self) -> None:
+        """Sleeps the current delay and lengthens the next one."""
+        self._sleep(self._delay)
+        self._delay = min(self._delay * 2, self.MAX_DELAY_SECONDS)
+
+    def call(self, fn: Callable[[], T]) -> T:
+        """Calls `fn` until it returns, pausing between retryable failures."""
+        while True:
+            try:
+                result = fn()
+            except RoostClientError as err:
+                self.pause(err)
+                continue
+            self.reset()
+            return result
+
+
+def write_chunk(chunk: pb.LogChunk) -> None:
+    """Writes a chunk byte for byte to the std stream it came from, then flushes."""
+    out = sys.stderr.buffer if chunk.stream == pb.STDERR else sys.stdout.buffer
+    out.write(chunk.data)
+    out.flush()
+
+
+def follow_logs(
+    client: Client,
+    id: str,
+    *,
+    stream: int | None = None,
+    write: Callable[[pb.LogChunk], None] = write_chunk,
+    reconnect: Reconnect | None = None,
+) -> int:
+    """Streams the log until the execution has ended; returns the next unseen seq."""
+    reconnect = reconnect or Reconnect()
+    next_seq = 0
+    while True:
+        try:
+            for chunk in client.logs(id, follow=True, stream=stream, from_seq=next_seq):
+                write(chunk)
+                next_seq = chunk.seq + 1
+                reconnect.reset()
+        except RoostClientError as err:
+            reconnect.pause(err)
+            continue
+        if reconnect.call(lambda: client.get(id)).state in ENDED_STATES:
+            return next_seq
+        # The stream closed cleanly while the execution runs on (a daemon shutting down).
+        reconnect.idle()

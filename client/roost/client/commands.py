@@ -1,0 +1,340 @@
+"""The `roost` subcommands: each takes the parsed arguments and returns an exit code.
+
+Exit codes: the guest's own code for `run` and `wait`; 125 when the execution failed (trap,
+limit, crash); 137 when it was killed; 130 after Ctrl-C; 1 for errors (unreachable daemon,
+unknown id, rejected module, unreadable file); 2 for usage errors and commands not in this
+version.
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from roost.client import display
+from roost.client.api import Client
+from roost.client.attach import Reconnect, follow_logs, write_chunk
+from roost.client.copyout import write_chunks
+from roost.client.errors import LocalError, RoostClientError
+from roost.client.mounts import read_mount
+from roost.v1 import control_pb2 as pb
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_FAILED = 125
+EXIT_INTERRUPTED = 130
+EXIT_KILLED = 137
+
+Command = Callable[[Client, argparse.Namespace], int]
+
+
+def say(message: str) -> None:
+    """One line for the user on stderr, prefixed like every roost message."""
+    sys.stderr.write(f"roost: {message}\n")
+    sys.stderr.flush()
+
+
+def exit_status(execution: pb.Execution) -> int:
+    """The process exit code that stands for how an execution ended (reports failures)."""
+    if execution.state == pb.EXITED:
+        code = execution.exit_code & 0xFF
+        return code if code or not execution.exit_code else EXIT_ERROR
+    if execution.state == pb.FAILED:
+        say(f"execution {execution.id} failed: {execution.error or 'unknown error'}")
+        return EXIT_FAILED
+    if execution.state == pb.KILLED:
+        return EXIT_KILLED
+    say(f"execution {execution.id} has not ended ({display.state_name(execution.state)})")
+    return EXIT_ERROR
+
+
+# run
+
+
+class UploadProgress:
+    """A one-line progress meter on stderr; silent unless stderr is a terminal."""
+
+    def __init__(self, name: str, enabled: bool) -> None:
+        self.name = name
+        self.enabled = enabled
+        self._shown = False
+
+    def __call__(self, sent: int, total: int) -> None:
+        if not self.enabled:
+            return
+        percent = 100 * sent // total if total else 100
+        amount = f"{display.human_bytes(sent)} / {display.human_bytes(total)}"
+        sys.stderr.write(f"\r\x1b[Kuploading {self.name}: {amount} ({percent}%)")
+        sys.stderr.flush()
+        self._shown = True
+
+    def finish(self, module: pb.Module) -> None:
+        """Ends the meter's line and says whether the bytes were already there."""
+        if not self.enabled:
+            return
+        if module.deduplicated:
+            self._clear()
+            sys.stderr.write(f"module {self.name} already uploaded ({module.sha256[:12]})\n")
+        elif self._shown:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    def _clear(self) -> None:
+        if self._shown:
+            sys.stderr.write("\r\x1b[K")
+
+
+def upload(client: Client, path: Path) -> pb.Module:
+    """Uploads a module, calling a daemon's INVALID_ARGUMENT what it is: a rejected module."""
+    if not path.is_file():
+        raise LocalError(f"module {path}: no such file")
+    progress = UploadProgress(path.name, sys.stderr.isatty())
+    try:
+        module = client.upload_module(path, progress)
+    except RoostClientError as err:
+        if err.code_name == "INVALID_ARGUMENT" and not err.message.startswith("module rejected"):
+            raise RoostClientError(err.code_name, f"module rejected: {err.message}") from None
+        raise
+    progress.finish(module)
+    return module
+
+
+def read_stdin_file(name: str | None) -> bytes:
+    """The bytes for the guest's stdin (`--stdin FILE`); empty without the flag."""
+    if name is None:
+        return b""
+    try:
+        return Path(name).read_bytes()
+    except OSError as err:
+        raise LocalError(f"--stdin {name}: {err.strerror}") from None
+
+
+def default_argv0(module: str) -> str:
+    """The module's file name without `.wasm`: what a native program's argv[0] would be."""
+    return Path(module).name.removesuffix(".wasm")
+
+
+def cmd_run(client: Client, ns: argparse.Namespace) -> int:
+    """Uploads (if needed), starts, and unless --detach attaches until the guest ends."""
+    stdin = read_stdin_file(ns.stdin)
+    mounts = [read_mount(spec) for spec in ns.mount]
+    module = upload(client, Path(ns.module))
+    execution = client.start(
+        module.sha256,
+        name=ns.name or "",
+        argv0=ns.argv0 or default_argv0(ns.module),
+        args=ns.args,
+        env=ns.env,
+        stdin=stdin,
+        mounts=mounts,
+        cooperative=ns.cooperative,
+        checkpoint_every_seconds=ns.checkpoint_every or 0.0,
+        memory_limit_bytes=ns.memory_limit or 0,
+    )
+    if ns.detach:
+        print(execution.id)
+        return 0
+    return attach(client, execution.id)
+
+
+def attach(client: Client, id: str) -> int:
+    """Streams the output until the execution ends, then exits as the guest did."""
+    notify = say if sys.stderr.isatty() else None
+    reconnect = Reconnect(notify=notify)
+    try:
+        follow_logs(client, id, reconnect=reconnect)
+        execution = wait_until_ended(client, id, reconnect)
+    except KeyboardInterrupt:
+        say(f"detached; execution {id} keeps running (roost logs -f {id})")
+        return EXIT_INTERRUPTED
+    return exit_status(execution)
+
+
+def wait_until_ended(client: Client, id: str, reconnect: Reconnect) -> pb.Execution:
+    """WaitExecution, again after a daemon restart or an answer sent while shutting down."""
+    while True:
+        execution = reconnect.call(lambda: client.wait(id))
+        if execution.state in display.ENDED_STATES:
+            return execution
+        reconnect.idle()
+
+
+# listings
+
+
+def _age(seconds_since_epoch: float, now: float) -> str:
+    return display.human_duration(now - seconds_since_epoch) if seconds_since_epoch else "-"
+
+
+def execution_row(e: pb.Execution, now: float) -> list[str]:
+    """One `ps` row: ID, NAME, STATE, EXIT, MODULE, AGE, RUNTIME."""
+    runtime = display.runtime_seconds(e, now)
+    return [
+        e.id,
+        e.name or "-",
+        display.state_name(e.state),
+        str(e.exit_code) if e.state == pb.EXITED else "-",
+        e.module_name or e.module_sha256[:12],
+        _age(e.created_at, now),
+        display.human_duration(runtime) if runtime is not None else "-",
+    ]
+
+
+def cmd_ps(client: Client, ns: argparse.Namespace) -> int:
+    """Lists running executions; with -a, ended ones too."""
+    executions = client.list(all=ns.all)
+    if ns.json:
+        print(display.to_json(executions))
+        return 0
+    now = time.time()
+    headers = ["ID", "NAME", "STATE", "EXIT", "MODULE", "AGE", "RUNTIME"]
+    print(display.table(headers, (execution_row(e, now) for e in executions)))
+    return 0
+
+
+def inspect_lines(e: pb.Execution, now: float) -> list[tuple[str, str]]:
+    """The `inspect` listing as (key, value) pairs, in reading order."""
+    runtime = display.runtime_seconds(e, now)
+    pairs = [
+        ("id", e.id),
+        ("name", e.name or "-"),
+        ("state", display.state_name(e.state)),
+        ("exit_code", str(e.exit_code) if e.state == pb.EXITED else "-"),
+        ("error", e.error or "-"),
+        ("module", f"{e.module_name or '-'} ({e.module_sha256})"),
+        ("argv", shlex.join(e.argv)),
+        *[("env", f"{v.key}={v.value}") for v in e.env],
+        ("mounts", ", ".join(e.mounts) or "-"),
+        ("created", _when(e.created_at, now)),
+        ("started", _when(e.started_at, now)),
+        ("finished", _when(e.finished_at, now)),
+        ("runtime", display.human_duration(runtime) if runtime is not None else "-"),
+        ("mode", "cooperative" if e.cooperative else "preempt"),
+        ("checkpoint_every", f"{e.checkpoint_every_seconds:g}s" if e.checkpoint_every_seconds
+         else "-"),
+        ("memory", f"{display.human_bytes(e.memory_bytes)} / {_limit(e.memory_limit_bytes)}"),
+        ("stdout", display.human_bytes(e.stdout_bytes)),
+        ("stderr", display.human_bytes(e.stderr_bytes)),
+        ("host_calls", str(e.host_calls)),
+        ("worker_pid", str(e.worker_pid) if e.worker_pid else "-"),
+        ("node", e.node_id or "-"),
+    ]
+    return pairs
+
+
+def _when(timestamp: float, now: float) -> str:
+    if not timestamp:
+        return "-"
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
+    return f"{stamp} ({display.human_duration(now - timestamp)} ago)"
+
+
+def _limit(limit_bytes: int) -> str:
+    return display.human_bytes(limit_bytes) if limit_bytes else "default"
+
+
+def cmd_inspect(client: Client, ns: argparse.Namespace) -> int:
+    """Shows everything the daemon knows about one execution."""
+    execution = client.get(ns.id)
+    if ns.json:
+        print(display.to_json(execution))
+        return 0
+    pairs = inspect_lines(execution, time.time())
+    width = max(len(k) for k, _ in pairs) + 1
+    print("\n".join(f"{k + ':':<{width}} {v}" for k, v in pairs))
+    return 0
+
+
+def cmd_modules(client: Client, ns: argparse.Namespace) -> int:
+    """Lists the modules the daemon holds (`modules prepare` comes in a later version)."""
+    if ns.modules_command == "prepare":
+        say("modules prepare is not available yet in this version")
+        return EXIT_USAGE
+    modules = client.modules()
+    if ns.json:
+        print(display.to_json(modules))
+        return 0
+    now = time.time()
+    rows = (
+        [m.sha256[:12], m.name, display.human_bytes(m.size_bytes), _age(m.uploaded_at, now),
+         str(len(m.imports))]
+        for m in modules
+    )
+    print(display.table(["SHA256", "NAME", "SIZE", "UPLOADED", "IMPORTS"], rows))
+    return 0
+
+
+# one execution
+
+
+def log_stream(ns: argparse.Namespace) -> int | None:
+    """The stream `logs` asked for: STDOUT, STDERR, or None for both."""
+    if ns.stdout:
+        return pb.STDOUT
+    return pb.STDERR if ns.stderr else None
+
+
+def cmd_logs(client: Client, ns: argparse.Namespace) -> int:
+    """Replays the durable output byte for byte; with -f keeps following until the end."""
+    stream = log_stream(ns)
+    if ns.follow:
+        follow_logs(client, ns.id, stream=stream)
+        return 0
+    for chunk in client.logs(ns.id, stream=stream):
+        write_chunk(chunk)
+    return 0
+
+
+def cmd_wait(client: Client, ns: argparse.Namespace) -> int:
+    """Blocks until the execution ends and exits with its code."""
+    execution = wait_until_ended(client, ns.id, Reconnect())
+    if ns.json:
+        print(display.to_json(execution))
+    return exit_status(execution)
+
+
+def cmd_kill(client: Client, ns: argparse.Namespace) -> int:
+    """Kills an execution and prints its id (or the execution with --json)."""
+    execution = client.kill(ns.id)
+    print(display.to_json(execution) if ns.json else execution.id)
+    return 0
+
+
+def split_copy_source(source: str) -> tuple[str, str]:
+    """ID:GUESTPATH -> (ID, GUESTPATH), split at the first ':'."""
+    id, sep, guest_path = source.partition(":")
+    if not sep or not id or not guest_path:
+        raise LocalError(f"bad source {source!r}: expected ID:GUESTPATH")
+    return id, guest_path
+
+
+def cmd_cp(client: Client, ns: argparse.Namespace) -> int:
+    """Copies a file or tree out of an execution's filesystem."""
+    id, guest_path = ns.source
+    write_chunks(client.copy_out(id, guest_path), guest_path, Path(ns.dest))
+    return 0
+
+
+def cmd_not_in_this_version(client: Client, ns: argparse.Namespace) -> int:
+    """checkpoint, pause, resume and migrate: accepted, but not built yet."""
+    say(f"{ns.command} is not implemented in this version")
+    return EXIT_USAGE
+
+
+COMMANDS: dict[str, Command] = {
+    "run": cmd_run,
+    "ps": cmd_ps,
+    "inspect": cmd_inspect,
+    "logs": cmd_logs,
+    "wait": cmd_wait,
+    "kill": cmd_kill,
+    "cp": cmd_cp,
+    "modules": cmd_modules,
+    "checkpoint": cmd_not_in_this_version,
+    "pause": cmd_not_in_this_version,
+    "resume": cmd_not_in_this_version,
+    "migrate": cmd_not_in_this_version,
+}

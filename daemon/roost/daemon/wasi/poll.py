@@ -1,0 +1,87 @@
+"""poll_oneoff: clock subscriptions really sleep; stdio and regular files are always ready.
+
+Mimics wasmtime's preview1 as embedded by wasmtime-py (no blocking fast path): no
+subscriptions is EINVAL; every fd subscription is ready at once (stdin is a byte string, files
+are in memory) and reports nbytes=1 as wasmtime does; clocks are ready when their deadline has
+passed; only when no fd subscription is present does the worker sleep until the earliest
+deadline.
+"""
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from . import abi
+from .abi import Errno, FsError
+from .durable import Kind, hostcall
+
+if TYPE_CHECKING:
+    from .host import WasiHost
+
+_U32 = 0xFFFF_FFFF
+
+
+def _deadline(host: WasiHost, clock_id: int, timeout: int, flags: int) -> int:
+    """Absolute guest-monotonic deadline of a clock subscription."""
+    absolute = flags & 1
+    if clock_id == abi.CLOCK_MONOTONIC:
+        return timeout if absolute else host.clocks.monotonic_ns() + timeout
+    if clock_id == abi.CLOCK_REALTIME:
+        rel = max(0, timeout - time.time_ns()) if absolute else timeout
+        return host.clocks.monotonic_ns() + rel
+    raise FsError(Errno.INVAL)
+
+
+def _fd_event(host: WasiHost, ud: int, tag: int, fd: int) -> bytes:
+    e = host.fds.get(fd)
+    flags = 0
+    if tag == abi.EV_FD_READ:
+        if e.kind == 'file':
+            node = host.vfs.inodes[e.ino]
+            flags = abi.EV_HANGUP if len(node.data) <= e.position else 0
+        elif e.kind != 'stdin':
+            raise FsError(Errno.BADF)
+    elif e.kind not in ('stdout', 'stderr', 'file'):
+        raise FsError(Errno.BADF)
+    return abi.EVENT.pack(ud, 0, tag, 1, flags)
+
+
+def _sleep_until(host: WasiHost, deadline: int) -> None:
+    while (left := deadline - host.clocks.monotonic_ns()) > 0:
+        time.sleep(left / 1e9)
+
+
+@hostcall(Kind.READS_WORLD, 'iiii')
+def poll_oneoff(host: WasiHost, subs: int, events: int, n: int, nevents: int) -> int:
+    if n == 0:
+        return Errno.INVAL
+    mem = host.mem()
+    raw = mem.read(subs, abi.SUBSCRIPTION.size * n)
+    parsed = [abi.SUBSCRIPTION.unpack_from(raw, i * abi.SUBSCRIPTION.size) for i in range(n)]
+    clocks, fd_events = [], []
+    for ud, tag, word, timeout, _prec, flags in parsed:
+        if tag == abi.EV_CLOCK:
+            clocks.append((ud, _deadline(host, word & _U32, timeout, flags)))
+        elif tag in (abi.EV_FD_READ, abi.EV_FD_WRITE):
+            fd_events.append((ud, tag, word & _U32))
+        else:
+            return Errno.INVAL
+    out = _ready(host, parsed, clocks, bool(fd_events))
+    mem.write(events, b''.join(out))
+    mem.put_u32(nevents, len(out))
+    return 0
+
+
+def _ready(host: WasiHost, parsed: list, clocks: list, have_fds: bool) -> list[bytes]:
+    if not have_fds:
+        _sleep_until(host, min(d for _, d in clocks))
+    now = host.clocks.monotonic_ns()
+    out, ci = [], 0
+    for ud, tag, word, *_ in parsed:
+        if tag == abi.EV_CLOCK:
+            if clocks[ci][1] <= now:
+                out.append(abi.EVENT.pack(ud, 0, abi.EV_CLOCK, 0, 0))
+            ci += 1
+        else:
+            out.append(_fd_event(host, ud, tag, word & _U32))
+    return out

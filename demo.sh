@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The README's first command: start a local roostd on its embedded defaults and run a real WASI
+# program through it with `roost run`, then show what the daemon kept (ps, logs, files).
+set -euo pipefail
+cd "$(dirname "$0")"
+. tests/env.sh
+work=$(mktemp -d)
+trap 'kill $daemon 2>/dev/null; wait $daemon 2>/dev/null || true; rm -rf "$work"' EXIT
+
+echo "== compiling examples/sieve.c to WASI with zig (python -m ziglang cc -target wasm32-wasi)"
+python -m ziglang cc -target wasm32-wasi -O2 -o "$work/sieve.wasm" examples/sieve.c
+mkdir "$work/data" && echo "demo primes" > "$work/data/label.txt"
+
+echo "== starting roostd on its embedded defaults (127.0.0.1:7070, data in ~/.local/share/roost)"
+roostd > "$work/roostd.log" 2>&1 & daemon=$!
+for _ in $(seq 200); do roost ps >/dev/null 2>&1 && break; sleep 0.05; done
+
+echo "== roost run --mount $work/data:/data sieve.wasm -- 30000000"
+roost run --name demo-sieve --mount "$work/data:/data" "$work/sieve.wasm" -- 30000000
+echo "== roost ps -a"
+roost ps -a
+id=$(roost ps -a --json | python -c 'import json,sys; print([e["id"] for e in json.load(sys.stdin) if e.get("name")=="demo-sieve"][-1])')
+echo "== roost cp $id:/data/result.txt -"
+roost cp "$id:/data/result.txt" "$work/result.txt" && cat "$work/result.txt"
+echo "== roost inspect $id"
+roost inspect "$id"
+echo "== stopping roostd (SIGTERM)"
+kill -TERM $daemon; wait $daemon

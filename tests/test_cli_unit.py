@@ -1,0 +1,544 @@
+"""Unit tests of the `roost` CLI and client library; no roostd needed.
+
+A fake in-process Control server stands in for the daemon where the CLI's byte-exact output
+and exit codes are the point; the real daemon is covered by the integration tests.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from concurrent import futures
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import pytest
+
+from roost.client import cli, commands, copyout, display, mounts
+from roost.client.api import Client
+from roost.client.attach import Reconnect, follow_logs
+from roost.client.errors import LocalError, MountError, RoostClientError
+from roost.v1 import control_pb2 as pb
+from roost.v1 import control_pb2_grpc
+
+WASM = b"\x00asm\x01\x00\x00\x00"
+
+# ---------------------------------------------------------------- argument parsing
+
+
+def test_run_env_keeps_order_and_splits_at_first_equals() -> None:
+    ns = cli.parse_args(["run", "--env", "B=2", "-e", "A=x=y", "--env", "E=", "m.wasm"])
+    assert ns.env == [("B", "2"), ("A", "x=y"), ("E", "")]
+
+
+def test_guest_args_after_double_dash_reach_the_guest_untouched() -> None:
+    ns = cli.parse_args(["--addr", "h:1", "run", "--detach", "m.wasm", "--", "-v", "--help", "--", "x"])
+    assert ns.module == "m.wasm"
+    assert ns.args == ["-v", "--help", "--", "x"]
+    assert ns.detach and ns.addr == "h:1"
+
+
+def test_run_without_args_and_with_plain_args() -> None:
+    assert cli.parse_args(["run", "m.wasm"]).args == []
+    assert cli.parse_args(["run", "m.wasm", "a", "b"]).args == ["a", "b"]
+
+
+def test_double_dash_keeps_its_meaning_for_other_commands() -> None:
+    assert cli.parse_args(["logs", "--", "-odd-id"]).id == "-odd-id"
+
+
+def test_run_defaults() -> None:
+    ns = cli.parse_args(["run", "dir/dot.wasm"])
+    assert (ns.cooperative, ns.detach, ns.mount, ns.env, ns.memory_limit) == (False, False, [], [], None)
+    assert commands.default_argv0(ns.module) == "dot"
+    assert cli.parse_args(["run", "--cooperative", "m.wasm"]).cooperative is True
+    assert cli.parse_args(["run", "--preempt", "m.wasm"]).cooperative is False
+
+
+@pytest.mark.parametrize("guest", ["/", ".", "/app"])
+def test_mount_specs_accept_any_guest_name(guest: str) -> None:
+    ns = cli.parse_args(["run", "--mount", f"/host/dir:{guest}", "m.wasm"])
+    assert ns.mount == [mounts.MountSpec(Path("/host/dir"), guest)]
+
+
+def test_mount_spec_splits_at_last_colon() -> None:
+    assert mounts.parse_mount_spec("a:b:/app") == mounts.MountSpec(Path("a:b"), "/app")
+
+
+@pytest.mark.parametrize("spec", ["nocolon", ":/app", "/host:"])
+def test_bad_mount_spec_is_rejected(spec: str) -> None:
+    with pytest.raises(LocalError):
+        mounts.parse_mount_spec(spec)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "--env", "NOEQUALS", "m.wasm"],
+        ["run", "--mount", "nocolon", "m.wasm"],
+        ["run", "--memory-limit", "lots", "m.wasm"],
+        ["run", "--preempt", "--cooperative", "m.wasm"],
+        ["cp", "no-colon", "out"],
+        ["migrate", "x"],
+        ["bogus"],
+    ],
+)
+def test_usage_errors_exit_2_without_traceback(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "usage:" in err and "Traceback" not in err
+
+
+def test_json_is_accepted_before_or_after_the_command() -> None:
+    assert cli.parse_args(["--json", "ps"]).json is True
+    assert cli.parse_args(["ps", "--json"]).json is True
+    assert cli.parse_args(["ps"]).json is False
+
+
+def test_addr_defaults_to_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ROOST_ADDR", "10.0.0.1:9")
+    assert cli.parse_args(["ps"]).addr == "10.0.0.1:9"
+    assert cli.parse_args(["ps", "--addr", "h:2"]).addr == "h:2"
+    monkeypatch.delenv("ROOST_ADDR")
+    assert cli.parse_args(["ps"]).addr == "127.0.0.1:7070"
+
+
+@pytest.mark.parametrize("command", ["checkpoint", "pause", "resume"])
+def test_later_commands_say_not_implemented(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main([command, "abc"]) == 2
+    assert "not implemented in this version" in capsys.readouterr().err
+
+
+def test_modules_prepare_is_not_available_yet(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["modules", "prepare", "m.wasm"]) == 2
+    assert "not available yet" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- mounts
+
+
+def test_mount_tree_is_read_sorted_with_links_unfollowed(tmp_path: Path) -> None:
+    root = tmp_path / "host"
+    (root / "b" / "deep").mkdir(parents=True)
+    (root / "a-file").write_bytes(bytes(range(256)))
+    (root / "b" / "deep" / "x.txt").write_text("x")
+    (root / "empty").mkdir()
+    os.symlink("b/deep/x.txt", root / "link")
+    os.symlink("/nowhere", root / "b" / "dangling")
+    mount = mounts.read_mount(mounts.MountSpec(root, "/app"))
+    assert mount.guest_path == "/app"
+    got = [(e.path, pb.FileEntry.Kind.Name(e.kind)) for e in mount.entries]
+    assert got == [
+        ("a-file", "FILE"),
+        ("b", "DIRECTORY"),
+        ("b/dangling", "SYMLINK"),
+        ("b/deep", "DIRECTORY"),
+        ("b/deep/x.txt", "FILE"),
+        ("empty", "DIRECTORY"),
+        ("link", "SYMLINK"),
+    ]
+    by_path = {e.path: e for e in mount.entries}
+    assert by_path["a-file"].data == bytes(range(256))
+    assert by_path["link"].target == "b/deep/x.txt" and not by_path["link"].data
+    assert by_path["b/dangling"].target == "/nowhere"
+
+
+def test_mount_of_a_missing_dir_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(MountError, match="not a directory"):
+        mounts.read_mount(mounts.MountSpec(tmp_path / "missing", "/"))
+
+
+def test_mount_of_a_fifo_is_refused(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pipe")
+    with pytest.raises(MountError, match="not a file"):
+        mounts.read_mount(mounts.MountSpec(tmp_path, "."))
+
+
+# ---------------------------------------------------------------- display
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [("512", 512), ("64K", 65536), ("64k", 65536), ("256M", 256 << 20), ("1G", 1 << 30),
+     ("1.5G", 3 << 29), ("2MiB", 2 << 20), ("3MB", 3 << 20), ("1T", 1 << 40)],
+)
+def test_parse_size(text: str, expected: int) -> None:
+    assert display.parse_size(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "M", "-1", "1X", "one"])
+def test_parse_size_rejects(text: str) -> None:
+    with pytest.raises(LocalError):
+        display.parse_size(text)
+
+
+@pytest.mark.parametrize(
+    "size, expected", [(0, "0 B"), (1023, "1023 B"), (1536, "1.5 KiB"), (5 << 20, "5.0 MiB"), (3 << 30, "3.0 GiB")]
+)
+def test_human_bytes(size: int, expected: str) -> None:
+    assert display.human_bytes(size) == expected
+
+
+@pytest.mark.parametrize(
+    "seconds, expected",
+    [(0.25, "250ms"), (42, "42s"), (192, "3m12s"), (5 * 3600 + 180, "5h03m"), (2 * 86400 + 4 * 3600, "2d04h"), (-3, "0ms")],
+)
+def test_human_duration(seconds: float, expected: str) -> None:
+    assert display.human_duration(seconds) == expected
+
+
+def test_table_aligns_columns() -> None:
+    text = display.table(["ID", "STATE"], [["a1", "running"], ["bbbbbb", "exited"]])
+    assert text.splitlines() == ["ID      STATE", "a1      running", "bbbbbb  exited"]
+
+
+def test_execution_json_keeps_proto_names_and_zero_values() -> None:
+    data = json.loads(display.to_json(pb.Execution(id="e1", state=pb.EXITED, stdout_bytes=7)))
+    assert data["id"] == "e1" and data["state"] == "EXITED"
+    assert data["exit_code"] == 0 and data["stdout_bytes"] == 7
+
+
+def test_ps_row() -> None:
+    e = pb.Execution(id="e1", name="n", state=pb.EXITED, exit_code=3, module_name="m.wasm",
+                     created_at=100.0, started_at=101.0, finished_at=103.5)
+    assert commands.execution_row(e, now=160.0) == ["e1", "n", "exited", "3", "m.wasm", "1m00s", "2s"]
+
+
+@pytest.mark.parametrize(
+    "execution, code",
+    [
+        (pb.Execution(state=pb.EXITED, exit_code=0), 0),
+        (pb.Execution(state=pb.EXITED, exit_code=42), 42),
+        (pb.Execution(state=pb.EXITED, exit_code=256), 1),
+        (pb.Execution(state=pb.FAILED, error="trap"), 125),
+        (pb.Execution(state=pb.KILLED), 137),
+        (pb.Execution(state=pb.RUNNING), 1),
+    ],
+)
+def test_exit_status(execution: pb.Execution, code: int) -> None:
+    assert commands.exit_status(execution) == code
+
+
+# ---------------------------------------------------------------- copy out
+
+
+def file_chunks(path: str, data: bytes, part: int) -> list[pb.FileChunk]:
+    return [
+        pb.FileChunk(path=path, kind=pb.FileEntry.FILE, data=data[i : i + part], offset=i, size_bytes=len(data))
+        for i in range(0, max(len(data), 1), part)
+    ]
+
+
+def test_copy_file_into_existing_dir_uses_basename(tmp_path: Path) -> None:
+    written = copyout.write_chunks(file_chunks("", b"abcdefg", 3), "/app/out.txt", tmp_path)
+    assert written == tmp_path / "out.txt"
+    assert written.read_bytes() == b"abcdefg"
+
+
+def test_copy_file_to_new_path(tmp_path: Path) -> None:
+    copyout.write_chunks(file_chunks("", b"", 3), "out.wav", tmp_path / "renamed.wav")
+    assert (tmp_path / "renamed.wav").read_bytes() == b""
+
+
+def test_copy_tree(tmp_path: Path) -> None:
+    chunks = [
+        pb.FileChunk(path="", kind=pb.FileEntry.DIRECTORY),
+        pb.FileChunk(path="sub", kind=pb.FileEntry.DIRECTORY),
+        *file_chunks("sub/data.bin", bytes(range(200)), 64),
+        pb.FileChunk(path="ln", kind=pb.FileEntry.SYMLINK, target="sub/data.bin"),
+    ]
+    root = copyout.write_chunks(chunks, "/", tmp_path / "out")
+    assert root == tmp_path / "out"
+    assert (root / "sub" / "data.bin").read_bytes() == bytes(range(200))
+    assert os.readlink(root / "ln") == "sub/data.bin"
+
+
+@pytest.mark.parametrize("bad", ["../escape", "/abs", "a/../../b"])
+def test_copy_refuses_paths_outside_destination(tmp_path: Path, bad: str) -> None:
+    with pytest.raises(LocalError, match="unsafe"):
+        copyout.write_chunks(file_chunks(bad, b"x", 1), "/d", tmp_path / "new")
+
+
+# ---------------------------------------------------------------- reconnect
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_reconnect_gives_up_after_the_window() -> None:
+    clock = FakeClock()
+    reconnect = Reconnect(10.0, sleep=clock.sleep, clock=clock)
+
+    def down() -> None:
+        raise RoostClientError("UNAVAILABLE", "down")
+
+    with pytest.raises(RoostClientError, match="down"):
+        reconnect.call(down)
+    assert 10.0 <= clock.now < 13.0
+
+
+def test_reconnect_does_not_retry_real_answers() -> None:
+    clock = FakeClock()
+    reconnect = Reconnect(10.0, sleep=clock.sleep, clock=clock)
+    with pytest.raises(RoostClientError, match="NOT_FOUND"):
+        reconnect.pause(RoostClientError("NOT_FOUND", "no such execution"))
+    assert clock.now == 0.0
+
+
+def test_reconnect_window_restarts_after_a_healthy_spell() -> None:
+    clock = FakeClock()
+    reconnect = Reconnect(10.0, sleep=clock.sleep, clock=clock)
+    reconnect.pause(RoostClientError("UNAVAILABLE", "down"))
+    clock.now += 600  # a long quiet, healthy stream
+    reconnect.pause(RoostClientError("UNAVAILABLE", "down again"))  # must not give up
+
+
+# ---------------------------------------------------------------- fake daemon
+
+
+@dataclass
+class FakeControl(control_pb2_grpc.ControlServicer):
+    """Just enough of roostd's Control service to drive the CLI."""
+
+    logs: list[pb.LogChunk] = field(default_factory=list)
+    final: pb.Execution = field(default_factory=lambda: pb.Execution(id="ex-1", state=pb.EXITED))
+    known_modules: set[str] = field(default_factory=set)
+    reject_module: str = ""
+    break_logs_after: int | None = None  # first StreamLogs call aborts after this many chunks
+    uploads: list[bytes] = field(default_factory=list)
+    starts: list[pb.StartExecutionRequest] = field(default_factory=list)
+    log_requests: list[pb.StreamLogsRequest] = field(default_factory=list)
+    files: list[pb.FileChunk] = field(default_factory=list)
+
+    def GetModule(self, request, context):
+        if request.sha256 not in self.known_modules:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"module {request.sha256} not found")
+        return pb.Module(sha256=request.sha256, name="known.wasm")
+
+    def UploadModule(self, request_iterator, context):
+        header, data = None, b""
+        for part in request_iterator:
+            if part.HasField("header"):
+                header = part.header
+            else:
+                data += part.chunk
+        if self.reject_module:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, self.reject_module)
+        self.uploads.append(data)
+        assert header is not None and header.size_bytes == len(data)
+        assert header.sha256 == hashlib.sha256(data).hexdigest()
+        return pb.Module(sha256=header.sha256, name=header.name, size_bytes=len(data))
+
+    def StartExecution(self, request, context):
+        self.starts.append(request)
+        return pb.Execution(id=self.final.id, state=pb.RUNNING)
+
+    def StreamLogs(self, request, context):
+        self.log_requests.append(request)
+        first_call = len(self.log_requests) == 1
+        for n, chunk in enumerate(c for c in self.logs if c.seq >= request.from_seq):
+            if first_call and self.break_logs_after == n:
+                context.abort(grpc.StatusCode.UNAVAILABLE, "daemon restarting")
+            if request.stream in (pb.LOG_STREAM_UNSPECIFIED, chunk.stream):
+                yield chunk
+
+    def GetExecution(self, request, context):
+        if request.id != self.final.id:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"execution {request.id} not found")
+        return self.final
+
+    def WaitExecution(self, request, context):
+        return self.GetExecution(request, context)
+
+    def ListExecutions(self, request, context):
+        return pb.ListExecutionsResponse(executions=[self.final])
+
+    def CopyOut(self, request, context):
+        yield from self.files
+
+
+@pytest.fixture
+def fake() -> Iterator[tuple[FakeControl, str]]:
+    control = FakeControl()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    control_pb2_grpc.add_ControlServicer_to_server(control, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield control, f"127.0.0.1:{port}"
+    server.stop(None)
+
+
+@pytest.fixture
+def module(tmp_path: Path) -> Path:
+    path = tmp_path / "hello.wasm"
+    path.write_bytes(WASM)
+    return path
+
+
+def chunk(seq: int, stream: int, data: bytes) -> pb.LogChunk:
+    return pb.LogChunk(seq=seq, stream=stream, data=data)
+
+
+def test_run_writes_guest_output_byte_exact_and_exits_with_its_code(
+    fake: tuple[FakeControl, str], module: Path, capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    control, addr = fake
+    control.logs = [chunk(0, pb.STDOUT, b"out\x00\xff"), chunk(1, pb.STDERR, b"err\r\n"), chunk(2, pb.STDOUT, b"!")]
+    control.final = pb.Execution(id="ex-1", state=pb.EXITED, exit_code=3)
+    assert cli.main(["--addr", addr, "run", str(module), "--", "a", "-b"]) == 3
+    captured = capsysbinary.readouterr()
+    assert captured.out == b"out\x00\xff!"
+    assert captured.err == b"err\r\n"  # not a terminal: no progress line
+    assert control.uploads == [WASM]
+    start = control.starts[0]
+    assert (start.argv0, list(start.args), start.module_sha256) == ("hello", ["a", "-b"], hashlib.sha256(WASM).hexdigest())
+
+
+def test_run_sends_every_option(
+    fake: tuple[FakeControl, str], module: Path, tmp_path: Path, capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    control, addr = fake
+    (tmp_path / "in.bin").write_bytes(b"\x01\x02")
+    (tmp_path / "tree").mkdir()
+    (tmp_path / "tree" / "f").write_bytes(b"data")
+    argv = ["--addr", addr, "run", "--detach", "--name", "job", "--argv0", "dot", "--env", "Z=1", "--env", "A=2",
+            "--stdin", str(tmp_path / "in.bin"), "--mount", f"{tmp_path / 'tree'}:/", "--cooperative",
+            "--checkpoint-every", "2.5", "--memory-limit", "64M", str(module)]
+    assert cli.main(argv) == 0
+    assert capsysbinary.readouterr().out == b"ex-1\n"
+    start = control.starts[0]
+    assert start.name == "job" and start.argv0 == "dot"
+    assert [(e.key, e.value) for e in start.env] == [("Z", "1"), ("A", "2")]
+    assert start.stdin == b"\x01\x02"
+    assert start.mounts[0].guest_path == "/" and start.mounts[0].entries[0].data == b"data"
+    assert start.cooperative and start.checkpoint_every_seconds == 2.5
+    assert start.memory_limit_bytes == 64 << 20
+    assert control.log_requests == []  # detached: no attach
+
+
+def test_upload_is_skipped_when_the_daemon_has_the_module(fake: tuple[FakeControl, str], module: Path) -> None:
+    control, addr = fake
+    control.known_modules.add(hashlib.sha256(WASM).hexdigest())
+    with Client(addr) as client:
+        got = client.upload_module(module)
+    assert got.deduplicated and control.uploads == []
+
+
+def test_upload_progress_counts_to_the_total(fake: tuple[FakeControl, str], tmp_path: Path) -> None:
+    _, addr = fake
+    big = tmp_path / "big.wasm"
+    big.write_bytes(WASM + bytes(3 * 1024 * 1024))
+    calls: list[tuple[int, int]] = []
+    with Client(addr) as client:
+        client.upload_module(big, lambda sent, total: calls.append((sent, total)))
+    total = big.stat().st_size
+    assert calls[-1] == (total, total) and len(calls) == 4
+
+
+def test_run_reconnects_and_resumes_logs_after_a_broken_stream(
+    fake: tuple[FakeControl, str], module: Path, capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    control, addr = fake
+    control.logs = [chunk(i, pb.STDOUT, b"%d\n" % i) for i in range(5)]
+    control.break_logs_after = 2
+    assert cli.main(["--addr", addr, "run", str(module)]) == 0
+    assert capsysbinary.readouterr().out == b"0\n1\n2\n3\n4\n"
+    assert [r.from_seq for r in control.log_requests] == [0, 2]
+
+
+def test_run_failed_execution_exits_125_with_message(
+    fake: tuple[FakeControl, str], module: Path, capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    control, addr = fake
+    control.final = pb.Execution(id="ex-1", state=pb.FAILED, error="wasm trap: unreachable")
+    assert cli.main(["--addr", addr, "run", str(module)]) == 125
+    assert capsysbinary.readouterr().err == b"roost: execution ex-1 failed: wasm trap: unreachable\n"
+
+
+def test_killed_execution_exits_137(fake: tuple[FakeControl, str], capsys: pytest.CaptureFixture[str]) -> None:
+    control, addr = fake
+    control.final = pb.Execution(id="ex-1", state=pb.KILLED)
+    assert cli.main(["--addr", addr, "wait", "ex-1"]) == 137
+    assert capsys.readouterr().out == ""
+
+
+def test_rejected_module_says_so(
+    fake: tuple[FakeControl, str], module: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    control, addr = fake
+    control.reject_module = "imports wasi_snapshot_preview1.sock_open, which roost does not provide"
+    assert cli.main(["--addr", addr, "run", str(module)]) == 1
+    assert capsys.readouterr().err == f"roost: module rejected: {control.reject_module}\n"
+
+
+def test_unknown_execution_is_one_line(fake: tuple[FakeControl, str], capsys: pytest.CaptureFixture[str]) -> None:
+    _, addr = fake
+    assert cli.main(["--addr", addr, "inspect", "nope"]) == 1
+    assert capsys.readouterr().err == "roost: execution nope not found\n"
+
+
+def test_unreachable_daemon(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["--addr", "127.0.0.1:1", "ps"]) == 1
+    assert capsys.readouterr().err.startswith("roost: cannot reach roostd at 127.0.0.1:1: ")
+
+
+def test_missing_stdin_file_is_a_clear_error(
+    fake: tuple[FakeControl, str], module: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, addr = fake
+    assert cli.main(["--addr", addr, "run", "--stdin", "/no/such/file", str(module)]) == 1
+    assert capsys.readouterr().err == "roost: --stdin /no/such/file: No such file or directory\n"
+
+
+def test_logs_filters_one_stream(fake: tuple[FakeControl, str], capsysbinary: pytest.CaptureFixture[bytes]) -> None:
+    control, addr = fake
+    control.logs = [chunk(0, pb.STDOUT, b"o"), chunk(1, pb.STDERR, b"e")]
+    assert cli.main(["--addr", addr, "logs", "--stderr", "ex-1"]) == 0
+    captured = capsysbinary.readouterr()
+    assert (captured.out, captured.err) == (b"", b"e")
+    assert cli.main(["--addr", addr, "logs", "ex-1"]) == 0
+    captured = capsysbinary.readouterr()
+    assert (captured.out, captured.err) == (b"o", b"e")
+
+
+def test_follow_logs_returns_next_seq(fake: tuple[FakeControl, str]) -> None:
+    control, addr = fake
+    control.logs = [chunk(0, pb.STDOUT, b"a"), chunk(1, pb.STDOUT, b"b")]
+    seen: list[bytes] = []
+    with Client(addr) as client:
+        assert follow_logs(client, "ex-1", write=lambda c: seen.append(c.data)) == 2
+    assert seen == [b"a", b"b"]
+
+
+def test_ps_and_wait_json(fake: tuple[FakeControl, str], capsys: pytest.CaptureFixture[str]) -> None:
+    control, addr = fake
+    control.final = pb.Execution(id="ex-1", state=pb.EXITED, exit_code=7)
+    assert cli.main(["--addr", addr, "--json", "ps", "-a"]) == 0
+    assert [e["id"] for e in json.loads(capsys.readouterr().out)] == ["ex-1"]
+    assert cli.main(["--addr", addr, "wait", "--json", "ex-1"]) == 7
+    assert json.loads(capsys.readouterr().out)["exit_code"] == 7
+
+
+def test_ps_table(fake: tuple[FakeControl, str], capsys: pytest.CaptureFixture[str]) -> None:
+    _, addr = fake
+    assert cli.main(["--addr", addr, "ps"]) == 0
+    header, row = capsys.readouterr().out.splitlines()
+    assert header.split() == ["ID", "NAME", "STATE", "EXIT", "MODULE", "AGE", "RUNTIME"]
+    assert row.split()[:3] == ["ex-1", "-", "exited"]
+
+
+def test_cp_writes_the_tree(fake: tuple[FakeControl, str], tmp_path: Path) -> None:
+    control, addr = fake
+    control.files = [pb.FileChunk(path="", kind=pb.FileEntry.DIRECTORY), *file_chunks("r.txt", b"result", 4)]
+    assert cli.main(["--addr", addr, "cp", "ex-1:/app/out", str(tmp_path / "got")]) == 0
+    assert (tmp_path / "got" / "r.txt").read_bytes() == b"result"
