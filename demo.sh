@@ -15,8 +15,8 @@ echo "== starting roostd on its embedded defaults (127.0.0.1:7070, data in ~/.lo
 roostd > "$work/roostd.log" 2>&1 & daemon=$!
 for _ in $(seq 200); do roost ps >/dev/null 2>&1 && break; sleep 0.05; done
 
-echo "== roost run --mount $work/data:/data sieve.wasm -- 30000000"
-roost run --name demo-sieve --mount "$work/data:/data" "$work/sieve.wasm" -- 30000000
+echo "== roost run --mount $work/data:/data sieve.wasm -- 150000000"
+roost run --name demo-sieve --mount "$work/data:/data" "$work/sieve.wasm" -- 150000000
 echo "== roost ps -a"
 roost ps -a
 id=$(roost ps -a --json | python -c 'import json,sys; print([e["id"] for e in json.load(sys.stdin) if e.get("name")=="demo-sieve"][-1])')

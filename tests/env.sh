@@ -17,12 +17,4 @@ if ! command -v systemd-analyze >/dev/null 2>&1; then
   echo "== installing Debian's systemd (for systemd-analyze)"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd >/dev/null
 fi
-# Third-party guests (../shared/guests): fetched once, cached in tests/.cache.
-if [ -z "${ROOST_GUESTS_DIR:-}" ] && [ -f ../shared/guests/fetch.sh ]; then
-  export ROOST_GUESTS_DIR="$PWD/tests/.cache/shared-guests"
-  if [ ! -f "$ROOST_GUESTS_DIR/manifest.json" ]; then
-    echo "== fetching third-party guests into $ROOST_GUESTS_DIR"
-    WITH_YOSYS=1 PYTHON="$PWD/$VENV/bin/python" bash ../shared/guests/fetch.sh "$ROOST_GUESTS_DIR" >/dev/null
-  fi
-fi
 export PATH="$PWD/$VENV/bin:$PATH"
