@@ -13,8 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def guests_dir() -> Path | None:
-    for candidate in (os.environ.get("ROOST_GUESTS_DIR"), ROOT / "tests" / ".cache" / "shared-guests",
-                      "/work/guests"):
+    for candidate in (os.environ.get("ROOST_GUESTS_DIR"), ROOT / "tests" / ".cache" / "shared-guests"):
         if candidate and (Path(candidate) / "cases").is_dir():
             return Path(candidate)
     return None

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from shared_guests import guests_dir
+
 from guestbuild import compile_guest
 from roost.daemon.vfs import Vfs
 from roost.daemon.wasi import PROVIDED_FUNCTIONS, WasiHost, initial_state
@@ -107,7 +109,7 @@ def test_stdin_position_survives_restore(wasm: dict[str, Path]) -> None:
 
 
 def _guests_dir() -> Path:
-    return Path(os.environ.get('ROOST_GUESTS_DIR') or '/work/guests')
+    return guests_dir() or Path('/nonexistent')
 
 
 def _cases() -> list[Path]:

@@ -8,6 +8,9 @@ import random
 import time
 
 import pytest
+from pathlib import Path
+
+from shared_guests import guests_dir
 import wasmtime
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -17,7 +20,7 @@ from roost.daemon.wasmparse import Import, InvalidModule, check_supported, parse
 
 WASI = "wasi_snapshot_preview1"
 PROVIDED = {WASI: frozenset({"fd_write", "proc_exit", "args_get", "args_sizes_get"})}
-GUESTS = "/work/guests/wasm"
+GUESTS = str((guests_dir() or Path("/nonexistent")) / "wasm")
 
 COMMAND_WAT = """
 (module
