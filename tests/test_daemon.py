@@ -129,6 +129,9 @@ def test_memory_limit_fails_the_execution_with_the_reason(roostd):
 
 
 def test_malformed_rpc_gets_invalid_argument(roostd):
+    healthy = compile_guest("spin_print")
+    native = run_native(healthy, ["spin_print", "300"])
+    ok_id = roostd.roost("run", "--detach", str(healthy), "--", "300", check=True).stdout.decode().strip()
     with grpc.insecure_channel(roostd.addr) as ch:
         call = ch.unary_unary("/roost.v1.Control/StartExecution")
         with pytest.raises(grpc.RpcError) as err:
@@ -141,6 +144,8 @@ def test_malformed_rpc_gets_invalid_argument(roostd):
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
     missing = roostd.roost("inspect", "does-not-exist")
     assert missing.returncode == 1 and b"not found" in missing.stderr and b"Traceback" not in missing.stderr
+    assert roostd.roost("wait", ok_id).returncode == native.exit_code
+    assert roostd.roost("logs", "--stdout", ok_id).stdout == native.stdout
 
 
 def test_logs_follow_replay_and_filters(roostd):

@@ -185,7 +185,7 @@ class Supervisor:
 
     def _finish(self, live: Live, end: Frame | None) -> None:
         record = live.record
-        code = _reap(live.worker)
+        code = None if end is not None else _reap(live.worker)   # the status explains a crash
         vfs = None
         if end is not None:
             self._count_calls(live, end.meta.get("calls", {}))
@@ -211,6 +211,8 @@ class Supervisor:
             live.changed.notify_all()
         with self._ended:
             self._ended.notify_all()
+        if end is not None:
+            _reap(live.worker)       # after answering waiters: process exit takes a while
         log.info("execution %s ended: %s %s", record.id, record.state.value,
                  record.exit_code if record.state == State.EXITED else record.error.splitlines()[:1])
 
