@@ -205,8 +205,9 @@ def test_finished_executions_survive_a_restart(fresh_roostd, tmp_path):
     out = tmp_path / "r.txt"
     assert daemon.roost("cp", "keep:/data/result.txt", str(out)).returncode == 0
     assert out.read_bytes() == (native.files["/data"] / "result.txt").read_bytes()
-    interrupted = json.loads(daemon.roost("inspect", "--json", running, check=True).stdout)
-    assert interrupted["state"] == "FAILED" and "interrupted" in interrupted["error"]
+    resumed = json.loads(daemon.roost("inspect", "--json", running, check=True).stdout)
+    assert resumed["state"] == "RUNNING" and resumed["restores"] == 1     # resumed, not lost
+    assert daemon.roost("kill", running).returncode == 0
 
 
 def test_twenty_executions_at_once(roostd):

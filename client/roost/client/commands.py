@@ -219,6 +219,9 @@ def inspect_lines(e: pb.Execution, now: float) -> list[tuple[str, str]]:
         ("stdout", display.human_bytes(e.stdout_bytes)),
         ("stderr", display.human_bytes(e.stderr_bytes)),
         ("host_calls", str(e.host_calls)),
+        ("journal_records", str(e.journal_records)),
+        ("checkpoints", str(e.checkpoints)),
+        ("restores", str(e.restores)),
         ("worker_pid", str(e.worker_pid) if e.worker_pid else "-"),
         ("node", e.node_id or "-"),
     ]

@@ -231,7 +231,8 @@ def execution_pb(r: ExecutionRecord) -> pb.Execution:
         worker_pid=r.worker_pid, stdout_bytes=r.stdout_bytes, stderr_bytes=r.stderr_bytes,
         host_calls=r.host_calls, memory_bytes=r.memory_bytes,
         memory_limit_bytes=r.memory_limit_bytes, cooperative=r.cooperative,
-        checkpoint_every_seconds=r.checkpoint_every_seconds, node_id=r.node_id)
+        checkpoint_every_seconds=r.checkpoint_every_seconds, node_id=r.node_id,
+        restores=r.restores, journal_records=r.journal_records, checkpoints=r.checkpoints)
 
 
 def handlers(service: ControlService) -> grpc.GenericRpcHandler:

@@ -25,6 +25,10 @@ EXECUTION_ENDS = Counter("roost_execution_ends", "Executions that ended, by fina
 START_SECONDS = Histogram("roost_execution_start_seconds", "Time from a start request to the "
                           "guest's _start running", registry=REGISTRY,
                           buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
+RESTORES = Counter("roost_restores", "Executions given a new worker that replays them "
+                   "(worker died, daemon restarted)", registry=REGISTRY)
+JOURNAL_RECORDS = Counter("roost_journal_records", "Host-call results journaled for replay",
+                          registry=REGISTRY)
 LOG_BYTES = Counter("roost_log_bytes", "Guest output bytes made durable, by stream", ["stream"],
                     registry=REGISTRY)
 

@@ -60,6 +60,9 @@ class ExecutionRecord:
     cooperative: bool = False
     checkpoint_every_seconds: float = 0.0
     node_id: str = ""
+    restores: int = 0             # times a new worker took over (worker died, daemon restarted)
+    journal_records: int = 0
+    checkpoints: int = 0
 
     def to_json(self) -> bytes:
         d = dataclasses.asdict(self)

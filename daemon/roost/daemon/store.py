@@ -9,7 +9,9 @@ This is the only module that imports `lmdb`; LMDB errors become `StoreError` her
     executions  id                    -> ExecutionRecord JSON
     logs        id + 0x00 + seq (u64 BE) -> stream byte (1=stdout, 2=stderr) + data
     inputs      id + b"/stdin"        -> stdin bytes
+                id + b"/vfs"          -> the filesystem the execution started with
     vfs         id                    -> Vfs.to_bytes() (latest filesystem of the execution)
+    journal     id + 0x00 + seq (u64 BE) -> one encoded journal record (roost.daemon.journal)
 
 The log key layout keeps one execution's records contiguous and in order, so a replay is one
 cursor scan from (id, seq).
@@ -27,7 +29,7 @@ from .errors import FormatError, NotFound, StoreError
 from .records import ExecutionRecord, ModuleRecord
 
 FORMAT_VERSION = (1, 0)
-DATABASES = ("meta", "modules", "blobs", "executions", "logs", "inputs", "vfs")
+DATABASES = ("meta", "modules", "blobs", "executions", "logs", "inputs", "vfs", "journal")
 _SEQ = struct.Struct(">Q")
 
 
@@ -107,6 +109,7 @@ class Store:
             if not txn.put(key, record.to_json(), db=self.dbs["executions"], overwrite=False):
                 raise StoreError(f"creating execution {record.id}: id already exists")
             txn.put(key + b"/stdin", stdin, db=self.dbs["inputs"])
+            txn.put(key + b"/vfs", vfs, db=self.dbs["inputs"])
             txn.put(key, vfs, db=self.dbs["vfs"])
 
     def put_execution(self, record: ExecutionRecord, vfs: bytes | None = None) -> None:
@@ -131,6 +134,13 @@ class Store:
         with self._txn(f"reading stdin of {exec_id}") as txn:
             return txn.get(exec_id.encode() + b"/stdin", b"", db=self.dbs["inputs"])
 
+    def initial_vfs(self, exec_id: str) -> bytes:
+        with self._txn(f"reading the initial filesystem of {exec_id}") as txn:
+            raw = txn.get(exec_id.encode() + b"/vfs", db=self.dbs["inputs"])
+        if raw is None:
+            raise NotFound(f"execution {exec_id} has no initial filesystem")
+        return raw
+
     def vfs(self, exec_id: str) -> bytes:
         with self._txn(f"reading filesystem of {exec_id}") as txn:
             raw = txn.get(exec_id.encode(), db=self.dbs["vfs"])
@@ -138,26 +148,38 @@ class Store:
             raise NotFound(f"execution {exec_id} has no filesystem")
         return raw
 
-    # ---- logs ----
-    def append_logs(self, record: ExecutionRecord, first_seq: int,
-                    chunks: list[tuple[int, bytes]]) -> None:
-        """Append chunks as consecutive seqs and save the record's byte counters in one txn."""
-        with self._txn(f"appending logs of {record.id}", write=True) as txn:
+    # ---- logs and journal ----
+    def append(self, record: ExecutionRecord, log_seq: int, chunks: list[tuple[int, bytes]],
+               journal_seq: int, journal: list[bytes]) -> None:
+        """Journal records, then output, then the record's counters: one transaction, so
+        durable output never depends on a journal record that is not durable."""
+        with self._txn(f"appending output of {record.id}", write=True) as txn:
+            for i, raw in enumerate(journal):
+                txn.put(log_key(record.id, journal_seq + i), raw, db=self.dbs["journal"])
             for i, (stream, data) in enumerate(chunks):
-                txn.put(log_key(record.id, first_seq + i), bytes((stream,)) + data,
-                        db=self.dbs["logs"], append=False)
+                txn.put(log_key(record.id, log_seq + i), bytes((stream,)) + data, db=self.dbs["logs"])
             txn.put(record.id.encode(), record.to_json(), db=self.dbs["executions"])
 
-    def next_log_seq(self, exec_id: str) -> int:
-        with self._txn(f"reading logs of {exec_id}") as txn:
-            cur = txn.cursor(db=self.dbs["logs"])
-            if not cur.set_range(log_key(exec_id, 1 << 63)):
-                ok = cur.last()
-            else:
-                ok = cur.prev()
+    def next_seq(self, db: str, exec_id: str) -> int:
+        """One past the last seq stored for `exec_id` in `db` ("logs" or "journal")."""
+        with self._txn(f"reading {db} of {exec_id}") as txn:
+            cur = txn.cursor(db=self.dbs[db])
+            ok = cur.prev() if cur.set_range(log_key(exec_id, (1 << 64) - 1)) else cur.last()
             if ok and cur.key().startswith(exec_id.encode() + b"\x00"):
                 return _SEQ.unpack(cur.key()[-8:])[0] + 1
         return 0
+
+    def read_journal(self, exec_id: str, from_seq: int) -> list[bytes]:
+        prefix = exec_id.encode() + b"\x00"
+        with self._txn(f"reading journal of {exec_id}") as txn:
+            cur = txn.cursor(db=self.dbs["journal"])
+            out: list[bytes] = []
+            if cur.set_range(log_key(exec_id, from_seq)):
+                for key, value in cur:
+                    if not key.startswith(prefix):
+                        break
+                    out.append(bytes(value))
+            return out
 
     def read_logs(self, exec_id: str, from_seq: int, limit_bytes: int = 4 << 20
                   ) -> list[tuple[int, int, bytes]]:

@@ -16,19 +16,19 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from . import metrics
+from . import journal, metrics
 from .errors import InvalidRequest, NotFound, StateConflict
 from .modules import ModuleRegistry
 from .records import ExecutionRecord, State
 from .store import Store
 from .vfs import Entry, Vfs
-from .workerlink import END, OUTPUT, READY, START, STATS, Frame
+from .workerlink import END, JOURNAL, OUTPUT, READY, START, STATS, Frame
 from .workers import WorkerPool, WorkerProcess
 
 log = logging.getLogger(__name__)
 MAX_LOG_RECORD_BYTES = 1 << 20
-INTERRUPTED = ("interrupted: roostd stopped while the execution was running "
-               "(resuming from a checkpoint is not available in this version)")
+SHUTDOWN = "roostd is shutting down"
+MAX_BARREN_DEATHS = 5   # workers in a row that die without making new progress: a crash loop
 
 
 @dataclass
@@ -50,10 +50,15 @@ class Live:
     """A running execution: its worker, its next log sequence number, its waiters."""
     record: ExecutionRecord
     worker: WorkerProcess
-    next_seq: int = 0
+    next_seq: int = 0                    # next log record
+    journal_seq: int = 0                 # next journal record
     requested_at: float = 0.0
+    launched_at: float = 0.0             # monotonic
+    launch_mark: tuple = (0, 0)          # (log seq, journal seq) when this worker started
+    barren_deaths: int = 0               # consecutive workers that died without new progress
     end_reason: str = ""                 # why the supervisor stopped the worker, if it did
     calls_seen: Counter = field(default_factory=Counter)
+    durable: dict = field(default_factory=dict)   # fd -> bytes of that stream already stored
     changed: threading.Condition = field(default_factory=threading.Condition)
 
 
@@ -72,27 +77,36 @@ class Supervisor:
 
     # ---- lifecycle ----
     def recover(self) -> int:
-        """Executions left running by a previous daemon cannot resume yet: record that."""
+        """Resume every execution a previous daemon left running (replaying its journal)."""
         n = 0
         for record in self.store.list_executions():
-            if not record.state.ended:
-                record.state, record.error, record.exit_code = State.FAILED, INTERRUPTED, -1
-                record.finished_at = time.time()
-                self.store.put_execution(record)
+            if record.state.ended:
+                continue
+            try:
+                self._launch(record, restore=True, requested=time.monotonic())
                 n += 1
+            except Exception as e:
+                log.exception("cannot resume execution %s", record.id)
+                self._fail(record, f"could not be resumed: {e}")
         return n
 
     def shutdown(self, grace_seconds: float = 10.0) -> None:
-        """Stop every worker and record why; returns once every pump has finished."""
+        """Stop every worker; their executions stay RUNNING in the store and resume when the
+        daemon starts again."""
         with self._lock:
             self._stopping = True
             live = list(self._live.values())
         for ex in live:
-            ex.end_reason = INTERRUPTED
+            ex.end_reason = SHUTDOWN
             _signal(ex.worker, signal.SIGKILL)
         deadline = time.monotonic() + grace_seconds
         with self._ended:
             self._ended.wait_for(lambda: not self._live, timeout=max(0.0, deadline - time.monotonic()))
+
+    def _fail(self, record: ExecutionRecord, error: str) -> None:
+        record.state, record.error, record.exit_code = State.FAILED, error, -1
+        record.finished_at = time.time()
+        self.store.put_execution(record)
 
     # ---- start ----
     def start(self, spec: StartSpec) -> ExecutionRecord:
@@ -100,7 +114,7 @@ class Supervisor:
             raise StateConflict("roostd is shutting down; not starting new executions")
         requested = time.monotonic()
         module = self.store.get_module(spec.module_sha256)
-        artifact = self.modules.ensure_artifact(module.sha256)
+        self.modules.ensure_artifact(module.sha256)
         vfs = Vfs()
         for guest_path, entries in spec.mounts:
             vfs.add_mount(guest_path, entries)
@@ -111,25 +125,43 @@ class Supervisor:
             mounts=[m for m, _ in spec.mounts], created_at=time.time(),
             memory_limit_bytes=limit, cooperative=spec.cooperative,
             checkpoint_every_seconds=spec.checkpoint_every_seconds, node_id=self.node_id)
-        vfs_bytes = vfs.to_bytes()
-        self.store.create_execution(record, spec.stdin, vfs_bytes)
+        self.store.create_execution(record, spec.stdin, vfs.to_bytes())
         try:
-            worker = self.pool.take()
+            self._launch(record, restore=False, requested=requested)
         except Exception as e:
-            record.state, record.error, record.finished_at = State.FAILED, str(e), time.time()
-            self.store.put_execution(record)
+            self._fail(record, f"could not start: {e}")
             raise
-        start = {"id": record.id, "artifact": str(artifact), "argv": record.argv,
-                 "env": record.env, "memory_limit_bytes": limit}
-        live = Live(record, worker, requested_at=requested)
+        log.info("started execution %s (%s)", record.id, module.name)
+        return record
+
+    def _launch(self, record: ExecutionRecord, restore: bool, requested: float,
+                barren_deaths: int = 0) -> None:
+        """Give the execution a worker: fresh, or (restore) replaying its journal from the
+        start so it recomputes exactly what it computed before."""
+        artifact = self.modules.ensure_artifact(record.module_sha256)
+        replay = self.store.read_journal(record.id, 0) if restore else []
+        worker = self.pool.take()
+        next_seq = self.store.next_seq("logs", record.id) if restore else 0
+        live = Live(record, worker, requested_at=requested, launched_at=time.monotonic(),
+                    barren_deaths=barren_deaths, next_seq=next_seq, journal_seq=len(replay),
+                    launch_mark=(next_seq, len(replay)),
+                    durable={1: record.stdout_bytes, 2: record.stderr_bytes})
         with self._lock:
             self._live[record.id] = live
-        record.state, record.started_at, record.worker_pid = State.RUNNING, time.time(), worker.pid
+        record.state, record.worker_pid = State.RUNNING, worker.pid
+        if restore:
+            record.restores += 1
+            metrics.RESTORES.inc()
+        else:
+            record.started_at = time.time()
         self.store.put_execution(record)
-        worker.link.send(START, start, [spec.stdin, vfs_bytes])
+        start = {"id": record.id, "artifact": str(artifact), "argv": record.argv,
+                 "env": record.env, "memory_limit_bytes": record.memory_limit_bytes,
+                 "stdout_offset": 0, "stderr_offset": 0, "journal_first_seq": 0}
+        blobs = [self.store.stdin(record.id), self.store.initial_vfs(record.id),
+                 journal.pack_many(replay)]
+        worker.link.send(START, start, blobs)
         threading.Thread(target=self._pump, args=(live,), name=f"pump-{record.id}", daemon=True).start()
-        log.info("started execution %s (%s) in worker %d", record.id, module.name, worker.pid)
-        return record
 
     # ---- the pump: worker frames -> store ----
     def _pump(self, live: Live) -> None:
@@ -148,21 +180,26 @@ class Supervisor:
 
     def _absorb(self, live: Live, frames: list[Frame]) -> Frame | None:
         outputs: list[tuple[int, bytes]] = []
+        records: list[bytes] = []
         end = None
         for frame in frames:
             if frame.kind == OUTPUT:
-                _merge_output(outputs, frame.fd, frame.data)
+                data = _fresh_output(live, frame)
+                if data:
+                    _merge_output(outputs, frame.fd, data)
+            elif frame.kind == JOURNAL:
+                records.append(frame.data)
             elif frame.kind == READY:
                 metrics.START_SECONDS.observe(time.monotonic() - live.requested_at)
             elif frame.kind == STATS:
                 self._count_calls(live, frame.meta.get("calls", {}))
             elif frame.kind == END:
                 end = frame
-        if outputs:
-            self._append_output(live, outputs)
+        if outputs or records:
+            self._append(live, outputs, records)
         return end
 
-    def _append_output(self, live: Live, outputs: list[tuple[int, bytes]]) -> None:
+    def _append(self, live: Live, outputs: list[tuple[int, bytes]], records: list[bytes]) -> None:
         record = live.record
         for fd, data in outputs:
             if fd == 1:
@@ -170,8 +207,11 @@ class Supervisor:
             else:
                 record.stderr_bytes += len(data)
             metrics.LOG_BYTES.labels(stream="stdout" if fd == 1 else "stderr").inc(len(data))
-        self.store.append_logs(record, live.next_seq, outputs)
+        record.journal_records = live.journal_seq + len(records)
+        self.store.append(record, live.next_seq, outputs, live.journal_seq, records)
+        metrics.JOURNAL_RECORDS.inc(len(records))
         with live.changed:
+            live.journal_seq += len(records)
             live.next_seq += len(outputs)
             live.changed.notify_all()
 
@@ -196,14 +236,19 @@ class Supervisor:
             vfs = end.blobs[0] if end.blobs else None
         elif live.end_reason == "killed":
             record.state, record.exit_code, record.error = State.KILLED, -1, "killed by request"
+        elif live.end_reason == SHUTDOWN:
+            pass                                   # stays RUNNING: resumed at the next start
+        elif not live.end_reason and self._recover(live, code):
+            return
         else:
             reason = live.end_reason or f"worker process {live.worker.pid} died ({_describe_exit(code)})"
             record.state, record.exit_code, record.error = State.FAILED, -1, reason
             if not live.end_reason:
                 metrics.WORKER_FAILURES.labels(reason="died").inc()
-        record.finished_at = time.time()
+        if record.state.ended:
+            record.finished_at = time.time()
+            metrics.EXECUTION_ENDS.labels(state=record.state.value).inc()
         self.store.put_execution(record, vfs)
-        metrics.EXECUTION_ENDS.labels(state=record.state.value).inc()
         live.worker.link.close()
         with self._lock:
             self._live.pop(record.id, None)
@@ -215,6 +260,29 @@ class Supervisor:
             _reap(live.worker)       # after answering waiters: process exit takes a while
         log.info("execution %s ended: %s %s", record.id, record.state.value,
                  record.exit_code if record.state == State.EXITED else record.error.splitlines()[:1])
+
+    def _recover(self, live: Live, code: int | None) -> bool:
+        """A worker died on its own: start another that replays the journal. False when the
+        execution should fail instead: workers keep dying without making new progress (a
+        crash loop), or the daemon is stopping."""
+        record = live.record
+        progressed = (live.next_seq, live.journal_seq) > live.launch_mark
+        deaths = 0 if progressed else live.barren_deaths + 1
+        metrics.WORKER_FAILURES.labels(reason="died").inc()
+        if deaths >= MAX_BARREN_DEATHS or self._stopping:
+            live.end_reason = (f"worker process {live.worker.pid} died ({_describe_exit(code)}); "
+                               f"{deaths} workers in a row died without making progress")
+            return False
+        log.warning("worker %d of %s died (%s): restoring", live.worker.pid, record.id, _describe_exit(code))
+        live.worker.link.close()
+        try:
+            self._launch(record, restore=True, requested=time.monotonic(), barren_deaths=deaths)
+        except Exception as e:
+            live.end_reason = f"worker died and the execution could not be restored: {e}"
+            return False
+        with live.changed:
+            live.changed.notify_all()
+        return True
 
     # ---- queries ----
     def get(self, ref: str) -> ExecutionRecord:
@@ -296,6 +364,20 @@ class Supervisor:
         except (KeyError, FileNotFoundError) as e:
             raise NotFound(f"{guest_path}: no such file or directory in execution {record.id}") from e
         return iter(entries)
+
+
+def _fresh_output(live: Live, frame: Frame) -> bytes:
+    """The part of an OUTPUT frame not yet stored: a restored guest repeats what it wrote
+    after its restore point, and that must not reach the log twice."""
+    stored = live.durable[frame.fd]
+    end = frame.offset + len(frame.data)
+    if end <= stored:
+        return b""
+    if frame.offset > stored:
+        log.error("%s: output gap on fd %d (%d stored, frame at %d)", live.record.id, frame.fd,
+                  stored, frame.offset)
+    live.durable[frame.fd] = end
+    return frame.data[max(0, stored - frame.offset):]
 
 
 def _merge_output(outputs: list[tuple[int, bytes]], fd: int, data: bytes) -> None:

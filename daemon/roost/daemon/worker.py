@@ -18,9 +18,10 @@ import time
 
 import wasmtime
 
-from . import engine, workerlink
+from . import engine, journal, workerlink
+from .journal import Replay, ReplayDiverged
 from .vfs import Vfs
-from .wasi import GuestExit, WasiHost, initial_state
+from .wasi import GuestExit, GuestTrap, WasiHost, initial_state
 from .workerlink import END, READY, START, STATS, Link
 
 STATS_INTERVAL_SECONDS = 1.0
@@ -29,14 +30,17 @@ STATS_INTERVAL_SECONDS = 1.0
 class Guest:
     """A module instantiated with roost's WASI, ready to run `_start`."""
 
-    def __init__(self, eng: wasmtime.Engine, spec: dict, stdin: bytes, vfs: bytes, link: Link) -> None:
+    def __init__(self, eng: wasmtime.Engine, spec: dict, blobs: list[bytes], link: Link) -> None:
+        stdin, vfs, replay = blobs
         self.spec = spec
         self.store = wasmtime.Store(eng)
         if spec.get("memory_limit_bytes"):
             self.store.set_limits(memory_size=int(spec["memory_limit_bytes"]))
         module = wasmtime.Module.deserialize_file(eng, spec["artifact"])
         state = initial_state(spec["argv"], [tuple(kv) for kv in spec["env"]], stdin, Vfs.from_bytes(vfs))
-        self.host = WasiHost(state, link.send_output)
+        self.output = Output(link, spec.get("stdout_offset", 0), spec.get("stderr_offset", 0))
+        self.host = WasiHost(state, self.output, lambda r: link.send_journal(journal.encode(r)),
+                             Replay(journal.unpack_many(replay), spec.get("journal_first_seq", 0)))
         linker = wasmtime.Linker(eng)
         self.host.define(linker)
         self.instance = linker.instantiate(self.store, module)
@@ -52,6 +56,8 @@ class Guest:
             return {"state": "EXITED", "exit_code": 0}
         except GuestExit as e:
             return {"state": "EXITED", "exit_code": e.code}
+        except (ReplayDiverged, GuestTrap) as e:
+            return {"state": "FAILED", "exit_code": -1, "error": str(e)}
         except wasmtime.Trap as e:
             return {"state": "FAILED", "exit_code": -1, "error": self._limit_note(describe_trap(e))}
         except wasmtime.WasmtimeError as e:
@@ -73,6 +79,20 @@ class Guest:
             note = f"(memory was {used} bytes, near its memory limit of {limit} bytes: a grow was likely refused)"
             return f"{summary} {note}\n{rest}".rstrip()
         return error
+
+
+class Output:
+    """Guest stdout/stderr to the supervisor, each write tagged with its offset in its stream
+    (a recovering guest writes again what is already durable; the supervisor drops that)."""
+
+    def __init__(self, link: Link, stdout_offset: int, stderr_offset: int) -> None:
+        self.link = link
+        self.offsets = {1: stdout_offset, 2: stderr_offset}
+
+    def __call__(self, fd: int, data: bytes) -> None:
+        offset = self.offsets[fd]
+        self.offsets[fd] = offset + len(data)
+        self.link.send_output(fd, offset, data)
 
 
 def describe_trap(e: Exception) -> str:
@@ -102,7 +122,7 @@ def serve(link: Link) -> int:
         return 0     # supervisor went away before giving us work (a spare at shutdown)
     began = time.monotonic()
     try:
-        guest = Guest(eng, frame.meta, frame.blobs[0], frame.blobs[1], link)
+        guest = Guest(eng, frame.meta, frame.blobs, link)
     except (wasmtime.WasmtimeError, wasmtime.Trap) as e:
         link.send(END, {"state": "FAILED", "exit_code": -1,
                         "error": "instantiation failed: " + describe_trap(e)}, [frame.blobs[1]])

@@ -1,11 +1,13 @@
 """The framed byte protocol between the supervisor and a worker process (a socketpair).
 
     frame   = u64 length-of-rest, u8 kind, body
-    body    = kind OUTPUT: u8 fd + raw bytes            (the hot path: no JSON)
-              any other:   u32 meta length, meta JSON, then blobs as (u64 length, bytes)*
+    body    = kind OUTPUT:  u8 fd, u64 stream offset, raw bytes   (hot paths: no JSON)
+              kind JOURNAL: one encoded journal record (roost.daemon.journal)
+              any other:    u32 meta length, meta JSON, then blobs as (u64 length, bytes)*
 
-Kinds: START (supervisor -> worker: spec + stdin + filesystem), READY, OUTPUT, STATS and END
-(worker -> supervisor). The reader returns every complete frame it has buffered, so one LMDB
+Kinds: START (supervisor -> worker: spec, stdin, filesystem, journal to replay), READY, OUTPUT,
+JOURNAL, STATS and END (worker -> supervisor). OUTPUT carries the byte offset of the data in its
+stream, so output that a recovering guest produces again is recognised and not stored twice. The reader returns every complete frame it has buffered, so one LMDB
 transaction can absorb a burst of guest output.
 """
 from __future__ import annotations
@@ -16,7 +18,7 @@ import struct
 import threading
 from dataclasses import dataclass, field
 
-START, READY, OUTPUT, STATS, END = b"S", b"R", b"O", b"T", b"E"
+START, READY, OUTPUT, JOURNAL, STATS, END = b"S", b"R", b"O", b"J", b"T", b"E"
 _HEAD = struct.Struct("<Qc")
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
@@ -28,7 +30,8 @@ class Frame:
     meta: dict = field(default_factory=dict)
     blobs: list[bytes] = field(default_factory=list)
     fd: int = 0          # OUTPUT only
-    data: bytes = b""    # OUTPUT only
+    offset: int = 0      # OUTPUT only
+    data: bytes = b""    # OUTPUT and JOURNAL
 
 
 def encode(kind: bytes, meta: dict | None = None, blobs: tuple[bytes, ...] | list[bytes] = ()) -> bytes:
@@ -42,7 +45,9 @@ def encode(kind: bytes, meta: dict | None = None, blobs: tuple[bytes, ...] | lis
 
 def _decode(kind: bytes, body: memoryview) -> Frame:
     if kind == OUTPUT:
-        return Frame(kind, fd=body[0], data=bytes(body[1:]))
+        return Frame(kind, fd=body[0], offset=_U64.unpack_from(body, 1)[0], data=bytes(body[9:]))
+    if kind == JOURNAL:
+        return Frame(kind, data=bytes(body))
     (n,) = _U32.unpack_from(body, 0)
     meta = json.loads(bytes(body[4:4 + n]))
     blobs, off = [], 4 + n
@@ -66,10 +71,14 @@ class Link:
         with self._send_lock:
             self.sock.sendall(frame)
 
-    def send_output(self, fd: int, data: bytes) -> None:
-        head = _HEAD.pack(len(data) + 2, OUTPUT) + bytes((fd,))
+    def send_output(self, fd: int, offset: int, data: bytes) -> None:
+        head = _HEAD.pack(len(data) + 10, OUTPUT) + bytes((fd,)) + _U64.pack(offset)
         with self._send_lock:
             self.sock.sendall(head + data)
+
+    def send_journal(self, record: bytes) -> None:
+        with self._send_lock:
+            self.sock.sendall(_HEAD.pack(len(record) + 1, JOURNAL) + record)
 
     def read_batch(self) -> list[Frame] | None:
         """Block until at least one frame is complete; None once the peer has gone."""

@@ -36,6 +36,12 @@ class Clocks:
     def monotonic_ns(self) -> int:
         return self._base_ns + (time.monotonic_ns() - self._host0_ns)
 
+    def advance_to(self, guest_ns: int) -> None:
+        """Replay: the guest has seen `guest_ns`, so its clock must never read less from now on."""
+        lag = guest_ns - self.monotonic_ns()
+        if lag > 0:
+            self._base_ns += lag
+
     @staticmethod
     def realtime_ns() -> int:
         return time.time_ns()

@@ -3,15 +3,15 @@
 Each host function is declared with `@hostcall(kind, params)`, which registers it in
 `REGISTRY` with its classification:
 
-- `Kind.READS_WORLD`: the result depends on the outside world (clocks, random, stdin, poll).
-  Next, these results are journaled before they reach the guest and replayed on recovery;
-  `Durable.reads_world` is the single place where that will happen.
+- `Kind.READS_WORLD`: the result depends on the outside world (clocks, random, poll). These
+  results are journaled before they reach the guest and replayed on recovery, in
+  `Durable.reads_world` (see `roost.daemon.journal`).
 - `Kind.CHANGES_WORLD`: the call has an effect outside the execution (stdout/stderr).
 - `Kind.LOCAL`: the call only reads or changes state that is saved with the execution
   (the VFS, the fd table, argv, env).
 
-A kind may also be a function of the call's arguments (fd_read is LOCAL on a file but reads the
-world on stdin). `Durable.callback` builds the function wasmtime calls: it counts the call in
+A kind may also be a function of the call's arguments (fd_write changes the world on
+stdout/stderr and is LOCAL on a file). `Durable.callback` builds the function wasmtime calls: it counts the call in
 `host.calls`, masks the arguments to their unsigned wasm types, runs the implementation and
 turns a raised `FsError` into the errno the guest sees.
 """
@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any, Callable
 import wasmtime
 from wasmtime import _ffi, _func
 
-from .abi import FsError
+from .. import journal
+from .abi import FsError, Mem
 
 if TYPE_CHECKING:
     from .host import WasiHost
@@ -73,6 +74,36 @@ def functype(call: HostCall) -> wasmtime.FuncType:
                              [_VALTYPE[r] for r in call.results])
 
 
+class NoGate:
+    """The gate of a host without checkpoints: never armed (see `roost.daemon.capture`)."""
+    armed = False
+
+    @staticmethod
+    def enter(name: str) -> bool:
+        return False
+
+
+class RecordingMem(Mem):
+    """A guest-memory view that also notes every write (for the journal)."""
+    __slots__ = ('writes',)
+
+    def __init__(self, view: Mem, writes: list[tuple[int, bytes]]) -> None:
+        super().__init__(view.base, view.size)
+        self.writes = writes
+
+    def write(self, ptr: int, data: bytes) -> None:
+        super().write(ptr, data)
+        self.writes.append((ptr, bytes(data)))
+
+    def put_u32(self, ptr: int, v: int) -> None:
+        super().put_u32(ptr, v)
+        self.writes.append((ptr, struct.pack('<I', v)))
+
+    def put_u64(self, ptr: int, v: int) -> None:
+        super().put_u64(ptr, v)
+        self.writes.append((ptr, struct.pack('<Q', v)))
+
+
 class Durable:
     """Runs host calls by kind. Today: count and pass through; next: journal and replay."""
 
@@ -96,7 +127,11 @@ class Durable:
                     f'        if kind(*m) is READS:\n'
                     f'            return reads_world(name, impl, m)\n'
                     f'        return impl(*m)')
+        dummy = 'None' if not call.results else '0'
         src = (f'def run({args}):\n'
+               f'    g = host.gate\n'
+               f'    if g.armed and g.enter(name):\n'
+               f'        return {dummy}\n'
                f'    counts[name] += 1\n'
                f'    try:\n'
                f'        {body}\n'
@@ -109,11 +144,30 @@ class Durable:
         return env['run']
 
     def reads_world(self, name: str, impl: Callable[..., Any], args: tuple) -> Any:
-        """The journaling seam: record (or, on recovery, replay) a world-reading call.
+        """Record (or, on recovery, replay) a world-reading call; see `roost.daemon.journal`.
 
-        `args` starts with the host. Today the call simply runs.
+        `args` starts with the host. Live: run the call with a memory view that notes what it
+        writes, then hand the record to `host.journal` before the result reaches the guest.
+        Replay: write the recorded bytes and return the recorded result.
         """
-        return impl(*args)
+        host = self.host
+        replay = host.replay
+        if replay is not None and replay.active:
+            record = replay.next(name)
+            mem = host.mem()
+            for addr, data in record.writes:
+                mem.write(addr, data)
+            host.clocks.advance_to(record.monotonic_ns)
+            return record.result
+        plain = host.mem
+        writes: list[tuple[int, bytes]] = []
+        host.mem = lambda: RecordingMem(plain(), writes)
+        try:
+            result = impl(*args)
+        finally:
+            host.mem = plain
+        host.journal(journal.Record(name, int(result or 0), host.clocks.monotonic_ns(), tuple(writes)))
+        return result
 
     def define(self, linker: wasmtime.Linker) -> None:
         """Define every registered function in `linker` under wasi_snapshot_preview1."""

@@ -22,8 +22,10 @@ _I64 = 1 << 63
 
 
 def _read_kind(host: WasiHost, fd: int, *_: int) -> Kind:
-    e = host.fds.used.get(fd)
-    return Kind.READS_WORLD if e is not None and e.kind == 'stdin' else Kind.LOCAL
+    """Stdin is a durable input (copied into the execution's state at start, with its read
+    position saved in `StdinState`), so reading it replays deterministically: LOCAL. A live
+    stdin stream would make this READS_WORLD."""
+    return Kind.LOCAL
 
 
 def _write_kind(host: WasiHost, fd: int, *_: int) -> Kind:

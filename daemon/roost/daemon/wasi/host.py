@@ -18,7 +18,8 @@ from ..vfs import Vfs, VfsState
 from . import args, clocks, fds, files, paths, poll, proc, random, sock  # noqa: F401
 from .abi import Mem
 from .clocks import ClockState, Clocks
-from .durable import REGISTRY, Durable
+from ..journal import Record, Replay
+from .durable import REGISTRY, Durable, NoGate
 from .fds import FdTable, FdTableState
 from .stdio import Stdin, StdinState
 
@@ -46,7 +47,11 @@ def initial_state(argv: list[str], env: list[tuple[str, str]], stdin: bytes,
 class WasiHost:
     """The WASI host functions of one execution, over its saved or initial `WasiState`."""
 
-    def __init__(self, state: WasiState, output: Callable[[int, bytes], None]) -> None:
+    def __init__(self, state: WasiState, output: Callable[[int, bytes], None],
+                 journal: Callable[[Record], None] | None = None,
+                 replay: Replay | None = None) -> None:
+        """`journal` receives every world-reading call's record before its result reaches the
+        guest; `replay` (on recovery) answers those calls until it runs out."""
         self.argv = list(state.argv)
         self.env = list(state.env)
         self.stdin = Stdin.restore(state.stdin)
@@ -56,6 +61,9 @@ class WasiHost:
         self.output = output
         self.calls: collections.Counter[str] = collections.Counter()
         self.durable = Durable(self)
+        self.journal = journal or (lambda record: None)
+        self.replay = replay
+        self.gate = NoGate()          # capture.Gate when the module is prepared for checkpoints
         self.mem = self._unbound
 
     @classmethod
