@@ -17,6 +17,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 BIN = Path(sys.executable).parent
+ARTIFACTS = Path(__file__).resolve().parent / ".cache" / "artifacts"
 
 
 def free_port() -> int:
@@ -38,8 +39,10 @@ def wait_until(predicate, timeout: float = 30.0, interval: float = 0.02, what: s
 
 
 class Roostd:
-    def __init__(self, data_dir: Path, *extra: str, env: dict | None = None) -> None:
+    def __init__(self, data_dir: Path, *extra: str, env: dict | None = None,
+                 config_text: str = "") -> None:
         self.data_dir = data_dir
+        self.config_text = config_text
         self.port = free_port()
         self.metrics_port = free_port()
         self.addr = f"127.0.0.1:{self.port}"
@@ -48,11 +51,20 @@ class Roostd:
         self.proc: subprocess.Popen | None = None
         self.log_path = data_dir.parent / f"roostd-{self.port}.log"
 
-    def start(self, timeout: float = 30.0) -> "Roostd":
+    def config(self) -> Path:
+        """The daemon's TOML: prepared-module artifacts go to one cache shared by every test
+        daemon (they are keyed by content hash and versions, so sharing is safe and spares a
+        preparation per daemon)."""
+        path = self.data_dir.parent / f"roostd-{self.port}.toml"
+        path.write_text(f'cache_dir = "{ARTIFACTS}"\n' + self.config_text)
+        return path
+
+    def start(self, timeout: float = 60.0) -> "Roostd":
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [str(BIN / "roostd"), "--data-dir", str(self.data_dir), "--listen", self.addr,
+            [str(BIN / "roostd"), "--config", str(self.config()),
+             "--data-dir", str(self.data_dir), "--listen", self.addr,
              "--metrics-listen", f"127.0.0.1:{self.metrics_port}", "--node-id", f"test-{self.port}",
              *self.extra], stdout=self._log, stderr=subprocess.STDOUT, env=self.env)
         wait_until(self.serving, timeout, what=f"roostd on {self.addr} to serve (log: {self.log_path})")

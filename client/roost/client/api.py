@@ -202,6 +202,26 @@ class Client:
         with _rpc_errors():
             return self._stub.KillExecution(pb.KillExecutionRequest(id=id))
 
+    def checkpoint(self, id: str, timeout: float | None = None) -> pb.CheckpointResponse:
+        """Checkpoints a running execution at its next safepoint; it keeps running."""
+        request = pb.CheckpointRequest(id=id, timeout_seconds=timeout or 0.0)
+        with _rpc_errors():
+            return self._stub.Checkpoint(request)
+
+    def pause(self, id: str) -> pb.Execution:
+        """Checkpoints and stops an execution (state PAUSED) until `resume`."""
+        with _rpc_errors():
+            return self._stub.Pause(pb.PauseRequest(id=id))
+
+    def resume(self, id: str) -> pb.Execution:
+        with _rpc_errors():
+            return self._stub.Resume(pb.ResumeRequest(id=id))
+
+    def prepare_module(self, sha256: str, cooperative: bool = False) -> pb.Module:
+        """Prepares a stored module for a mode ahead of its first start."""
+        with _rpc_errors():
+            return self._stub.PrepareModule(pb.PrepareModuleRequest(sha256=sha256, cooperative=cooperative))
+
     def copy_out(self, id: str, guest_path: str) -> Iterator[pb.FileChunk]:
         """Streams a file or directory tree out of the execution's filesystem."""
         with _rpc_errors():

@@ -18,7 +18,7 @@ from roost.client.errors import LocalError, RoostClientError
 from roost.client.mounts import parse_mount_spec
 
 EXIT_BROKEN_PIPE = 141
-NOT_IN_THIS_VERSION = ("checkpoint", "pause", "resume", "migrate")
+NOT_IN_THIS_VERSION = ("migrate",)
 
 
 def parse_env(item: str) -> tuple[str, str]:
@@ -95,8 +95,12 @@ def _add_execution_commands(sub: argparse._SubParsersAction, common: argparse.Ar
 def _add_later_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     modules = sub.add_parser("modules", parents=[common], help="list uploaded modules")
     prepare_sub = modules.add_subparsers(dest="modules_command", metavar="[prepare]")
-    prepare = prepare_sub.add_parser("prepare", parents=[common], help="(not available yet)")
+    prepare = prepare_sub.add_parser("prepare", parents=[common],
+                                     help="upload a module and prepare it ahead of its first run")
     prepare.add_argument("module", metavar="MODULE.wasm")
+    _add_one_id(sub, common, "checkpoint", "checkpoint an execution now (it keeps running)")
+    _add_one_id(sub, common, "pause", "checkpoint an execution and stop it until resume")
+    _add_one_id(sub, common, "resume", "continue a paused execution from its checkpoint")
     for name in NOT_IN_THIS_VERSION:
         _add_one_id(sub, common, name, "(not implemented in this version)")
     migrate = sub.choices["migrate"]

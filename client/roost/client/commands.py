@@ -252,10 +252,10 @@ def cmd_inspect(client: Client, ns: argparse.Namespace) -> int:
 
 
 def cmd_modules(client: Client, ns: argparse.Namespace) -> int:
-    """Lists the modules the daemon holds (`modules prepare` comes in a later version)."""
+    """Lists the modules the daemon holds; `modules prepare` uploads and prepares one ahead
+    of its first run (both modes: preemptive and cooperative)."""
     if ns.modules_command == "prepare":
-        say("modules prepare is not available yet in this version")
-        return EXIT_USAGE
+        return _prepare(client, ns)
     modules = client.modules()
     if ns.json:
         print(display.to_json(modules))
@@ -267,6 +267,21 @@ def cmd_modules(client: Client, ns: argparse.Namespace) -> int:
         for m in modules
     )
     print(display.table(["SHA256", "NAME", "SIZE", "UPLOADED", "IMPORTS"], rows))
+    return 0
+
+
+def _prepare(client: Client, ns: argparse.Namespace) -> int:
+    path = Path(ns.module)
+    if not path.is_file():
+        raise LocalError(f"{path}: no such file")
+    progress = UploadProgress(path.name, sys.stderr.isatty())
+    module = client.upload_module(path, progress=progress)
+    progress.finish(module)
+    for cooperative in (False, True):
+        if sys.stderr.isatty():
+            say(f"preparing {path.name} ({'cooperative' if cooperative else 'preemptive'} mode)")
+        client.prepare_module(module.sha256, cooperative)
+    print(display.to_json(module) if ns.json else module.sha256)
     return 0
 
 
@@ -321,8 +336,33 @@ def cmd_cp(client: Client, ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_checkpoint(client: Client, ns: argparse.Namespace) -> int:
+    """Checkpoints an execution now and reports how long the guest stood still."""
+    r = client.checkpoint(ns.id)
+    if ns.json:
+        print(display.to_json(r))
+        return 0
+    print(f"checkpoint {r.number} of {ns.id}: paused {r.pause_seconds * 1000:.1f} ms "
+          f"(safepoint reached in {r.time_to_safepoint_seconds * 1000:.2f} ms), "
+          f"{display.human_bytes(r.stored_bytes)} stored for {display.human_bytes(r.memory_bytes)} "
+          f"of memory, {r.total_seconds * 1000:.1f} ms in all")
+    return 0
+
+
+def cmd_pause(client: Client, ns: argparse.Namespace) -> int:
+    execution = client.pause(ns.id)
+    print(display.to_json(execution) if ns.json else execution.id)
+    return 0
+
+
+def cmd_resume(client: Client, ns: argparse.Namespace) -> int:
+    execution = client.resume(ns.id)
+    print(display.to_json(execution) if ns.json else execution.id)
+    return 0
+
+
 def cmd_not_in_this_version(client: Client, ns: argparse.Namespace) -> int:
-    """checkpoint, pause, resume and migrate: accepted, but not built yet."""
+    """migrate: accepted, but not built yet."""
     say(f"{ns.command} is not implemented in this version")
     return EXIT_USAGE
 
@@ -336,8 +376,8 @@ COMMANDS: dict[str, Command] = {
     "kill": cmd_kill,
     "cp": cmd_cp,
     "modules": cmd_modules,
-    "checkpoint": cmd_not_in_this_version,
-    "pause": cmd_not_in_this_version,
-    "resume": cmd_not_in_this_version,
+    "checkpoint": cmd_checkpoint,
+    "pause": cmd_pause,
+    "resume": cmd_resume,
     "migrate": cmd_not_in_this_version,
 }

@@ -122,6 +122,13 @@ class ControlService(control_pb2_grpc.ControlServicer):
         return module_pb(self.supervisor.store.get_module(request.sha256))
 
     @_translated
+    def PrepareModule(self, request, context) -> pb.Module:
+        _check(request)
+        record = self.supervisor.store.get_module(request.sha256)
+        self.modules.ensure_artifact(record.sha256, not request.cooperative)
+        return module_pb(record)
+
+    @_translated
     def ListModules(self, request, context) -> pb.ListModulesResponse:
         _check(request)
         return pb.ListModulesResponse(modules=[module_pb(m) for m in self.supervisor.store.list_modules()])
@@ -164,6 +171,26 @@ class ControlService(control_pb2_grpc.ControlServicer):
     def KillExecution(self, request, context) -> pb.Execution:
         _check(request)
         return execution_pb(self.supervisor.kill(_id(request.id)))
+
+    @_translated
+    def Checkpoint(self, request, context) -> pb.CheckpointResponse:
+        _check(request)
+        r = self.supervisor.checkpoint(_id(request.id), request.timeout_seconds or 60.0)
+        return pb.CheckpointResponse(
+            number=r["number"], pause_seconds=r["pause_seconds"],
+            time_to_safepoint_seconds=r["time_to_safepoint_seconds"],
+            total_seconds=r["total_seconds"], memory_bytes=r["memory_bytes"],
+            stored_bytes=r["stored_bytes"], journal_seq=r["journal_seq"])
+
+    @_translated
+    def Pause(self, request, context) -> pb.Execution:
+        _check(request)
+        return execution_pb(self.supervisor.pause(_id(request.id)))
+
+    @_translated
+    def Resume(self, request, context) -> pb.Execution:
+        _check(request)
+        return execution_pb(self.supervisor.resume(_id(request.id)))
 
     @_translated
     def CopyOut(self, request, context) -> Iterator[pb.FileChunk]:

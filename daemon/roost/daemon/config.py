@@ -40,6 +40,8 @@ class Config:
     store_map_size_bytes: int = 256 * GiB        # LMDB map size: address space, not disk
     spare_workers: int = 1                       # pre-started idle workers: fast execution start
     grpc_threads: int = 64                       # each followed log stream holds one
+    asyncify_stack_bytes: int = 1 << 20          # per execution: the saved call stack's room
+    cache_dir: Path | None = None                # prepared-module artifacts (default data_dir/cache)
 
     def merge(self, values: dict[str, Any], origin: str) -> "Config":
         """Return a copy with `values` applied; unknown keys are an error naming `origin`."""
@@ -51,7 +53,7 @@ class Config:
             name = key.replace("-", "_")
             if name not in known:
                 raise InvalidRequest(f"{origin}: unknown setting {key!r}")
-            changes[name] = Path(value) if name == "data_dir" else value
+            changes[name] = Path(value) if name in ("data_dir", "cache_dir") else value
         return dataclasses.replace(self, **changes)
 
 
@@ -71,7 +73,8 @@ SECTION_ALIASES = {"limits_memory_bytes": "memory_limit_bytes",
                    "limits_message_bytes": "max_message_bytes",
                    "store_map_size_bytes": "store_map_size_bytes",
                    "workers_spares": "spare_workers",
-                   "grpc_threads": "grpc_threads"}
+                   "grpc_threads": "grpc_threads",
+                   "limits_asyncify_stack_bytes": "asyncify_stack_bytes"}
 
 
 def default_config_file() -> Path | None:

@@ -13,7 +13,7 @@ import wasmtime
 
 # Features roost refuses at upload (see wasmparse.check_supported): keep them off in the engine
 # too, so a module that slipped past the parser still fails validation.
-_FEATURES = {"wasm_threads": False, "wasm_memory64": False, "wasm_multi_memory": False,
+_FEATURES = {"wasm_threads": False, "wasm_memory64": False, "wasm_multi_memory": True,
              "wasm_exceptions": False}
 MAX_WASM_STACK_BYTES = 1 << 20
 

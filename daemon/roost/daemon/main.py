@@ -52,7 +52,8 @@ class Daemon:
         self.stopped = threading.Event()
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(cfg.data_dir / "store", cfg.store_map_size_bytes)
-        self.modules = ModuleRegistry(self.store, cfg.data_dir / "cache", cfg.max_module_bytes)
+        self.modules = ModuleRegistry(self.store, cfg.cache_dir or cfg.data_dir / "cache",
+                                      cfg.max_module_bytes, cfg.asyncify_stack_bytes)
         self.pool = WorkerPool(cfg.spare_workers)
         self.supervisor = Supervisor(self.store, self.modules, self.pool, cfg.node_id,
                                      cfg.memory_limit_bytes)

@@ -29,6 +29,23 @@ RESTORES = Counter("roost_restores", "Executions given a new worker that replays
                    "(worker died, daemon restarted)", registry=REGISTRY)
 JOURNAL_RECORDS = Counter("roost_journal_records", "Host-call results journaled for replay",
                           registry=REGISTRY)
+PREPARE_SECONDS = Histogram("roost_module_prepare_seconds", "Time to prepare (asyncify, polls) "
+                            "and compile one mode of a module", registry=REGISTRY,
+                            buckets=(.1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600))
+CHECKPOINT_PAUSE = Histogram("roost_checkpoint_pause_seconds", "Guest stopped at a safepoint "
+                             "while its checkpoint is captured", registry=REGISTRY,
+                             buckets=(.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5))
+CHECKPOINT_TOTAL = Histogram("roost_checkpoint_total_seconds", "From a checkpoint request to "
+                             "the checkpoint committed in the store", registry=REGISTRY,
+                             buckets=(.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
+TIME_TO_SAFEPOINT = Histogram("roost_time_to_safepoint_seconds", "From a checkpoint request to "
+                              "the guest stopped at a safepoint", registry=REGISTRY,
+                              buckets=(.0001, .0005, .001, .0025, .005, .01, .05, .1, .5, 1))
+CHECKPOINT_BYTES = Counter("roost_checkpoint_bytes", "Checkpoint bytes by kind (memory: the "
+                           "guest's memory size; stored: what was written)", ["kind"],
+                           registry=REGISTRY)
+CHECKPOINTS = Counter("roost_checkpoints", "Checkpoints committed, by reason", ["reason"],
+                      registry=REGISTRY)
 LOG_BYTES = Counter("roost_log_bytes", "Guest output bytes made durable, by stream", ["stream"],
                     registry=REGISTRY)
 

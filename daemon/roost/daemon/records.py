@@ -14,6 +14,8 @@ class State(str, Enum):
     EXITED = "EXITED"
     FAILED = "FAILED"
     KILLED = "KILLED"
+    PAUSED = "PAUSED"       # checkpointed, no worker: `roost resume` continues it
+    SLEEPING = "SLEEPING"   # checkpointed in a durable sleep: a stored timer wakes it
 
     @property
     def ended(self) -> bool:

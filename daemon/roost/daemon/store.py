@@ -12,12 +12,18 @@ This is the only module that imports `lmdb`; LMDB errors become `StoreError` her
                 id + b"/vfs"          -> the filesystem the execution started with
     vfs         id                    -> Vfs.to_bytes() (latest filesystem of the execution)
     journal     id + 0x00 + seq (u64 BE) -> one encoded journal record (roost.daemon.journal)
+    checkpoints id + 0x00 + number (u64 BE) -> checkpoint manifest JSON (see SNAPSHOT_FORMAT.md)
+    pages       id + 0x00 + number + b"/f" + u32 BE -> one page frame (roost.daemon.snapshot)
+                id + 0x00 + number + b"/host"  -> host state (roost.daemon.hoststate)
+                id + 0x00 + number + b"/stack" -> the guest's asyncify stack
+    timers      id                    -> u64 BE unix ns: wake the execution (durable sleep)
 
 The log key layout keeps one execution's records contiguous and in order, so a replay is one
 cursor scan from (id, seq).
 """
 from __future__ import annotations
 
+import json
 import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,7 +35,8 @@ from .errors import FormatError, NotFound, StoreError
 from .records import ExecutionRecord, ModuleRecord
 
 FORMAT_VERSION = (1, 0)
-DATABASES = ("meta", "modules", "blobs", "executions", "logs", "inputs", "vfs", "journal")
+DATABASES = ("meta", "modules", "blobs", "executions", "logs", "inputs", "vfs", "journal",
+             "checkpoints", "pages", "timers")
 _SEQ = struct.Struct(">Q")
 
 
@@ -197,3 +204,95 @@ class Store:
                 out.append((_SEQ.unpack(key[-8:])[0], value[0], bytes(value[1:])))
                 total += len(value)
         return out
+
+    # ---- checkpoints ----
+    def put_checkpoint(self, record: ExecutionRecord, manifest: dict, frames: list[bytes],
+                       host: bytes, stack: bytes, retain: int, wake_at_ns: int = 0) -> None:
+        """A whole checkpoint, the record that counts it, and (durable sleep) its timer, in one
+        transaction; checkpoints beyond the newest `retain`, and the journal records no retained
+        checkpoint needs, go in the same transaction."""
+        base = log_key(record.id, manifest["number"])
+        with self._txn(f"storing checkpoint {manifest['number']} of {record.id}", write=True) as txn:
+            for i, frame in enumerate(frames):
+                txn.put(base + b"/f" + struct.pack(">I", i), frame, db=self.dbs["pages"])
+            txn.put(base + b"/host", host, db=self.dbs["pages"])
+            txn.put(base + b"/stack", stack, db=self.dbs["pages"])
+            txn.put(base, json.dumps(manifest, sort_keys=True).encode(), db=self.dbs["checkpoints"])
+            txn.put(record.id.encode(), record.to_json(), db=self.dbs["executions"])
+            if wake_at_ns:
+                txn.put(record.id.encode(), _SEQ.pack(wake_at_ns), db=self.dbs["timers"])
+            self._prune(txn, record.id, retain)
+
+    def _prune(self, txn, exec_id: str, retain: int) -> None:
+        numbers = self._checkpoint_numbers(txn, exec_id)
+        for number in numbers[:-retain] if retain else []:
+            base = log_key(exec_id, number)
+            txn.delete(base, db=self.dbs["checkpoints"])
+            _delete_prefix(txn, self.dbs["pages"], base + b"/")
+        kept = numbers[-retain:] if retain else numbers
+        if kept:
+            oldest = json.loads(txn.get(log_key(exec_id, kept[0]), db=self.dbs["checkpoints"]))
+            _delete_range(txn, self.dbs["journal"], log_key(exec_id, 0),
+                          log_key(exec_id, oldest["journal_seq"]))
+
+    def _checkpoint_numbers(self, txn, exec_id: str) -> list[int]:
+        prefix = exec_id.encode() + b"\x00"
+        cur = txn.cursor(db=self.dbs["checkpoints"])
+        out = []
+        if cur.set_range(prefix):
+            for key in cur.iternext(keys=True, values=False):
+                if not key.startswith(prefix):
+                    break
+                out.append(_SEQ.unpack(key[-8:])[0])
+        return out
+
+    def latest_checkpoint(self, exec_id: str) -> dict | None:
+        with self._txn(f"reading checkpoints of {exec_id}") as txn:
+            numbers = self._checkpoint_numbers(txn, exec_id)
+            if not numbers:
+                return None
+            return json.loads(txn.get(log_key(exec_id, numbers[-1]), db=self.dbs["checkpoints"]))
+
+    def checkpoint_data(self, exec_id: str, number: int) -> tuple[list[bytes], bytes, bytes]:
+        """(frames, host state, asyncify stack) of one checkpoint."""
+        base = log_key(exec_id, number)
+        with self._txn(f"reading checkpoint {number} of {exec_id}") as txn:
+            host = txn.get(base + b"/host", db=self.dbs["pages"])
+            stack = txn.get(base + b"/stack", db=self.dbs["pages"])
+            if host is None or stack is None:
+                raise NotFound(f"checkpoint {number} of {exec_id} is incomplete")
+            frames = []
+            cur = txn.cursor(db=self.dbs["pages"])
+            prefix = base + b"/f"
+            if cur.set_range(prefix):
+                for key, value in cur:
+                    if not key.startswith(prefix):
+                        break
+                    frames.append(bytes(value))
+            return frames, bytes(host), bytes(stack)
+
+    # ---- timers ----
+    def timers(self) -> dict[str, int]:
+        with self._txn("reading timers") as txn:
+            return {k.decode(): _SEQ.unpack(v)[0] for k, v in txn.cursor(db=self.dbs["timers"])}
+
+    def clear_timer(self, exec_id: str) -> None:
+        with self._txn(f"clearing the timer of {exec_id}", write=True) as txn:
+            txn.delete(exec_id.encode(), db=self.dbs["timers"])
+
+
+def _delete_prefix(txn, db, prefix: bytes) -> None:
+    cur = txn.cursor(db=db)
+    if cur.set_range(prefix):
+        while cur.key().startswith(prefix):
+            if not cur.delete():
+                break
+
+
+def _delete_range(txn, db, start: bytes, end: bytes) -> None:
+    """Delete keys in [start, end)."""
+    cur = txn.cursor(db=db)
+    if cur.set_range(start):
+        while cur.key() and cur.key() < end:
+            if not cur.delete():
+                break

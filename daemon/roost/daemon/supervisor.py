@@ -16,19 +16,20 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from . import journal, metrics
-from .errors import InvalidRequest, NotFound, StateConflict
+from . import hoststate, journal, metrics
+from .errors import InvalidRequest, NotFound, StateConflict, TimedOut
 from .modules import ModuleRegistry
 from .records import ExecutionRecord, State
 from .store import Store
 from .vfs import Entry, Vfs
-from .workerlink import END, JOURNAL, OUTPUT, READY, START, STATS, Frame
+from .workerlink import CHECKPOINT, CONTROL, END, JOURNAL, OUTPUT, READY, START, STATS, Frame
 from .workers import WorkerPool, WorkerProcess
 
 log = logging.getLogger(__name__)
 MAX_LOG_RECORD_BYTES = 1 << 20
 SHUTDOWN = "roostd is shutting down"
 MAX_BARREN_DEATHS = 5   # workers in a row that die without making new progress: a crash loop
+CHECKPOINT_RETAIN = 2   # checkpoints kept per execution (full snapshots for now)
 
 
 @dataclass
@@ -59,6 +60,9 @@ class Live:
     end_reason: str = ""                 # why the supervisor stopped the worker, if it did
     calls_seen: Counter = field(default_factory=Counter)
     durable: dict = field(default_factory=dict)   # fd -> bytes of that stream already stored
+    checkpointable: bool = False
+    requests: dict = field(default_factory=dict)  # request id -> checkpoint result (None: pending)
+    next_request: int = 0
     changed: threading.Condition = field(default_factory=threading.Condition)
 
 
@@ -77,10 +81,11 @@ class Supervisor:
 
     # ---- lifecycle ----
     def recover(self) -> int:
-        """Resume every execution a previous daemon left running (replaying its journal)."""
+        """Resume every execution a previous daemon left running, from its latest checkpoint and
+        journal. PAUSED ones wait for `resume`; SLEEPING ones for their timer."""
         n = 0
         for record in self.store.list_executions():
-            if record.state.ended:
+            if record.state.ended or record.state in (State.PAUSED, State.SLEEPING):
                 continue
             try:
                 self._launch(record, restore=True, requested=time.monotonic())
@@ -96,10 +101,15 @@ class Supervisor:
         with self._lock:
             self._stopping = True
             live = list(self._live.values())
+        deadline = time.monotonic() + grace_seconds
         for ex in live:
             ex.end_reason = SHUTDOWN
+            if not (ex.checkpointable and self._ask(ex, "suspend")):
+                _signal(ex.worker, signal.SIGKILL)
+        with self._ended:     # a checkpoint each, then the workers exit
+            self._ended.wait_for(lambda: not self._live, timeout=max(0.0, deadline - time.monotonic()) / 2)
+        for ex in list(self._live.values()):
             _signal(ex.worker, signal.SIGKILL)
-        deadline = time.monotonic() + grace_seconds
         with self._ended:
             self._ended.wait_for(lambda: not self._live, timeout=max(0.0, deadline - time.monotonic()))
 
@@ -114,7 +124,7 @@ class Supervisor:
             raise StateConflict("roostd is shutting down; not starting new executions")
         requested = time.monotonic()
         module = self.store.get_module(spec.module_sha256)
-        self.modules.ensure_artifact(module.sha256)
+        self.modules.ensure_artifact(module.sha256, not spec.cooperative)
         vfs = Vfs()
         for guest_path, entries in spec.mounts:
             vfs.add_mount(guest_path, entries)
@@ -138,13 +148,16 @@ class Supervisor:
                 barren_deaths: int = 0) -> None:
         """Give the execution a worker: fresh, or (restore) replaying its journal from the
         start so it recomputes exactly what it computed before."""
-        artifact = self.modules.ensure_artifact(record.module_sha256)
-        replay = self.store.read_journal(record.id, 0) if restore else []
+        artifact, manifest = self.modules.ensure_artifact(record.module_sha256, not record.cooperative)
+        ckpt = self.store.latest_checkpoint(record.id) if restore else None
+        first = ckpt["journal_seq"] if ckpt else 0
+        replay = self.store.read_journal(record.id, first) if restore else []
         worker = self.pool.take()
         next_seq = self.store.next_seq("logs", record.id) if restore else 0
+        journal_seq = self.store.next_seq("journal", record.id) if restore else 0
         live = Live(record, worker, requested_at=requested, launched_at=time.monotonic(),
-                    barren_deaths=barren_deaths, next_seq=next_seq, journal_seq=len(replay),
-                    launch_mark=(next_seq, len(replay)),
+                    barren_deaths=barren_deaths, next_seq=next_seq, journal_seq=journal_seq,
+                    launch_mark=(next_seq, journal_seq),
                     durable={1: record.stdout_bytes, 2: record.stderr_bytes})
         with self._lock:
             self._live[record.id] = live
@@ -155,11 +168,18 @@ class Supervisor:
         else:
             record.started_at = time.time()
         self.store.put_execution(record)
-        start = {"id": record.id, "artifact": str(artifact), "argv": record.argv,
-                 "env": record.env, "memory_limit_bytes": record.memory_limit_bytes,
-                 "stdout_offset": 0, "stderr_offset": 0, "journal_first_seq": 0}
+        start = {"id": record.id, "artifact": str(artifact), "manifest": manifest,
+                 "argv": record.argv, "env": record.env,
+                 "memory_limit_bytes": record.memory_limit_bytes,
+                 "checkpoint_every_seconds": record.checkpoint_every_seconds,
+                 "journal_first_seq": first, "checkpoint": ckpt,
+                 "stdout_offset": ckpt["stdout_offset"] if ckpt else 0,
+                 "stderr_offset": ckpt["stderr_offset"] if ckpt else 0}
         blobs = [self.store.stdin(record.id), self.store.initial_vfs(record.id),
                  journal.pack_many(replay)]
+        if ckpt:
+            frames, host, stack = self.store.checkpoint_data(record.id, ckpt["number"])
+            blobs += [host, stack, *frames]
         worker.link.send(START, start, blobs)
         threading.Thread(target=self._pump, args=(live,), name=f"pump-{record.id}", daemon=True).start()
 
@@ -189,8 +209,14 @@ class Supervisor:
                     _merge_output(outputs, frame.fd, data)
             elif frame.kind == JOURNAL:
                 records.append(frame.data)
+            elif frame.kind == CHECKPOINT:
+                if outputs or records:        # what preceded it is durable first
+                    self._append(live, outputs, records)
+                    outputs, records = [], []
+                self._store_checkpoint(live, frame)
             elif frame.kind == READY:
                 metrics.START_SECONDS.observe(time.monotonic() - live.requested_at)
+                live.checkpointable = bool(frame.meta.get("checkpointable"))
             elif frame.kind == STATS:
                 self._count_calls(live, frame.meta.get("calls", {}))
             elif frame.kind == END:
@@ -215,6 +241,40 @@ class Supervisor:
             live.next_seq += len(outputs)
             live.changed.notify_all()
 
+    def _store_checkpoint(self, live: Live, frame: Frame) -> None:
+        meta, record = dict(frame.meta), live.record
+        host, stack, frames = frame.blobs[0], frame.blobs[1], frame.blobs[2:]
+        meta["frames"] = len(frames)
+        record.checkpoints += 1
+        self.store.put_checkpoint(record, meta, frames, host, stack, CHECKPOINT_RETAIN)
+        pending = live.requests.get(meta.get("request"), False) is None
+        requested_at = live.requests.pop(("at", meta.get("request")), None) if pending else None
+        total = time.monotonic() - requested_at if requested_at else None
+        metrics.CHECKPOINTS.labels(reason=meta["reason"]).inc()
+        metrics.CHECKPOINT_PAUSE.observe(meta["pause_seconds"])
+        metrics.TIME_TO_SAFEPOINT.observe(meta["time_to_safepoint_seconds"])
+        metrics.CHECKPOINT_BYTES.labels(kind="memory").inc(meta["memory_bytes"])
+        metrics.CHECKPOINT_BYTES.labels(kind="stored").inc(meta["stored_bytes"])
+        if total is not None:
+            metrics.CHECKPOINT_TOTAL.observe(total)
+        with live.changed:
+            if pending:
+                live.requests[meta["request"]] = {**meta, "total_seconds": total or 0.0}
+            live.changed.notify_all()
+
+    def _ask(self, live: Live, action: str) -> int:
+        """Send a checkpoint/pause/suspend request to the worker; its id (0 if the worker is gone)."""
+        with live.changed:
+            live.next_request += 1
+            n = live.next_request
+            live.requests[n] = None
+            live.requests[("at", n)] = time.monotonic()
+        try:
+            live.worker.link.send(CONTROL, {"action": action, "request": n})
+        except OSError:
+            return 0
+        return n
+
     def _count_calls(self, live: Live, calls: dict[str, int]) -> None:
         for name, total in calls.items():
             delta = total - live.calls_seen[name]
@@ -228,23 +288,16 @@ class Supervisor:
         code = None if end is not None else _reap(live.worker)   # the status explains a crash
         vfs = None
         if end is not None:
-            self._count_calls(live, end.meta.get("calls", {}))
-            record.state = State(end.meta["state"])
-            record.exit_code = int(end.meta.get("exit_code", 0))
-            record.error = end.meta.get("error", "")
-            record.memory_bytes = int(end.meta.get("memory_bytes", 0))
-            vfs = end.blobs[0] if end.blobs else None
+            vfs = self._apply_end(live, end)
         elif live.end_reason == "killed":
             record.state, record.exit_code, record.error = State.KILLED, -1, "killed by request"
         elif live.end_reason == SHUTDOWN:
-            pass                                   # stays RUNNING: resumed at the next start
+            pass                                   # stays RUNNING: replayed at the next start
         elif not live.end_reason and self._recover(live, code):
             return
         else:
             reason = live.end_reason or f"worker process {live.worker.pid} died ({_describe_exit(code)})"
             record.state, record.exit_code, record.error = State.FAILED, -1, reason
-            if not live.end_reason:
-                metrics.WORKER_FAILURES.labels(reason="died").inc()
         if record.state.ended:
             record.finished_at = time.time()
             metrics.EXECUTION_ENDS.labels(state=record.state.value).inc()
@@ -260,6 +313,18 @@ class Supervisor:
             _reap(live.worker)       # after answering waiters: process exit takes a while
         log.info("execution %s ended: %s %s", record.id, record.state.value,
                  record.exit_code if record.state == State.EXITED else record.error.splitlines()[:1])
+
+    def _apply_end(self, live: Live, end: Frame) -> bytes | None:
+        """Take the worker's END: the outcome, its counters, the final filesystem."""
+        record = live.record
+        self._count_calls(live, end.meta.get("calls", {}))
+        record.state = State(end.meta["state"])
+        if record.state == State.PAUSED and live.end_reason == SHUTDOWN:
+            record.state = State.RUNNING           # suspended by the shutdown: resumed at start
+        record.exit_code = int(end.meta.get("exit_code", 0))
+        record.error = end.meta.get("error", "")
+        record.memory_bytes = int(end.meta.get("memory_bytes", 0))
+        return end.blobs[0] if end.blobs else None
 
     def _recover(self, live: Live, code: int | None) -> bool:
         """A worker died on its own: start another that replays the journal. False when the
@@ -283,6 +348,47 @@ class Supervisor:
         with live.changed:
             live.changed.notify_all()
         return True
+
+    # ---- checkpoint, pause, resume ----
+    def _running(self, ref: str) -> Live:
+        record = self.get(ref)
+        live = self._live.get(record.id)
+        if live is None:
+            raise StateConflict(f"execution {record.id} is not running (it is {record.state.value})")
+        if not live.checkpointable:
+            raise StateConflict(f"execution {record.id} cannot be checkpointed yet (its worker is starting)")
+        return live
+
+    def checkpoint(self, ref: str, timeout: float = 60.0) -> dict:
+        """Checkpoint a running execution now; the stored checkpoint's numbers."""
+        live = self._running(ref)
+        n = self._ask(live, "checkpoint")
+        with live.changed:
+            live.changed.wait_for(lambda: live.requests.get(n) is not None
+                                  or live.record.id not in self._live, timeout=timeout)
+            result = live.requests.pop(n, None)
+        if result is None:
+            if live.record.id not in self._live:
+                raise StateConflict(f"execution {live.record.id} ended before reaching a safepoint")
+            raise TimedOut(f"execution {live.record.id} did not reach a safepoint in {timeout:g} s")
+        return result
+
+    def pause(self, ref: str, timeout: float = 60.0) -> ExecutionRecord:
+        """Checkpoint and stop: the execution keeps no worker until `resume`."""
+        live = self._running(ref)
+        self._ask(live, "pause")
+        with live.changed:
+            live.changed.wait_for(lambda: live.record.id not in self._live, timeout=timeout)
+        if live.record.id in self._live:
+            raise TimedOut(f"execution {live.record.id} did not reach a safepoint in {timeout:g} s")
+        return self.store.get_execution(live.record.id)
+
+    def resume(self, ref: str) -> ExecutionRecord:
+        record = self.get(ref)
+        if record.state != State.PAUSED or record.id in self._live:
+            raise StateConflict(f"execution {record.id} is not paused (it is {record.state.value})")
+        self._launch(record, restore=True, requested=time.monotonic())
+        return record
 
     # ---- queries ----
     def get(self, ref: str) -> ExecutionRecord:
@@ -314,6 +420,12 @@ class Supervisor:
     def kill(self, ref: str) -> ExecutionRecord:
         record = self.get(ref)
         live = self._live.get(record.id)
+        if live is None and record.state in (State.PAUSED, State.SLEEPING):
+            record.state, record.exit_code, record.error = State.KILLED, -1, "killed by request"
+            record.finished_at = time.time()
+            self.store.clear_timer(record.id)
+            self.store.put_execution(record)
+            return record
         if live is None:
             raise StateConflict(f"execution {record.id} is not running (it is {record.state.value})")
         live.end_reason = "killed"
@@ -358,12 +470,23 @@ class Supervisor:
 
     def copy_out(self, ref: str, guest_path: str) -> Iterator[Entry]:
         record = self.get(ref)
-        vfs = Vfs.from_bytes(self.store.vfs(record.id))
+        vfs = self._latest_vfs(record)
         try:
             entries = list(vfs.export(guest_path))
         except (KeyError, FileNotFoundError) as e:
             raise NotFound(f"{guest_path}: no such file or directory in execution {record.id}") from e
         return iter(entries)
+
+
+    def _latest_vfs(self, record: ExecutionRecord) -> Vfs:
+        """A running execution's files as of its latest checkpoint (else as it started); an
+        ended or paused one's as it stopped."""
+        if record.state in (State.RUNNING, State.SLEEPING):
+            ckpt = self.store.latest_checkpoint(record.id)
+            if ckpt is not None:
+                _, host, _ = self.store.checkpoint_data(record.id, ckpt["number"])
+                return Vfs.restore(hoststate.decode(host, b"").vfs)
+        return Vfs.from_bytes(self.store.vfs(record.id))
 
 
 def _fresh_output(live: Live, frame: Frame) -> bytes:

@@ -5,6 +5,11 @@ itself. The supervisor may start a worker before it has work for it (a spare): t
 wasmtime and builds its engine first, then blocks waiting for START, which makes an execution
 start cost a module mmap and an instantiation rather than a Python start-up.
 
+A guest of a prepared module (see `prepare`) can be checkpointed: a CONTROL request, or the
+periodic timer, asks the gate to unwind the guest at its next safepoint; the stopped guest is
+captured (`capture.GuestImage` + the WASI host state + journal position + output offsets) and
+sent as one CHECKPOINT frame, then it continues (or, for a pause, the worker exits).
+
     python -m roost.daemon.worker FD        FD: the worker's end of the supervisor socketpair
 """
 from __future__ import annotations
@@ -18,49 +23,142 @@ import time
 
 import wasmtime
 
-from . import engine, journal, workerlink
+from . import capture, engine, hoststate, journal, snapshot
+from .errors import LimitExceeded
 from .journal import Replay, ReplayDiverged
 from .vfs import Vfs
 from .wasi import GuestExit, GuestTrap, WasiHost, initial_state
-from .workerlink import END, READY, START, STATS, Link
+from .workerlink import CHECKPOINT, CONTROL, END, READY, START, STATS, Link
 
 STATS_INTERVAL_SECONDS = 1.0
+STOPPING = ("pause", "suspend")    # checkpoint requests after which the worker exits
+
+
+class Output:
+    """Guest stdout/stderr to the supervisor, each write tagged with its offset in its stream
+    (a recovering guest writes again what is already durable; the supervisor drops that)."""
+
+    def __init__(self, link: Link, stdout_offset: int, stderr_offset: int) -> None:
+        self.link = link
+        self.offsets = {1: stdout_offset, 2: stderr_offset}
+
+    def __call__(self, fd: int, data: bytes) -> None:
+        offset = self.offsets[fd]
+        self.offsets[fd] = offset + len(data)
+        self.link.send_output(fd, offset, data)
+
+
+class JournalSink:
+    """Sends live journal records and knows the journal position (replayed + sent)."""
+
+    def __init__(self, link: Link, replay: Replay) -> None:
+        self.link = link
+        self.replay = replay
+        self.sent = 0
+
+    def __call__(self, record: journal.Record) -> None:
+        self.link.send_journal(journal.encode(record))
+        self.sent += 1
+
+    @property
+    def position(self) -> int:
+        return self.replay.first_seq + self.replay.pos + self.sent
+
+
+class Request:
+    """A pending checkpoint request: why, who asked (supervisor's id), and when."""
+
+    def __init__(self, action: str, request_id: int) -> None:
+        self.action = action             # "checkpoint" | "pause" | "suspend" (daemon stopping)
+        self.request_id = request_id
+        self.at = time.monotonic()
 
 
 class Guest:
-    """A module instantiated with roost's WASI, ready to run `_start`."""
+    """A module instantiated with roost's WASI, restored from a checkpoint if given."""
 
     def __init__(self, eng: wasmtime.Engine, spec: dict, blobs: list[bytes], link: Link) -> None:
-        stdin, vfs, replay = blobs
-        self.spec = spec
+        stdin, vfs, replay = blobs[:3]
+        self.spec, self.link = spec, link
         self.store = wasmtime.Store(eng)
         if spec.get("memory_limit_bytes"):
             self.store.set_limits(memory_size=int(spec["memory_limit_bytes"]))
         module = wasmtime.Module.deserialize_file(eng, spec["artifact"])
-        state = initial_state(spec["argv"], [tuple(kv) for kv in spec["env"]], stdin, Vfs.from_bytes(vfs))
+        ckpt = spec.get("checkpoint")
+        state = (hoststate.decode(blobs[3], stdin) if ckpt else
+                 initial_state(spec["argv"], [tuple(kv) for kv in spec["env"]], stdin, Vfs.from_bytes(vfs)))
         self.output = Output(link, spec.get("stdout_offset", 0), spec.get("stderr_offset", 0))
-        self.host = WasiHost(state, self.output, lambda r: link.send_journal(journal.encode(r)),
-                             Replay(journal.unpack_many(replay), spec.get("journal_first_seq", 0)))
+        self.journal = JournalSink(link, Replay(journal.unpack_many(replay), spec.get("journal_first_seq", 0)))
+        self.host = WasiHost(state, self.output, self.journal, self.journal.replay)
         linker = wasmtime.Linker(eng)
         self.host.define(linker)
+        manifest = spec.get("manifest")
+        self.gate = capture.Gate() if manifest else None
+        if self.gate is not None:
+            capture.define_safepoint(linker, self.gate)
         self.instance = linker.instantiate(self.store, module)
         exports = self.instance.exports(self.store)
         self.memory = exports["memory"]
         self.host.bind(self.store, self.memory)
         self.entry = exports["_start"]
+        self.runner = capture.Runner(self.store, self.instance, manifest, self.host, self.gate) if manifest else None
+        if ckpt:
+            frames = blobs[5:]
+            image = capture.GuestImage(bytes(snapshot.image(frames, int(ckpt["memory_bytes"]))),
+                                       tuple(tuple(g) for g in ckpt["globals"]), blobs[4])
+            self.runner.restore(image)
+        self.request: Request | None = None
+        self.paused = False
+        self._lock = threading.Lock()
+        self.checkpoints = int(ckpt["number"]) if ckpt else 0
 
+    # ---- checkpoint requests (any thread) ----
+    def ask(self, action: str, request_id: int) -> bool:
+        """Ask for a checkpoint at the next safepoint; False if this guest cannot be captured."""
+        if self.gate is None:
+            return False
+        with self._lock:
+            if self.request is None or action in STOPPING:
+                self.request = Request(action, request_id)
+        self.gate.request_unwind()
+        return True
+
+    def _on_unwound(self, image: capture.GuestImage) -> bool:
+        """The guest is stopped at a safepoint: capture it, send it, continue unless pausing."""
+        stopped = time.monotonic()
+        with self._lock:
+            request, self.request = self.request, None
+        request = request or Request("checkpoint", 0)
+        self.checkpoints += 1
+        frames = snapshot.encode_frames(image.memory, snapshot.nonzero_pages(image.memory))
+        meta = {"number": self.checkpoints, "reason": request.action, "request": request.request_id,
+                "journal_seq": self.journal.position, "stdout_offset": self.output.offsets[1],
+                "stderr_offset": self.output.offsets[2], "memory_bytes": len(image.memory),
+                "globals": [list(g) for g in image.globals], "created_at": time.time(),
+                "time_to_safepoint_seconds": stopped - request.at}
+        blobs = [hoststate.encode(self.host.save()), image.asyncify, *frames]
+        meta["pause_seconds"] = time.monotonic() - stopped
+        meta["stored_bytes"] = sum(len(b) for b in blobs)
+        self.link.send(CHECKPOINT, meta, blobs)
+        self.paused = request.action in STOPPING
+        return not self.paused
+
+    # ---- running ----
     def run(self) -> dict:
-        """Run to completion; the outcome as END metadata."""
+        """Run to completion (or to a pause); the outcome as END metadata."""
         try:
-            self.entry(self.store)
+            if self.runner is not None:
+                self.runner.run(self._on_unwound)
+                if self.paused:
+                    return {"state": "PAUSED", "exit_code": 0}
+            else:
+                self.entry(self.store)
             return {"state": "EXITED", "exit_code": 0}
         except GuestExit as e:
             return {"state": "EXITED", "exit_code": e.code}
-        except (ReplayDiverged, GuestTrap) as e:
+        except (ReplayDiverged, GuestTrap, LimitExceeded) as e:
             return {"state": "FAILED", "exit_code": -1, "error": str(e)}
-        except wasmtime.Trap as e:
-            return {"state": "FAILED", "exit_code": -1, "error": self._limit_note(describe_trap(e))}
-        except wasmtime.WasmtimeError as e:
+        except (wasmtime.Trap, wasmtime.WasmtimeError) as e:
             return {"state": "FAILED", "exit_code": -1, "error": self._limit_note(describe_trap(e))}
         except Exception as e:   # a bug in a roost host function: fail this execution only
             return {"state": "FAILED", "exit_code": -1,
@@ -79,20 +177,6 @@ class Guest:
             note = f"(memory was {used} bytes, near its memory limit of {limit} bytes: a grow was likely refused)"
             return f"{summary} {note}\n{rest}".rstrip()
         return error
-
-
-class Output:
-    """Guest stdout/stderr to the supervisor, each write tagged with its offset in its stream
-    (a recovering guest writes again what is already durable; the supervisor drops that)."""
-
-    def __init__(self, link: Link, stdout_offset: int, stderr_offset: int) -> None:
-        self.link = link
-        self.offsets = {1: stdout_offset, 2: stderr_offset}
-
-    def __call__(self, fd: int, data: bytes) -> None:
-        offset = self.offsets[fd]
-        self.offsets[fd] = offset + len(data)
-        self.link.send_output(fd, offset, data)
 
 
 def describe_trap(e: Exception) -> str:
@@ -114,6 +198,22 @@ def _stats_loop(link: Link, host: WasiHost, done: threading.Event) -> None:
             return
 
 
+def _control_loop(link: Link, guest: Guest) -> None:
+    """CONTROL frames from the supervisor: checkpoint and pause requests."""
+    while True:
+        frames = link.read_batch()
+        if frames is None:
+            return
+        for frame in frames:
+            if frame.kind == CONTROL:
+                guest.ask(frame.meta["action"], int(frame.meta.get("request", 0)))
+
+
+def _periodic(guest: Guest, every: float, done: threading.Event) -> None:
+    while not done.wait(every):
+        guest.ask("checkpoint", 0)
+
+
 def serve(link: Link) -> int:
     """Wait for START, run the guest, report END with the final filesystem."""
     eng = engine.make_engine()
@@ -123,13 +223,18 @@ def serve(link: Link) -> int:
     began = time.monotonic()
     try:
         guest = Guest(eng, frame.meta, frame.blobs, link)
-    except (wasmtime.WasmtimeError, wasmtime.Trap) as e:
+    except (wasmtime.WasmtimeError, wasmtime.Trap, ValueError, LimitExceeded) as e:
         link.send(END, {"state": "FAILED", "exit_code": -1,
                         "error": "instantiation failed: " + describe_trap(e)}, [frame.blobs[1]])
         return 0
-    link.send(READY, {"pid": os.getpid(), "setup_seconds": time.monotonic() - began})
+    link.send(READY, {"pid": os.getpid(), "setup_seconds": time.monotonic() - began,
+                      "checkpointable": guest.gate is not None})
     done = threading.Event()
     threading.Thread(target=_stats_loop, args=(link, guest.host, done), daemon=True).start()
+    threading.Thread(target=_control_loop, args=(link, guest), daemon=True).start()
+    every = float(frame.meta.get("checkpoint_every_seconds") or 0)
+    if every > 0:
+        threading.Thread(target=_periodic, args=(guest, every, done), daemon=True).start()
     outcome = guest.run()
     done.set()
     outcome.update(calls=dict(guest.host.calls), memory_bytes=guest.memory_bytes())

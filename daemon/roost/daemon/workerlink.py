@@ -5,8 +5,9 @@
               kind JOURNAL: one encoded journal record (roost.daemon.journal)
               any other:    u32 meta length, meta JSON, then blobs as (u64 length, bytes)*
 
-Kinds: START (supervisor -> worker: spec, stdin, filesystem, journal to replay), READY, OUTPUT,
-JOURNAL, STATS and END (worker -> supervisor). OUTPUT carries the byte offset of the data in its
+Kinds: START (supervisor -> worker: spec, stdin, filesystem, journal to replay, checkpoint to
+restore) and CONTROL (checkpoint / pause requests); READY, OUTPUT, JOURNAL, CHECKPOINT (meta,
+host state, asyncify stack, page frames), STATS and END (worker -> supervisor). OUTPUT carries the byte offset of the data in its
 stream, so output that a recovering guest produces again is recognised and not stored twice. The reader returns every complete frame it has buffered, so one LMDB
 transaction can absorb a burst of guest output.
 """
@@ -19,6 +20,7 @@ import threading
 from dataclasses import dataclass, field
 
 START, READY, OUTPUT, JOURNAL, STATS, END = b"S", b"R", b"O", b"J", b"T", b"E"
+CONTROL, CHECKPOINT = b"C", b"K"      # supervisor -> worker request; worker -> supervisor checkpoint
 _HEAD = struct.Struct("<Qc")
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
@@ -65,6 +67,7 @@ class Link:
         self.sock = sock
         self._send_lock = threading.Lock()
         self._buf = bytearray()
+        self._pending: list[Frame] = []
 
     def send(self, kind: bytes, meta: dict | None = None, blobs: tuple[bytes, ...] | list[bytes] = ()) -> None:
         frame = encode(kind, meta, blobs)
@@ -82,6 +85,9 @@ class Link:
 
     def read_batch(self) -> list[Frame] | None:
         """Block until at least one frame is complete; None once the peer has gone."""
+        if self._pending:
+            frames, self._pending = self._pending, []
+            return frames
         while True:
             frames = self._parse()
             if frames:
@@ -95,10 +101,12 @@ class Link:
             self._buf += chunk
 
     def read_one(self) -> Frame | None:
+        """The next frame; any others already received stay queued for read_batch."""
         frames = self.read_batch()
-        if frames and len(frames) > 1:
-            raise RuntimeError("unexpected extra frames")
-        return frames[0] if frames else None
+        if not frames:
+            return None
+        self._pending = frames[1:]
+        return frames[0]
 
     def _parse(self) -> list[Frame]:
         frames, off, buf = [], 0, self._buf

@@ -22,15 +22,23 @@ RESOLUTION_NS = 1
 
 @dataclass(frozen=True)
 class ClockState:
-    """Saved form of `Clocks`: the guest's monotonic time at save."""
+    """Saved form of `Clocks`: the guest's monotonic time at save, and the host's realtime then
+    (0 for a fresh execution)."""
     monotonic_ns: int = 0
+    realtime_ns: int = 0
 
 
 class Clocks:
-    """Guest clocks over the host's."""
+    """Guest clocks over the host's.
+
+    Restored from a checkpoint, the guest's monotonic clock resumes at its saved value plus the
+    wall-clock time that passed since the save: like a process that was sleeping, never going
+    backwards, and a sleep spanning a suspension ends at its original deadline.
+    """
 
     def __init__(self, state: ClockState) -> None:
-        self._base_ns = state.monotonic_ns
+        away = max(0, time.time_ns() - state.realtime_ns) if state.realtime_ns else 0
+        self._base_ns = state.monotonic_ns + away
         self._host0_ns = time.monotonic_ns()
 
     def monotonic_ns(self) -> int:
@@ -55,7 +63,7 @@ class Clocks:
         raise abi.FsError(Errno.BADF if clock_id in (2, 3) else Errno.INVAL)
 
     def save(self) -> ClockState:
-        return ClockState(self.monotonic_ns())
+        return ClockState(self.monotonic_ns(), time.time_ns())
 
     @classmethod
     def restore(cls, state: ClockState) -> Clocks:

@@ -1,0 +1,242 @@
+"""Capture and restore a running guest of a prepared module (see `prepare` for the layout).
+
+A checkpoint is taken with the guest's stack unwound by asyncify:
+
+1. someone calls `Gate.request_unwind()` (any thread): it arms the gate and, in preemptive
+   mode, sets the safepoint flag byte in the asyncify memory;
+2. the guest reaches a safepoint: its next WASI call (the durable callback asks `gate.enter`)
+   or a loop poll (`roost.safepoint`). The gate calls `asyncify_start_unwind(DATA_PTR)` and the
+   host call returns at once without running; the guest unwinds into the asyncify stack area;
+3. `_start` returns in state "unwinding": `Runner.run` stops the unwind and hands a `GuestImage`
+   (memory 0, mutable globals, the used asyncify stack) to `on_unwound`;
+4. to continue (same instance or a fresh one after `Runner.restore`), `asyncify_start_rewind`
+   and `_start` again: the guest rewinds to the interrupted call, the gate stops the rewind
+   there, and that call now runs for real: exactly once.
+
+The interrupted host call is re-executed after the rewind, so host state must be saved at the
+unwind (nothing of that call has happened yet).
+"""
+from __future__ import annotations
+
+import ctypes
+import struct
+from dataclasses import dataclass
+from typing import Callable
+
+import wasmtime
+
+from .errors import LimitExceeded
+
+_UNWINDING, _REWINDING = 1, 2
+_HEADER = struct.Struct("<II")            # asyncify data: current pointer, end pointer
+
+
+@dataclass(frozen=True)
+class GuestImage:
+    """The guest side of a checkpoint, as plain data."""
+    memory: bytes                                 # linear memory 0, all of it
+    globals: tuple[tuple[str, int | float], ...]  # (export name, value) of every mutable global
+    asyncify: bytes                               # the used asyncify stack, from DATA_PTR + 8
+
+    @property
+    def memory_pages(self) -> int:
+        return len(self.memory) // 65536
+
+
+class Gate:
+    """Decides, at each host call and safepoint poll, whether the guest unwinds now.
+
+    `armed` is the cheap test the durable callbacks make; it is True only while an unwind is
+    requested or a rewind is in progress.
+    """
+
+    def __init__(self) -> None:
+        self.armed = False
+        self.requested = False
+        self.rewinding = False
+        self.unwinding = False
+        self._control: _Control | None = None
+
+    def bind(self, control: _Control) -> None:
+        self._control = control
+
+    def request_unwind(self) -> None:
+        """Ask the guest to stop at its next safepoint (thread-safe)."""
+        self.requested = True          # before the flag: a poll that sees the flag sees this
+        self.armed = True
+        if self._control is not None:
+            self._control.set_flag(1)
+
+    def enter(self, name: str) -> bool:
+        """Called by a durable host callback when armed: True = unwind now, skip the call."""
+        if self.rewinding:
+            self._finish_rewind()
+            return False
+        if self.requested:
+            self._start_unwind()
+            return True
+        return False
+
+    def safepoint(self) -> None:
+        """The `roost.safepoint` import: called by a loop poll when the flag byte is set."""
+        if self.rewinding:
+            self._finish_rewind()
+        elif self.requested:
+            self._start_unwind()
+        elif self._control is not None:
+            self._control.set_flag(0)   # a stale flag from an already served request
+
+    def _start_unwind(self) -> None:
+        assert self._control is not None
+        self.requested = False
+        self.armed = False
+        self._control.set_flag(0)
+        self.unwinding = True
+        self._control.start_unwind()
+
+    def _finish_rewind(self) -> None:
+        assert self._control is not None
+        self._control.stop_rewind()
+        self.rewinding = False
+        self.armed = self.requested
+
+    def rewind_started(self) -> None:
+        self.rewinding = True
+        self.armed = True
+
+
+def define_safepoint(linker: wasmtime.Linker, gate: Gate) -> None:
+    """Define `roost.safepoint` (imported by preemptive prepared modules) in `linker`."""
+    linker.define_func("roost", "safepoint", wasmtime.FuncType([], []), gate.safepoint)
+
+
+class _Control:
+    """The asyncify exports and the asyncify memory of one instance."""
+
+    def __init__(self, store: wasmtime.Store, instance: wasmtime.Instance, manifest: dict) -> None:
+        ex = instance.exports(store)
+        self.store = store
+        self.funcs = {n: ex[f"asyncify_{n}"] for n in
+                      ("start_unwind", "stop_unwind", "start_rewind", "stop_rewind", "get_state")}
+        self.memory: wasmtime.Memory = ex[manifest.get("asyncify_memory_export",
+                                                       "roost_asyncify_memory")]
+        self.data_ptr = int(manifest["data_ptr"])
+        self.data_start = self.data_ptr + _HEADER.size
+        self.data_end = self.data_start + int(manifest["asyncify_data_bytes"])
+        self.flag_address = int(manifest["flag_address"])
+        # The asyncify memory never grows (min = max), so its base address is stable and the
+        # flag byte can be written from another thread without touching the store.
+        self.base = ctypes.addressof(self.memory.data_ptr(store).contents)
+
+    def set_flag(self, value: int) -> None:
+        if self.flag_address >= 0:
+            ctypes.c_uint8.from_address(self.base + self.flag_address).value = value
+
+    def header(self) -> tuple[int, int]:
+        return _HEADER.unpack(ctypes.string_at(self.base + self.data_ptr, _HEADER.size))
+
+    def set_header(self, current: int) -> None:
+        ctypes.memmove(self.base + self.data_ptr, _HEADER.pack(current, self.data_end), _HEADER.size)
+
+    def start_unwind(self) -> None:
+        self.set_header(self.data_start)
+        self.funcs["start_unwind"](self.store, self.data_ptr)
+
+    def start_rewind(self) -> None:
+        self.funcs["start_rewind"](self.store, self.data_ptr)
+
+    def stop_rewind(self) -> None:
+        self.funcs["stop_rewind"](self.store)
+
+    def state(self) -> int:
+        return int(self.funcs["get_state"](self.store))
+
+
+class Runner:
+    """Runs a prepared guest's `_start` with checkpoint support.
+
+    The caller builds the store, the linker (with `define_safepoint(linker, gate)`) and the
+    instance, binds the WASI host, then: `Runner(store, instance, manifest, host)`, optionally
+    `restore(image)` (fresh instance only), then `run(on_unwound)`.
+    """
+
+    def __init__(self, store: wasmtime.Store, instance: wasmtime.Instance, manifest: dict,
+                 host: object, gate: Gate | None = None) -> None:
+        self.store = store
+        self.manifest = manifest
+        ex = instance.exports(store)
+        self.memory: wasmtime.Memory = ex["memory"]
+        self.entry = ex["_start"]
+        self.globals = {name: ex[name] for name, _ in manifest["globals"]}
+        self.control = _Control(store, instance, manifest)
+        self.gate = gate if gate is not None else Gate()
+        self.gate.bind(self.control)
+        setattr(host, "gate", self.gate)     # the durable callbacks read host.gate per call
+        self._rewind_pending = False
+
+    def run(self, on_unwound: Callable[[GuestImage], bool]) -> None:
+        """Run `_start` to the end; at every completed unwind, `on_unwound(image)`: True to
+        continue in this instance, False to return (the guest stays unwound)."""
+        while True:
+            if self._rewind_pending:
+                self._rewind_pending = False
+                self.gate.rewind_started()
+                self.control.start_rewind()
+            try:
+                self.entry(self.store)
+            except wasmtime.Trap as e:
+                self._check_overflow(e)
+                raise
+            if not self.gate.unwinding:
+                return
+            image = self._finish_unwind()
+            if not on_unwound(image):
+                return
+            self._rewind_pending = True
+
+    def _finish_unwind(self) -> GuestImage:
+        if self.control.state() != _UNWINDING:
+            raise RuntimeError("_start returned during an unwind without unwinding")
+        current, end = self.control.header()
+        if current > end:      # asyncify writes on and checks only here (stop_unwind traps)
+            self._check_overflow(None)
+        self.control.funcs["stop_unwind"](self.store)
+        self.gate.unwinding = False
+        return self.image()
+
+    def _check_overflow(self, trap: Exception | None) -> None:
+        """An unwind that overran the stack area: past the end of the asyncify memory it traps
+        (out of bounds) mid-unwind, within it `current > end` after the unwind. The guest's
+        call stack is gone either way; say why instead of storing a corrupt checkpoint."""
+        if self.gate.unwinding:
+            self.gate.unwinding = False
+            size = self.manifest["asyncify_data_bytes"]
+            raise LimitExceeded(f"checkpoint: asyncify stack area of {size} bytes overflowed "
+                                "while unwinding the guest; raise the limit") from trap
+
+    def image(self) -> GuestImage:
+        """The guest's state, valid right after an unwind completed."""
+        size = self.memory.data_len(self.store)
+        base = ctypes.addressof(self.memory.data_ptr(self.store).contents)
+        current, _ = self.control.header()
+        stack = ctypes.string_at(self.control.base + self.control.data_start,
+                                 current - self.control.data_start)
+        values = tuple((name, g.value(self.store)) for name, g in self.globals.items())
+        return GuestImage(ctypes.string_at(base, size), values, stack)
+
+    def restore(self, image: GuestImage) -> None:
+        """Load `image` into this (fresh, not yet run) instance; `run` then rewinds into it."""
+        have = self.memory.data_len(self.store) // 65536
+        if image.memory_pages > have:
+            self.memory.grow(self.store, image.memory_pages - have)
+        base = ctypes.addressof(self.memory.data_ptr(self.store).contents)
+        ctypes.memmove(base, image.memory, len(image.memory))
+        for name, value in image.globals:
+            self.globals[name].set_value(self.store, value)
+        if len(image.asyncify) > self.control.data_end - self.control.data_start:
+            raise LimitExceeded(f"restore: the saved asyncify stack ({len(image.asyncify)} bytes)"
+                                " does not fit this module's asyncify stack area")
+        ctypes.memmove(self.control.base + self.control.data_start, image.asyncify,
+                       len(image.asyncify))
+        self.control.set_header(self.control.data_start + len(image.asyncify))
+        self._rewind_pending = True

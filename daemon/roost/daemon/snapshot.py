@@ -1,0 +1,104 @@
+"""Memory images of a checkpoint: 4 KiB pages, all-zero pages omitted, runs of pages compressed
+together into frames, every page checksummed (see SNAPSHOT_FORMAT.md).
+
+A frame holds up to FRAME_PAGES non-zero pages:
+
+    magic "RPGF", u16 major, u16 minor, u32 page count N,
+    N x u32 page index, N x u32 crc32 of the page's uncompressed bytes,
+    zstd frame of the N pages concatenated
+
+A restore writes exactly the pages present; every page absent from every frame is zero.
+A page whose crc32 does not match is reported (`CorruptPage`), never written into a guest.
+"""
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Iterable, Iterator
+
+import zstandard
+
+from .errors import StoreError
+
+PAGE_BYTES = 4096
+FRAME_PAGES = 64                    # 256 KiB of input per zstd call
+MAGIC = b"RPGF"
+FORMAT_VERSION = (1, 0)
+_HEAD = struct.Struct("<4sHHI")
+_ZERO = bytes(PAGE_BYTES)
+
+
+class CorruptPage(StoreError):
+    """A stored page failed its checksum: the checkpoint cannot be restored as it is."""
+
+
+_BLOCK_PAGES = 64
+_ZERO_BLOCK = bytes(PAGE_BYTES * _BLOCK_PAGES)
+
+
+def nonzero_pages(memory: bytes | bytearray) -> Iterator[int]:
+    """Indexes of the pages of `memory` that hold anything but zeros (a whole 256 KiB block is
+    tested first: guest memory is mostly untouched). Takes bytes, not a memoryview: slicing
+    bytes and comparing is a memcmp, comparing memoryviews is an element-wise loop."""
+    pages = len(memory) // PAGE_BYTES
+    for block in range(0, pages, _BLOCK_PAGES):
+        end = min(block + _BLOCK_PAGES, pages)
+        if memory[block * PAGE_BYTES:end * PAGE_BYTES] == _ZERO_BLOCK[:(end - block) * PAGE_BYTES]:
+            continue
+        for index in range(block, end):
+            off = index * PAGE_BYTES
+            if memory[off:off + PAGE_BYTES] != _ZERO:
+                yield index
+
+
+def encode_frames(memory: bytes | bytearray | memoryview, pages: Iterable[int], level: int = 1) -> list[bytes]:
+    """Frames holding `pages` of `memory` (in the given order, FRAME_PAGES per frame)."""
+    frames, batch = [], []
+    compressor = zstandard.ZstdCompressor(level=level)
+    for index in pages:
+        batch.append(index)
+        if len(batch) == FRAME_PAGES:
+            frames.append(_frame(memory, batch, compressor))
+            batch = []
+    if batch:
+        frames.append(_frame(memory, batch, compressor))
+    return frames
+
+
+def _frame(memory: bytes | bytearray | memoryview, indexes: list[int], compressor: zstandard.ZstdCompressor) -> bytes:
+    pages = [memory[i * PAGE_BYTES:(i + 1) * PAGE_BYTES] for i in indexes]
+    crcs = [zlib.crc32(p) for p in pages]
+    n = len(indexes)
+    return b"".join([_HEAD.pack(MAGIC, *FORMAT_VERSION, n), struct.pack(f"<{n}I", *indexes),
+                     struct.pack(f"<{n}I", *crcs), compressor.compress(b"".join(pages))])
+
+
+def decode_frame(frame: bytes, what: str = "frame") -> Iterator[tuple[int, memoryview]]:
+    """(page index, page bytes) for every page of a frame, checksums verified."""
+    magic, major, minor, n = _HEAD.unpack_from(frame)
+    if magic != MAGIC or major != FORMAT_VERSION[0] or minor > FORMAT_VERSION[1]:
+        raise CorruptPage(f"{what}: not a page frame of a supported version")
+    off = _HEAD.size
+    indexes = struct.unpack_from(f"<{n}I", frame, off)
+    crcs = struct.unpack_from(f"<{n}I", frame, off + 4 * n)
+    try:
+        data = memoryview(zstandard.ZstdDecompressor().decompress(frame[off + 8 * n:],
+                                                                 max_output_size=n * PAGE_BYTES))
+    except zstandard.ZstdError as e:
+        raise CorruptPage(f"{what}: compressed pages do not decode: {e}") from e
+    if len(data) != n * PAGE_BYTES:
+        raise CorruptPage(f"{what}: holds {len(data)} bytes, expected {n * PAGE_BYTES}")
+    for k, (index, crc) in enumerate(zip(indexes, crcs)):
+        page = data[k * PAGE_BYTES:(k + 1) * PAGE_BYTES]
+        if zlib.crc32(page) != crc:
+            raise CorruptPage(f"{what}: page {index} fails its checksum")
+        yield index, page
+
+
+def image(frames: Iterable[bytes], size_bytes: int) -> bytearray:
+    """The full memory image (zeros where no page was stored)."""
+    out = bytearray(size_bytes)
+    for n, frame in enumerate(frames):
+        for index, page in decode_frame(frame, f"frame {n}"):
+            out[index * PAGE_BYTES:(index + 1) * PAGE_BYTES] = page
+    return out

@@ -1,0 +1,91 @@
+"""Checkpoints on a real daemon: `roost checkpoint`, `pause`/`resume`, periodic checkpoints, and
+restores from a checkpoint after kill -9 — always byte-identical to a plain wasmtime run."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import signal
+import time
+
+from guestbuild import compile_guest
+from harness import wait_until
+from native import run_native
+from test_durability import SEED, SPIN, _inspect, _kill_worker, _stdout_len
+
+
+def _start(daemon, wasm, *args, opts=()):
+    return daemon.roost("run", "--detach", *opts, str(wasm), "--", *args, check=True).stdout.decode().strip()
+
+
+def test_checkpoint_pause_resume(roostd):
+    wasm = compile_guest("spin_print")
+    native = run_native(wasm, ["spin_print", *SPIN])
+    exec_id = _start(roostd, wasm, *SPIN)
+    wait_until(lambda: _stdout_len(roostd, exec_id) > 0, what="first output")
+    got = roostd.roost("checkpoint", exec_id)
+    assert got.returncode == 0, got.stderr
+    assert re.match(rb"checkpoint 1 of \w+: paused [\d.]+ ms", got.stdout), got.stdout
+    report = json.loads(roostd.roost("checkpoint", "--json", exec_id, check=True).stdout)
+    assert report["number"] == 2 and report["stored_bytes"] > 0 and report["memory_bytes"] >= 65536
+
+    assert roostd.roost("pause", exec_id).returncode == 0
+    paused = _inspect(roostd, exec_id)
+    assert paused["state"] == "PAUSED" and paused["checkpoints"] == 3
+    time.sleep(0.3)
+    assert _inspect(roostd, exec_id)["stdout_bytes"] == paused["stdout_bytes"]   # really stopped
+    assert roostd.roost("resume", exec_id).returncode == 0
+    assert roostd.roost("wait", exec_id, timeout=300).returncode == native.exit_code
+    logs = roostd.roost("logs", exec_id)
+    assert (logs.stdout, logs.stderr) == (native.stdout, native.stderr)
+
+
+def test_restore_from_checkpoint_after_kill9(roostd):
+    rng = random.Random(SEED + 11)
+    wasm = compile_guest("spin_print")
+    native = run_native(wasm, ["spin_print", *SPIN])
+    exec_id = _start(roostd, wasm, *SPIN, opts=("--checkpoint-every", "0.2"))
+    kills = 0
+    for _ in range(4):
+        time.sleep(rng.uniform(0.2, 0.6))
+        kills += _kill_worker(roostd, exec_id)
+    assert kills >= 1
+    assert roostd.roost("wait", exec_id, timeout=300).returncode == native.exit_code
+    logs = roostd.roost("logs", exec_id)
+    assert (logs.stdout, logs.stderr) == (native.stdout, native.stderr), f"seed {SEED}"
+    record = _inspect(roostd, exec_id)
+    assert record["checkpoints"] >= 2 and record["restores"] == kills
+
+
+def test_pause_survives_a_daemon_restart(fresh_roostd):
+    daemon = fresh_roostd.start()
+    wasm = compile_guest("spin_print")
+    native = run_native(wasm, ["spin_print", *SPIN])
+    exec_id = _start(daemon, wasm, *SPIN)
+    wait_until(lambda: _stdout_len(daemon, exec_id) > 0, what="first output")
+    assert daemon.roost("pause", exec_id).returncode == 0
+    daemon.kill9()
+    daemon.start()
+    assert _inspect(daemon, exec_id)["state"] == "PAUSED"      # not resumed on its own
+    assert daemon.roost("resume", exec_id).returncode == 0
+    assert daemon.roost("wait", exec_id, timeout=300).returncode == native.exit_code
+    assert daemon.roost("logs", "--stdout", exec_id).stdout == native.stdout
+
+
+def test_checkpoint_errors(roostd):
+    wasm = compile_guest("spin_print")
+    exec_id = _start(roostd, wasm, "3")
+    roostd.roost("wait", exec_id)
+    done = roostd.roost("checkpoint", exec_id)
+    assert done.returncode == 1 and b"not running" in done.stderr
+    assert roostd.roost("resume", exec_id).returncode == 1
+    assert roostd.roost("checkpoint", "nope").returncode == 1
+
+
+def test_checkpoint_metrics(roostd):
+    text = roostd.metrics()
+    for name in ("roost_checkpoint_pause_seconds", "roost_checkpoint_total_seconds",
+                 "roost_time_to_safepoint_seconds", "roost_checkpoint_bytes_total",
+                 "roost_journal_records_total", "roost_restores_total"):
+        assert name in text, name
