@@ -67,6 +67,11 @@ class Gate:
         if self._control is not None:
             self._control.set_flag(1)
 
+    def unwind_now(self) -> None:
+        """From inside a host call on the guest's thread (durable sleep): unwind as the call
+        returns; the call runs again after the rewind."""
+        self._start_unwind()
+
     def enter(self, name: str) -> bool:
         """Called by a durable host callback when armed: True = unwind now, skip the call."""
         if self.rewinding:

@@ -41,6 +41,7 @@ class Config:
     spare_workers: int = 1                       # pre-started idle workers: fast execution start
     grpc_threads: int = 64                       # each followed log stream holds one
     asyncify_stack_bytes: int = 1 << 20          # per execution: the saved call stack's room
+    durable_sleep_seconds: float = 2.0           # longer sleeps checkpoint and release the worker
     cache_dir: Path | None = None                # prepared-module artifacts (default data_dir/cache)
 
     def merge(self, values: dict[str, Any], origin: str) -> "Config":
@@ -74,7 +75,8 @@ SECTION_ALIASES = {"limits_memory_bytes": "memory_limit_bytes",
                    "store_map_size_bytes": "store_map_size_bytes",
                    "workers_spares": "spare_workers",
                    "grpc_threads": "grpc_threads",
-                   "limits_asyncify_stack_bytes": "asyncify_stack_bytes"}
+                   "limits_asyncify_stack_bytes": "asyncify_stack_bytes",
+                   "checkpoints_durable_sleep_seconds": "durable_sleep_seconds"}
 
 
 def default_config_file() -> Path | None:

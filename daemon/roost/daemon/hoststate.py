@@ -27,7 +27,7 @@ _HEADER = struct.Struct("<4sHH32s")
 
 def encode(state: WasiState) -> bytes:
     meta = {"argv": list(state.argv), "env": [list(kv) for kv in state.env],
-            "stdin_position": state.stdin.position,
+            "stdin_position": state.stdin.position, "poll_started_ns": state.poll_started_ns,
             "clocks": dataclasses.asdict(state.clocks),
             "fds": {"entries": [dataclasses.asdict(e) for e in state.fds.entries],
                     "free": list(state.fds.free)}}
@@ -52,4 +52,4 @@ def decode(blob: bytes, stdin: bytes) -> WasiState:
     fds = FdTableState(tuple(FdRecord(**e) for e in meta["fds"]["entries"]), tuple(meta["fds"]["free"]))
     return WasiState(tuple(meta["argv"]), tuple(tuple(kv) for kv in meta["env"]),
                      StdinState(stdin, meta["stdin_position"]), ClockState(**meta["clocks"]),
-                     fds, vfs.save())
+                     fds, vfs.save(), meta.get("poll_started_ns", 0))

@@ -56,10 +56,11 @@ class Daemon:
                                       cfg.max_module_bytes, cfg.asyncify_stack_bytes)
         self.pool = WorkerPool(cfg.spare_workers)
         self.supervisor = Supervisor(self.store, self.modules, self.pool, cfg.node_id,
-                                     cfg.memory_limit_bytes)
-        interrupted = self.supervisor.recover()
-        if interrupted:
-            log.warning("%d executions were running when roostd last stopped", interrupted)
+                                     cfg.memory_limit_bytes, cfg.durable_sleep_seconds)
+        resumed = self.supervisor.recover()
+        if resumed:
+            log.info("resumed %d executions that were running when roostd last stopped", resumed)
+        self.supervisor.timers.start()
         metrics.register_states(self.supervisor.state_counts)
         self.health = health.HealthServicer()
         self.server = self._grpc_server()

@@ -80,13 +80,14 @@ def secondary_memory_pages(asyncify_data_bytes: int) -> int:
 
 
 def prepare(wasm: bytes, preemptive: bool = True, asyncify_data_bytes: int = 1 << 20,
-            progress: Callable[[str], None] | None = None) -> PreparedModule:
+            progress: Callable[[str], None] | None = None,
+            optimize_level: int = OPTIMIZE_LEVEL) -> PreparedModule:
     """Prepare `wasm` in a child process; ModuleRejected if Binaryen cannot process it."""
     with tempfile.TemporaryDirectory(prefix="roost-prepare-") as tmp:
         src, out = Path(tmp) / "in.wasm", Path(tmp) / "out.wasm"
         src.write_bytes(wasm)
         cmd = [sys.executable, "-m", "roost.daemon.prepare", str(src), str(out),
-               "--data-bytes", str(asyncify_data_bytes)] + ([] if preemptive else ["--cooperative"])
+               "--data-bytes", str(asyncify_data_bytes), "--optimize", str(optimize_level)] + ([] if preemptive else ["--cooperative"])
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         manifest, errors = _read_child(proc, progress)
         if proc.returncode != 0 or manifest is None:
@@ -165,16 +166,17 @@ def _export_mutable_globals(m) -> tuple[tuple[str, str], ...]:   # noqa: ANN001 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """python -m roost.daemon.prepare IN.wasm OUT.wasm [--cooperative] [--data-bytes N]"""
+    """python -m roost.daemon.prepare IN.wasm OUT.wasm [--cooperative] [--data-bytes N] [--optimize N]"""
     argv = sys.argv[1:] if argv is None else argv
     src, dst = argv[0], argv[1]
     preemptive = "--cooperative" not in argv
     data_bytes = int(argv[argv.index("--data-bytes") + 1]) if "--data-bytes" in argv else 1 << 20
+    level = int(argv[argv.index("--optimize") + 1]) if "--optimize" in argv else OPTIMIZE_LEVEL
 
     def progress(msg: str) -> None:
         print(f"progress: {msg}", flush=True)
     try:
-        pm = prepare_in_process(Path(src).read_bytes(), preemptive, data_bytes, progress)
+        pm = prepare_in_process(Path(src).read_bytes(), preemptive, data_bytes, progress, level)
     except Exception as e:   # noqa: BLE001 - reported to the parent as the rejection reason
         print(f"{type(e).__name__}: {e}", file=sys.stderr)
         return 1

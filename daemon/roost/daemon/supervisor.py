@@ -21,6 +21,7 @@ from .errors import InvalidRequest, NotFound, StateConflict, TimedOut
 from .modules import ModuleRegistry
 from .records import ExecutionRecord, State
 from .store import Store
+from .timers import Timers
 from .vfs import Entry, Vfs
 from .workerlink import CHECKPOINT, CONTROL, END, JOURNAL, OUTPUT, READY, START, STATS, Frame
 from .workers import WorkerPool, WorkerProcess
@@ -61,6 +62,7 @@ class Live:
     calls_seen: Counter = field(default_factory=Counter)
     durable: dict = field(default_factory=dict)   # fd -> bytes of that stream already stored
     checkpointable: bool = False
+    wake_at_ns: int = 0                  # the latest checkpoint was taken for a durable sleep
     requests: dict = field(default_factory=dict)  # request id -> checkpoint result (None: pending)
     next_request: int = 0
     changed: threading.Condition = field(default_factory=threading.Condition)
@@ -68,7 +70,8 @@ class Live:
 
 class Supervisor:
     def __init__(self, store: Store, modules: ModuleRegistry, pool: WorkerPool,
-                 node_id: str, default_memory_limit_bytes: int) -> None:
+                 node_id: str, default_memory_limit_bytes: int,
+                 durable_sleep_seconds: float = 2.0) -> None:
         self.store = store
         self.modules = modules
         self.pool = pool
@@ -78,6 +81,8 @@ class Supervisor:
         self._lock = threading.Lock()
         self._ended = threading.Condition()   # notified whenever any execution ends
         self._stopping = False
+        self.durable_sleep_seconds = durable_sleep_seconds
+        self.timers = Timers(store, self._wake)
 
     # ---- lifecycle ----
     def recover(self) -> int:
@@ -95,9 +100,17 @@ class Supervisor:
                 self._fail(record, f"could not be resumed: {e}")
         return n
 
+    def _wake(self, exec_id: str) -> None:
+        """A durable sleep's deadline: restore the guest inside the poll it slept in."""
+        record = self.store.get_execution(exec_id)
+        if record.state == State.SLEEPING and exec_id not in self._live and not self._stopping:
+            self._launch(record, restore=True, requested=time.monotonic())
+        self.store.clear_timer(exec_id)
+
     def shutdown(self, grace_seconds: float = 10.0) -> None:
         """Stop every worker; their executions stay RUNNING in the store and resume when the
         daemon starts again."""
+        self.timers.stop()
         with self._lock:
             self._stopping = True
             live = list(self._live.values())
@@ -172,6 +185,7 @@ class Supervisor:
                  "argv": record.argv, "env": record.env,
                  "memory_limit_bytes": record.memory_limit_bytes,
                  "checkpoint_every_seconds": record.checkpoint_every_seconds,
+                 "durable_sleep_seconds": self.durable_sleep_seconds,
                  "journal_first_seq": first, "checkpoint": ckpt,
                  "stdout_offset": ckpt["stdout_offset"] if ckpt else 0,
                  "stderr_offset": ckpt["stderr_offset"] if ckpt else 0}
@@ -246,7 +260,9 @@ class Supervisor:
         host, stack, frames = frame.blobs[0], frame.blobs[1], frame.blobs[2:]
         meta["frames"] = len(frames)
         record.checkpoints += 1
-        self.store.put_checkpoint(record, meta, frames, host, stack, CHECKPOINT_RETAIN)
+        self.store.put_checkpoint(record, meta, frames, host, stack, CHECKPOINT_RETAIN,
+                                  meta.get("wake_at_ns", 0))
+        live.wake_at_ns = meta.get("wake_at_ns", 0)
         pending = live.requests.get(meta.get("request"), False) is None
         requested_at = live.requests.pop(("at", meta.get("request")), None) if pending else None
         total = time.monotonic() - requested_at if requested_at else None
@@ -298,6 +314,8 @@ class Supervisor:
         else:
             reason = live.end_reason or f"worker process {live.worker.pid} died ({_describe_exit(code)})"
             record.state, record.exit_code, record.error = State.FAILED, -1, reason
+        if record.state == State.SLEEPING:
+            self.timers.add(record.id, live.wake_at_ns)
         if record.state.ended:
             record.finished_at = time.time()
             metrics.EXECUTION_ENDS.labels(state=record.state.value).inc()
@@ -423,6 +441,7 @@ class Supervisor:
         if live is None and record.state in (State.PAUSED, State.SLEEPING):
             record.state, record.exit_code, record.error = State.KILLED, -1, "killed by request"
             record.finished_at = time.time()
+            self.timers.cancel(record.id)
             self.store.clear_timer(record.id)
             self.store.put_execution(record)
             return record

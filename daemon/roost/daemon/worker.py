@@ -31,7 +31,7 @@ from .wasi import GuestExit, GuestTrap, WasiHost, initial_state
 from .workerlink import CHECKPOINT, CONTROL, END, READY, START, STATS, Link
 
 STATS_INTERVAL_SECONDS = 1.0
-STOPPING = ("pause", "suspend")    # checkpoint requests after which the worker exits
+STOPPING = ("pause", "suspend", "sleep")    # checkpoint requests after which the worker exits
 
 
 class Output:
@@ -69,9 +69,10 @@ class Request:
     """A pending checkpoint request: why, who asked (supervisor's id), and when."""
 
     def __init__(self, action: str, request_id: int) -> None:
-        self.action = action             # "checkpoint" | "pause" | "suspend" (daemon stopping)
+        self.action = action             # checkpoint | pause | suspend (daemon stopping) | sleep
         self.request_id = request_id
         self.at = time.monotonic()
+        self.wake_at_ns = 0              # sleep: unix ns when the guest's sleep ends
 
 
 class Guest:
@@ -109,7 +110,11 @@ class Guest:
             self.runner.restore(image)
         self.request: Request | None = None
         self.paused = False
+        self.sleeping = False
         self._lock = threading.Lock()
+        if self.gate is not None and spec.get("durable_sleep_seconds"):
+            self.host.suspend_sleep = self._suspend_sleep
+            self.host.durable_sleep_ns = int(float(spec["durable_sleep_seconds"]) * 1e9)
         self.checkpoints = int(ckpt["number"]) if ckpt else 0
 
     # ---- checkpoint requests (any thread) ----
@@ -123,6 +128,14 @@ class Guest:
         self.gate.request_unwind()
         return True
 
+    def _suspend_sleep(self, deadline_ns: int) -> None:
+        """Called inside poll_oneoff (guest thread): unwind right there for a durable sleep."""
+        request = Request("sleep", 0)
+        request.wake_at_ns = time.time_ns() + max(0, deadline_ns - self.host.clocks.monotonic_ns())
+        with self._lock:
+            self.request = request
+        self.gate.unwind_now()
+
     def _on_unwound(self, image: capture.GuestImage) -> bool:
         """The guest is stopped at a safepoint: capture it, send it, continue unless pausing."""
         stopped = time.monotonic()
@@ -135,12 +148,13 @@ class Guest:
                 "journal_seq": self.journal.position, "stdout_offset": self.output.offsets[1],
                 "stderr_offset": self.output.offsets[2], "memory_bytes": len(image.memory),
                 "globals": [list(g) for g in image.globals], "created_at": time.time(),
-                "time_to_safepoint_seconds": stopped - request.at}
+                "time_to_safepoint_seconds": stopped - request.at, "wake_at_ns": request.wake_at_ns}
         blobs = [hoststate.encode(self.host.save()), image.asyncify, *frames]
         meta["pause_seconds"] = time.monotonic() - stopped
         meta["stored_bytes"] = sum(len(b) for b in blobs)
         self.link.send(CHECKPOINT, meta, blobs)
         self.paused = request.action in STOPPING
+        self.sleeping = request.action == "sleep"
         return not self.paused
 
     # ---- running ----
@@ -150,7 +164,7 @@ class Guest:
             if self.runner is not None:
                 self.runner.run(self._on_unwound)
                 if self.paused:
-                    return {"state": "PAUSED", "exit_code": 0}
+                    return {"state": "SLEEPING" if self.sleeping else "PAUSED", "exit_code": 0}
             else:
                 self.entry(self.store)
             return {"state": "EXITED", "exit_code": 0}

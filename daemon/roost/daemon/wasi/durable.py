@@ -77,6 +77,7 @@ def functype(call: HostCall) -> wasmtime.FuncType:
 class NoGate:
     """The gate of a host without checkpoints: never armed (see `roost.daemon.capture`)."""
     armed = False
+    unwinding = False
 
     @staticmethod
     def enter(name: str) -> bool:
@@ -166,6 +167,8 @@ class Durable:
             result = impl(*args)
         finally:
             host.mem = plain
+        if host.gate.unwinding:      # the call suspended the guest (durable sleep): it runs
+            return result            # again after the restore, and is journaled then
         host.journal(journal.Record(name, int(result or 0), host.clocks.monotonic_ns(), tuple(writes)))
         return result
 

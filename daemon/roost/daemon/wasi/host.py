@@ -35,6 +35,7 @@ class WasiState:
     clocks: ClockState
     fds: FdTableState
     vfs: VfsState
+    poll_started_ns: int = 0    # a poll_oneoff suspended by a durable sleep: its start time
 
 
 def initial_state(argv: list[str], env: list[tuple[str, str]], stdin: bytes,
@@ -64,6 +65,11 @@ class WasiHost:
         self.journal = journal or (lambda record: None)
         self.replay = replay
         self.gate = NoGate()          # capture.Gate when the module is prepared for checkpoints
+        self.poll_started_ns = state.poll_started_ns
+        # Durable sleep (set by the worker when the guest can be checkpointed): a poll that would
+        # sleep longer than durable_sleep_ns calls suspend_sleep(deadline) instead.
+        self.suspend_sleep: Callable[[int], None] | None = None
+        self.durable_sleep_ns = 0
         self.mem = self._unbound
 
     @classmethod
@@ -87,4 +93,4 @@ class WasiHost:
     def save(self) -> WasiState:
         """A frozen snapshot of all WASI state."""
         return WasiState(tuple(self.argv), tuple(self.env), self.stdin.save(),
-                         self.clocks.save(), self.fds.save(), self.vfs.save())
+                         self.clocks.save(), self.fds.save(), self.vfs.save(), self.poll_started_ns)

@@ -21,14 +21,14 @@ if TYPE_CHECKING:
 _U32 = 0xFFFF_FFFF
 
 
-def _deadline(host: WasiHost, clock_id: int, timeout: int, flags: int) -> int:
-    """Absolute guest-monotonic deadline of a clock subscription."""
+def _deadline(host: WasiHost, clock_id: int, timeout: int, flags: int, now: int) -> int:
+    """Absolute guest-monotonic deadline of a clock subscription made at guest time `now`."""
     absolute = flags & 1
     if clock_id == abi.CLOCK_MONOTONIC:
-        return timeout if absolute else host.clocks.monotonic_ns() + timeout
+        return timeout if absolute else now + timeout
     if clock_id == abi.CLOCK_REALTIME:
         rel = max(0, timeout - time.time_ns()) if absolute else timeout
-        return host.clocks.monotonic_ns() + rel
+        return now + rel
     raise FsError(Errno.INVAL)
 
 
@@ -58,18 +58,33 @@ def poll_oneoff(host: WasiHost, subs: int, events: int, n: int, nevents: int) ->
     mem = host.mem()
     raw = mem.read(subs, abi.SUBSCRIPTION.size * n)
     parsed = [abi.SUBSCRIPTION.unpack_from(raw, i * abi.SUBSCRIPTION.size) for i in range(n)]
+    # A poll resumed after a durable sleep counts its timeouts from its original start.
+    now, host.poll_started_ns = host.poll_started_ns or host.clocks.monotonic_ns(), 0
     clocks, fd_events = [], []
     for ud, tag, word, timeout, _prec, flags in parsed:
         if tag == abi.EV_CLOCK:
-            clocks.append((ud, _deadline(host, word & _U32, timeout, flags)))
+            clocks.append((ud, _deadline(host, word & _U32, timeout, flags, now)))
         elif tag in (abi.EV_FD_READ, abi.EV_FD_WRITE):
             fd_events.append((ud, tag, word & _U32))
         else:
             return Errno.INVAL
+    if not fd_events and _durable_sleep(host, now, min(d for _, d in clocks)):
+        return 0
     out = _ready(host, parsed, clocks, bool(fd_events))
     mem.write(events, b''.join(out))
     mem.put_u32(nevents, len(out))
     return 0
+
+
+def _durable_sleep(host: WasiHost, now: int, deadline: int) -> bool:
+    """A long sleep is not spent in a worker: checkpoint the guest in this call and release the
+    worker; a stored timer restores it at the deadline, when this same call runs again (and
+    finds its original start in `poll_started_ns`). True when the guest is unwinding."""
+    if host.suspend_sleep is None or deadline - host.clocks.monotonic_ns() <= host.durable_sleep_ns:
+        return False
+    host.poll_started_ns = now
+    host.suspend_sleep(deadline)
+    return True
 
 
 def _ready(host: WasiHost, parsed: list, clocks: list, have_fds: bool) -> list[bytes]:
