@@ -87,7 +87,8 @@ def prepare(wasm: bytes, preemptive: bool = True, asyncify_data_bytes: int = 1 <
         src, out = Path(tmp) / "in.wasm", Path(tmp) / "out.wasm"
         src.write_bytes(wasm)
         cmd = [sys.executable, "-m", "roost.daemon.prepare", str(src), str(out),
-               "--data-bytes", str(asyncify_data_bytes), "--optimize", str(optimize_level)] + ([] if preemptive else ["--cooperative"])
+               "--data-bytes", str(asyncify_data_bytes), "--optimize", str(optimize_level)]
+        cmd += [] if preemptive else ["--cooperative"]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         manifest, errors = _read_child(proc, progress)
         if proc.returncode != 0 or manifest is None:
@@ -166,7 +167,8 @@ def _export_mutable_globals(m) -> tuple[tuple[str, str], ...]:   # noqa: ANN001 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """python -m roost.daemon.prepare IN.wasm OUT.wasm [--cooperative] [--data-bytes N] [--optimize N]"""
+    """python -m roost.daemon.prepare IN.wasm OUT.wasm [--cooperative] [--data-bytes N]
+    [--optimize N]"""
     argv = sys.argv[1:] if argv is None else argv
     src, dst = argv[0], argv[1]
     preemptive = "--cooperative" not in argv

@@ -16,7 +16,8 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from . import hoststate, journal, metrics
+from . import faults, hoststate, journal, metrics
+from .faults import Fault
 from .errors import InvalidRequest, NotFound, StateConflict, TimedOut
 from .modules import ModuleRegistry
 from .records import ExecutionRecord, State
@@ -56,7 +57,7 @@ class Live:
     journal_seq: int = 0                 # next journal record
     requested_at: float = 0.0
     launched_at: float = 0.0             # monotonic
-    launch_mark: tuple = (0, 0)          # (log seq, journal seq) when this worker started
+    launch_mark: tuple = (0, 0, 0)       # (log seq, journal seq, checkpoints) at this worker's start
     barren_deaths: int = 0               # consecutive workers that died without new progress
     end_reason: str = ""                 # why the supervisor stopped the worker, if it did
     calls_seen: Counter = field(default_factory=Counter)
@@ -82,6 +83,7 @@ class Supervisor:
         self._ended = threading.Condition()   # notified whenever any execution ends
         self._stopping = False
         self.durable_sleep_seconds = durable_sleep_seconds
+        self._committed = 0                  # checkpoints committed by this daemon (fault points)
         self.timers = Timers(store, self._wake)
 
     # ---- lifecycle ----
@@ -170,7 +172,7 @@ class Supervisor:
         journal_seq = self.store.next_seq("journal", record.id) if restore else 0
         live = Live(record, worker, requested_at=requested, launched_at=time.monotonic(),
                     barren_deaths=barren_deaths, next_seq=next_seq, journal_seq=journal_seq,
-                    launch_mark=(next_seq, journal_seq),
+                    launch_mark=(next_seq, journal_seq, record.checkpoints),
                     durable={1: record.stdout_bytes, 2: record.stderr_bytes})
         with self._lock:
             self._live[record.id] = live
@@ -263,6 +265,9 @@ class Supervisor:
         self.store.put_checkpoint(record, meta, frames, host, stack, CHECKPOINT_RETAIN,
                                   meta.get("wake_at_ns", 0))
         live.wake_at_ns = meta.get("wake_at_ns", 0)
+        self._committed += 1
+        if self._committed == faults.value(Fault.DAEMON_DIE_AFTER_CHECKPOINTS):
+            faults.crash(Fault.DAEMON_DIE_AFTER_CHECKPOINTS)
         pending = live.requests.get(meta.get("request"), False) is None
         requested_at = live.requests.pop(("at", meta.get("request")), None) if pending else None
         total = time.monotonic() - requested_at if requested_at else None
@@ -349,7 +354,7 @@ class Supervisor:
         execution should fail instead: workers keep dying without making new progress (a
         crash loop), or the daemon is stopping."""
         record = live.record
-        progressed = (live.next_seq, live.journal_seq) > live.launch_mark
+        progressed = (live.next_seq, live.journal_seq, record.checkpoints) > live.launch_mark
         deaths = 0 if progressed else live.barren_deaths + 1
         metrics.WORKER_FAILURES.labels(reason="died").inc()
         if deaths >= MAX_BARREN_DEATHS or self._stopping:

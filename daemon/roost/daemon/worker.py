@@ -23,8 +23,9 @@ import time
 
 import wasmtime
 
-from . import capture, engine, hoststate, journal, snapshot
+from . import capture, engine, faults, hoststate, journal, snapshot
 from .errors import LimitExceeded
+from .faults import Fault
 from .journal import Replay, ReplayDiverged
 from .vfs import Vfs
 from .wasi import GuestExit, GuestTrap, WasiHost, initial_state
@@ -112,6 +113,8 @@ class Guest:
         self.paused = False
         self.sleeping = False
         self._lock = threading.Lock()
+        if self.gate is not None and faults.ARMED:
+            self.gate = FaultGate(self, self.gate)
         if self.gate is not None and spec.get("durable_sleep_seconds"):
             self.host.suspend_sleep = self._suspend_sleep
             self.host.durable_sleep_ns = int(float(spec["durable_sleep_seconds"]) * 1e9)
@@ -153,6 +156,8 @@ class Guest:
         meta["pause_seconds"] = time.monotonic() - stopped
         meta["stored_bytes"] = sum(len(b) for b in blobs)
         self.link.send(CHECKPOINT, meta, blobs)
+        if self.checkpoints <= faults.value(Fault.DIE_AFTER_CHECKPOINT):
+            faults.crash(Fault.DIE_AFTER_CHECKPOINT)
         self.paused = request.action in STOPPING
         self.sleeping = request.action == "sleep"
         return not self.paused
@@ -191,6 +196,34 @@ class Guest:
             note = f"(memory was {used} bytes, near its memory limit of {limit} bytes: a grow was likely refused)"
             return f"{summary} {note}\n{rest}".rstrip()
         return error
+
+
+class FaultGate:
+    """Tests only (ROOST_FAULTS): sees every host call, to checkpoint or die at call N."""
+
+    def __init__(self, guest: Guest, gate: capture.Gate) -> None:
+        self.guest, self.gate, self.calls = guest, gate, 0
+        self.every = faults.value(Fault.CHECKPOINT_EVERY_CALLS)
+        self.die_at = faults.value(Fault.DIE_AT_CALL)
+        guest.host.gate = self
+
+    armed = True
+
+    @property
+    def unwinding(self) -> bool:
+        return self.gate.unwinding
+
+    def enter(self, name: str) -> bool:
+        if not self.gate.rewinding:
+            self.calls += 1
+            if self.die_at and self.calls == self.die_at:
+                faults.crash(Fault.DIE_AT_CALL)
+            if self.every and self.calls % self.every == 0:
+                self.guest.ask("checkpoint", 0)
+        return self.gate.enter(name)
+
+    def __getattr__(self, name: str):
+        return getattr(self.gate, name)
 
 
 def describe_trap(e: Exception) -> str:

@@ -165,6 +165,8 @@ class Durable:
         host.mem = lambda: RecordingMem(plain(), writes)
         try:
             result = impl(*args)
+        except FsError as e:          # an error answer is a result too: replay must give it
+            result = int(e.errno)
         finally:
             host.mem = plain
         if host.gate.unwinding:      # the call suspended the guest (durable sleep): it runs
