@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The README's first command: start a local roostd on its embedded defaults and run a real WASI
-# program through it with `roost run`, then show what the daemon kept (ps, logs, files).
+# The README's first command: start a local roostd on its embedded defaults, run a real WASI
+# program through it with `roost run`, then checkpoint one mid-run, kill -9 its worker and watch
+# it finish from the checkpoint with exactly the output of an uninterrupted run.
 set -euo pipefail
 cd "$(dirname "$0")"
 . tests/env.sh
@@ -15,14 +16,22 @@ echo "== starting roostd on its embedded defaults (127.0.0.1:7070, data in ~/.lo
 roostd > "$work/roostd.log" 2>&1 & daemon=$!
 for _ in $(seq 200); do roost ps >/dev/null 2>&1 && break; sleep 0.05; done
 
-echo "== roost run --mount $work/data:/data sieve.wasm -- 150000000"
+echo "== roost run --mount $work/data:/data sieve.wasm -- 150000000   (uploads and prepares it once)"
 roost run --name demo-sieve --mount "$work/data:/data" "$work/sieve.wasm" -- 150000000
+id=$(roost ps -a --json | python -c 'import json,sys; print([e["id"] for e in json.load(sys.stdin) if e.get("name")=="demo-sieve"][-1])')
+echo "== roost cp $id:/data/result.txt"
+roost cp "$id:/data/result.txt" "$work/result.txt" && cat "$work/result.txt"
+
+echo "== again, detached: checkpoint it mid-run, then kill -9 its worker"
+id=$(roost run --detach --name demo-durable --mount "$work/data:/data" "$work/sieve.wasm" -- 1500000000)
+sleep 1
+roost checkpoint "$id"
+pid=$(roost inspect --json "$id" | python -c 'import json,sys; print(json.load(sys.stdin)["worker_pid"])')
+kill -9 "$pid" && echo "killed worker $pid"
+roost wait "$id"
+roost logs --stdout "$id" | tail -3
+roost inspect "$id" | grep -E "state|checkpoints|restores|journal"
 echo "== roost ps -a"
 roost ps -a
-id=$(roost ps -a --json | python -c 'import json,sys; print([e["id"] for e in json.load(sys.stdin) if e.get("name")=="demo-sieve"][-1])')
-echo "== roost cp $id:/data/result.txt -"
-roost cp "$id:/data/result.txt" "$work/result.txt" && cat "$work/result.txt"
-echo "== roost inspect $id"
-roost inspect "$id"
 echo "== stopping roostd (SIGTERM)"
 kill -TERM $daemon; wait $daemon

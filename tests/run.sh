@@ -23,4 +23,4 @@ systemd-analyze verify "$unit"
 rm -f "$unit"
 
 echo "== tests"
-exec "$VENV/bin/python" -m pytest -q -ra "$@"
+exec "$VENV/bin/python" -m pytest -q -ra --durations=15 "$@"

@@ -112,3 +112,26 @@ def test_sigterm_then_restart_resumes(fresh_roostd):
     assert daemon.stop() == 0
     assert daemon.start().roost("wait", exec_id, timeout=300).returncode == native.exit_code
     assert daemon.roost("logs", "--stdout", exec_id).stdout == native.stdout
+
+
+@pytest.mark.slow
+def test_soak_many_random_kills(fresh_roostd):
+    """Soak (skipped by default; `bash tests/run.sh -m slow`): a long guest with periodic
+    checkpoints through 40 random kill -9s of its worker and 10 of roostd."""
+    rng = random.Random(SEED + 99)
+    daemon = fresh_roostd.start()
+    wasm = compile_guest("spin_print")
+    args = ["3000", "2500000"]
+    native = run_native(wasm, ["spin_print", *args])
+    exec_id = daemon.roost("run", "--detach", "--checkpoint-every", "0.5", str(wasm), "--", *args,
+                           check=True).stdout.decode().strip()
+    for i in range(50):
+        time.sleep(rng.uniform(0.05, 0.5))
+        if i % 5 == 4:
+            daemon.kill9()
+            daemon.start()
+        else:
+            _kill_worker(daemon, exec_id)
+    assert daemon.roost("wait", exec_id, timeout=900).returncode == native.exit_code
+    logs = daemon.roost("logs", exec_id)
+    assert (logs.stdout, logs.stderr) == (native.stdout, native.stderr), f"seed {SEED}"

@@ -165,6 +165,10 @@ class Supervisor:
         start so it recomputes exactly what it computed before."""
         artifact, manifest = self.modules.ensure_artifact(record.module_sha256, not record.cooperative)
         ckpt = self.store.latest_checkpoint(record.id) if restore else None
+        if ckpt and ckpt.get("prepare_version") != manifest.get("prepare_version"):
+            raise StateConflict(f"execution {record.id}: its checkpoint was taken from a module "
+                                f"prepared by version {ckpt.get('prepare_version')}; this roostd "
+                                f"prepares version {manifest.get('prepare_version')}")
         first = ckpt["journal_seq"] if ckpt else 0
         replay = self.store.read_journal(record.id, first) if restore else []
         worker = self.pool.take()

@@ -151,7 +151,8 @@ class Guest:
                 "journal_seq": self.journal.position, "stdout_offset": self.output.offsets[1],
                 "stderr_offset": self.output.offsets[2], "memory_bytes": len(image.memory),
                 "globals": [list(g) for g in image.globals], "created_at": time.time(),
-                "time_to_safepoint_seconds": stopped - request.at, "wake_at_ns": request.wake_at_ns}
+                "time_to_safepoint_seconds": stopped - request.at, "wake_at_ns": request.wake_at_ns,
+                "prepare_version": self.spec["manifest"].get("prepare_version")}
         blobs = [hoststate.encode(self.host.save()), image.asyncify, *frames]
         meta["pause_seconds"] = time.monotonic() - stopped
         meta["stored_bytes"] = sum(len(b) for b in blobs)
