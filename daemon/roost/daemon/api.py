@@ -17,7 +17,7 @@ from google.protobuf.message import DecodeError
 from roost.v1 import control_pb2 as pb
 from roost.v1 import control_pb2_grpc
 
-from .errors import (InvalidRequest, LimitExceeded, ModuleRejected, NotFound, RoostError,
+from .errors import (InvalidRequest, LimitExceeded, NotFound, RoostError,
                      StateConflict, StoreError, TimedOut)
 from .modules import ModuleRegistry
 from .records import ExecutionRecord, ModuleRecord

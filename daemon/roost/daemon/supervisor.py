@@ -14,21 +14,21 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from . import faults, hoststate, journal, metrics
-from .faults import Fault
 from .errors import InvalidRequest, NotFound, StateConflict, TimedOut
+from .faults import Fault
+from .live import Live, describe_exit, fresh_output, merge_output, reap, send_signal
 from .modules import ModuleRegistry
 from .records import ExecutionRecord, State
 from .store import Store
 from .timers import Timers
 from .vfs import Entry, Vfs
 from .workerlink import CHECKPOINT, CONTROL, END, JOURNAL, OUTPUT, READY, START, STATS, Frame
-from .workers import WorkerPool, WorkerProcess
+from .workers import WorkerPool
 
 log = logging.getLogger(__name__)
-MAX_LOG_RECORD_BYTES = 1 << 20
 SHUTDOWN = "roostd is shutting down"
 MAX_BARREN_DEATHS = 5   # workers in a row that die without making new progress: a crash loop
 CHECKPOINT_RETAIN = 2   # checkpoints kept per execution (full snapshots for now)
@@ -46,27 +46,6 @@ class StartSpec:
     memory_limit_bytes: int = 0
     cooperative: bool = False
     checkpoint_every_seconds: float = 0.0
-
-
-@dataclass
-class Live:
-    """A running execution: its worker, its next log sequence number, its waiters."""
-    record: ExecutionRecord
-    worker: WorkerProcess
-    next_seq: int = 0                    # next log record
-    journal_seq: int = 0                 # next journal record
-    requested_at: float = 0.0
-    launched_at: float = 0.0             # monotonic
-    launch_mark: tuple = (0, 0, 0)       # (log seq, journal seq, checkpoints) at this worker's start
-    barren_deaths: int = 0               # consecutive workers that died without new progress
-    end_reason: str = ""                 # why the supervisor stopped the worker, if it did
-    calls_seen: Counter = field(default_factory=Counter)
-    durable: dict = field(default_factory=dict)   # fd -> bytes of that stream already stored
-    checkpointable: bool = False
-    wake_at_ns: int = 0                  # the latest checkpoint was taken for a durable sleep
-    requests: dict = field(default_factory=dict)  # request id -> checkpoint result (None: pending)
-    next_request: int = 0
-    changed: threading.Condition = field(default_factory=threading.Condition)
 
 
 class Supervisor:
@@ -120,11 +99,11 @@ class Supervisor:
         for ex in live:
             ex.end_reason = SHUTDOWN
             if not (ex.checkpointable and self._ask(ex, "suspend")):
-                _signal(ex.worker, signal.SIGKILL)
+                send_signal(ex.worker, signal.SIGKILL)
         with self._ended:     # a checkpoint each, then the workers exit
             self._ended.wait_for(lambda: not self._live, timeout=max(0.0, deadline - time.monotonic()) / 2)
         for ex in list(self._live.values()):
-            _signal(ex.worker, signal.SIGKILL)
+            send_signal(ex.worker, signal.SIGKILL)
         with self._ended:
             self._ended.wait_for(lambda: not self._live, timeout=max(0.0, deadline - time.monotonic()))
 
@@ -215,7 +194,7 @@ class Supervisor:
         except Exception:       # never leave an execution without an outcome
             log.exception("pump of %s failed", live.record.id)
             live.end_reason = live.end_reason or "internal error in the supervisor (see roostd log)"
-            _signal(live.worker, signal.SIGKILL)
+            send_signal(live.worker, signal.SIGKILL)
         self._finish(live, end)
 
     def _absorb(self, live: Live, frames: list[Frame]) -> Frame | None:
@@ -224,9 +203,9 @@ class Supervisor:
         end = None
         for frame in frames:
             if frame.kind == OUTPUT:
-                data = _fresh_output(live, frame)
+                data = fresh_output(live, frame)
                 if data:
-                    _merge_output(outputs, frame.fd, data)
+                    merge_output(outputs, frame.fd, data)
             elif frame.kind == JOURNAL:
                 records.append(frame.data)
             elif frame.kind == CHECKPOINT:
@@ -310,7 +289,7 @@ class Supervisor:
 
     def _finish(self, live: Live, end: Frame | None) -> None:
         record = live.record
-        code = None if end is not None else _reap(live.worker)   # the status explains a crash
+        code = None if end is not None else reap(live.worker)   # the status explains a crash
         vfs = None
         if end is not None:
             vfs = self._apply_end(live, end)
@@ -321,7 +300,7 @@ class Supervisor:
         elif not live.end_reason and self._recover(live, code):
             return
         else:
-            reason = live.end_reason or f"worker process {live.worker.pid} died ({_describe_exit(code)})"
+            reason = live.end_reason or f"worker process {live.worker.pid} died ({describe_exit(code)})"
             record.state, record.exit_code, record.error = State.FAILED, -1, reason
         if record.state == State.SLEEPING:
             self.timers.add(record.id, live.wake_at_ns)
@@ -337,7 +316,7 @@ class Supervisor:
         with self._ended:
             self._ended.notify_all()
         if end is not None:
-            _reap(live.worker)       # after answering waiters: process exit takes a while
+            reap(live.worker)       # after answering waiters: process exit takes a while
         log.info("execution %s ended: %s %s", record.id, record.state.value,
                  record.exit_code if record.state == State.EXITED else record.error.splitlines()[:1])
 
@@ -362,10 +341,10 @@ class Supervisor:
         deaths = 0 if progressed else live.barren_deaths + 1
         metrics.WORKER_FAILURES.labels(reason="died").inc()
         if deaths >= MAX_BARREN_DEATHS or self._stopping:
-            live.end_reason = (f"worker process {live.worker.pid} died ({_describe_exit(code)}); "
+            live.end_reason = (f"worker process {live.worker.pid} died ({describe_exit(code)}); "
                                f"{deaths} workers in a row died without making progress")
             return False
-        log.warning("worker %d of %s died (%s): restoring", live.worker.pid, record.id, _describe_exit(code))
+        log.warning("worker %d of %s died (%s): restoring", live.worker.pid, record.id, describe_exit(code))
         live.worker.link.close()
         try:
             self._launch(record, restore=True, requested=time.monotonic(), barren_deaths=deaths)
@@ -457,7 +436,7 @@ class Supervisor:
         if live is None:
             raise StateConflict(f"execution {record.id} is not running (it is {record.state.value})")
         live.end_reason = "killed"
-        _signal(live.worker, signal.SIGKILL)
+        send_signal(live.worker, signal.SIGKILL)
         return self.wait(record.id, timeout=10.0)
 
     def wait(self, ref: str, timeout: float | None = None,
@@ -515,48 +494,3 @@ class Supervisor:
                 _, host, _ = self.store.checkpoint_data(record.id, ckpt["number"])
                 return Vfs.restore(hoststate.decode(host, b"").vfs)
         return Vfs.from_bytes(self.store.vfs(record.id))
-
-
-def _fresh_output(live: Live, frame: Frame) -> bytes:
-    """The part of an OUTPUT frame not yet stored: a restored guest repeats what it wrote
-    after its restore point, and that must not reach the log twice."""
-    stored = live.durable[frame.fd]
-    end = frame.offset + len(frame.data)
-    if end <= stored:
-        return b""
-    if frame.offset > stored:
-        log.error("%s: output gap on fd %d (%d stored, frame at %d)", live.record.id, frame.fd,
-                  stored, frame.offset)
-    live.durable[frame.fd] = end
-    return frame.data[max(0, stored - frame.offset):]
-
-
-def _merge_output(outputs: list[tuple[int, bytes]], fd: int, data: bytes) -> None:
-    """Coalesce consecutive writes to one stream into one log record (bounded size)."""
-    if outputs and outputs[-1][0] == fd and len(outputs[-1][1]) + len(data) <= MAX_LOG_RECORD_BYTES:
-        outputs[-1] = (fd, outputs[-1][1] + data)
-    else:
-        outputs.append((fd, data))
-
-
-def _signal(worker: WorkerProcess, sig: int) -> None:
-    try:
-        worker.proc.send_signal(sig)
-    except (ProcessLookupError, OSError):
-        pass
-
-
-def _reap(worker: WorkerProcess) -> int | None:
-    try:
-        return worker.proc.wait(timeout=10)
-    except Exception:
-        _signal(worker, signal.SIGKILL)
-        return worker.proc.wait()
-
-
-def _describe_exit(code: int | None) -> str:
-    if code is None:
-        return "unknown status"
-    if code < 0:
-        return f"signal {signal.Signals(-code).name}"
-    return f"exit status {code}"
