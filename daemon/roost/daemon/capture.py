@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ctypes
 import struct
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -55,6 +56,7 @@ class Gate:
         self.requested = False
         self.rewinding = False
         self.unwinding = False
+        self.stopped_at = 0.0
         self._control: _Control | None = None
 
     def bind(self, control: _Control) -> None:
@@ -93,6 +95,7 @@ class Gate:
 
     def _start_unwind(self) -> None:
         assert self._control is not None
+        self.stopped_at = time.monotonic()      # the guest reached its safepoint
         self.requested = False
         self.armed = False
         self._control.set_flag(0)

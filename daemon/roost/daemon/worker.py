@@ -140,8 +140,10 @@ class Guest:
         self.gate.unwind_now()
 
     def _on_unwound(self, image: capture.GuestImage) -> bool:
-        """The guest is stopped at a safepoint: capture it, send it, continue unless pausing."""
-        stopped = time.monotonic()
+        """The guest is stopped at a safepoint: capture it, send it, continue unless pausing.
+        The pause is counted from the moment the guest reached the safepoint (unwinding and
+        copying its memory included) to the moment it may run again."""
+        stopped = self.gate.stopped_at or time.monotonic()
         with self._lock:
             request, self.request = self.request, None
         request = request or Request("checkpoint", 0)
