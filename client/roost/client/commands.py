@@ -68,6 +68,9 @@ class UploadProgress:
         percent = 100 * sent // total if total else 100
         amount = f"{display.human_bytes(sent)} / {display.human_bytes(total)}"
         sys.stderr.write(f"\r\x1b[Kuploading {self.name}: {amount} ({percent}%)")
+        if sent >= total:       # the daemon now prepares it: seconds, minutes for a large one
+            sys.stderr.write(f"\r\x1b[Kpreparing {self.name} for checkpoints "
+                             f"(once per module; a large module takes minutes)...")
         sys.stderr.flush()
         self._shown = True
 
@@ -79,7 +82,8 @@ class UploadProgress:
             self._clear()
             sys.stderr.write(f"module {self.name} already uploaded ({module.sha256[:12]})\n")
         elif self._shown:
-            sys.stderr.write("\n")
+            self._clear()
+            sys.stderr.write(f"uploaded and prepared {self.name} ({module.sha256[:12]})\n")
         sys.stderr.flush()
 
     def _clear(self) -> None:
