@@ -7,10 +7,11 @@ import os
 import random
 import re
 import signal
+import subprocess
 import time
 
 from guestbuild import compile_guest
-from harness import wait_until
+from harness import BIN, wait_until
 from native import run_native
 from test_durability import SEED, SPIN, _inspect, _kill_worker, _stdout_len
 
@@ -35,7 +36,11 @@ def test_checkpoint_pause_resume(roostd):
     assert paused["state"] == "PAUSED" and paused["checkpoints"] == 3
     time.sleep(0.3)
     assert _inspect(roostd, exec_id)["stdout_bytes"] == paused["stdout_bytes"]   # really stopped
+    waiter = subprocess.Popen([str(BIN / "roost"), "--addr", roostd.addr, "wait", exec_id])
+    time.sleep(0.5)
+    assert waiter.poll() is None                     # a paused execution has not ended
     assert roostd.roost("resume", exec_id).returncode == 0
+    assert waiter.wait(timeout=300) == native.exit_code
     assert roostd.roost("wait", exec_id, timeout=300).returncode == native.exit_code
     logs = roostd.roost("logs", exec_id)
     assert (logs.stdout, logs.stderr) == (native.stdout, native.stderr)

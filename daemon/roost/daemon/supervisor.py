@@ -441,18 +441,22 @@ class Supervisor:
 
     def wait(self, ref: str, timeout: float | None = None,
              is_active: Callable[[], bool] = lambda: True) -> ExecutionRecord:
-        """Block until the execution has ended; returns its record (or the current one on timeout)."""
-        record = self.get(ref)
+        """Block until the execution has ended — through restores, pauses and durable sleeps;
+        returns its record (the current one if `timeout` passes first)."""
+        exec_id = self.get(ref).id
         deadline = None if not timeout else time.monotonic() + timeout
         while True:
-            live = self._live.get(record.id)
-            if live is None:
-                return self.store.get_execution(record.id)
+            live = self._live.get(exec_id)
+            record = live.record if live is not None else self.store.get_execution(exec_id)
             remaining = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
-            if remaining <= 0 or not is_active():
-                return live.record
+            if record.state.ended or remaining <= 0 or not is_active():
+                return record
+            if live is None:                    # paused or sleeping: any end wakes us
+                with self._ended:
+                    self._ended.wait(timeout=remaining)
+                continue
             with live.changed:
-                live.changed.wait_for(lambda: record.id not in self._live, timeout=remaining)
+                live.changed.wait_for(lambda: exec_id not in self._live, timeout=remaining)
 
     def logs(self, ref: str, from_seq: int, follow: bool, stream: int = 0,
              is_active: Callable[[], bool] = lambda: True) -> Iterator[tuple[int, int, bytes]]:
