@@ -11,7 +11,7 @@ import subprocess
 import time
 
 from guestbuild import compile_guest
-from harness import BIN, wait_until
+from harness import BIN, Roostd, wait_until
 from native import run_native
 from test_durability import SEED, SPIN, _inspect, _kill_worker, _stdout_len
 
@@ -127,3 +127,30 @@ def _alive(pid: int) -> bool:
         return False
     with open(f"/proc/{pid}/stat") as f:        # a zombie is not alive
         return f.read().split(")")[-1].split()[0] != "Z"
+
+
+def test_full_store_pauses_the_execution_and_loses_nothing(tmp_path):
+    """A store too small for a guest's output: the execution pauses with the reason (it is not
+    failed, nothing is corrupted); after restarting roostd with room, resume finishes it with
+    exactly the output of a plain run."""
+    small = Roostd(tmp_path / "data", config_text="[store]\nmap_size_bytes = 8388608\n").start()
+    try:
+        wasm = compile_guest("spin_print")
+        args = ["400000", "100"]           # about 11 MB of output
+        native = run_native(wasm, ["spin_print", *args])
+        exec_id = _start(small, wasm, *args)
+        wait_until(lambda: _inspect(small, exec_id)["state"] != "RUNNING", timeout=120,
+                   what="the execution to stop")
+        record = _inspect(small, exec_id)
+        assert record["state"] == "PAUSED" and "store is full" in record["error"], record
+        assert small.roost("ps").returncode == 0              # the daemon carries on
+    finally:
+        small.stop()
+    roomy = Roostd(tmp_path / "data", config_text="[store]\nmap_size_bytes = 268435456\n").start()
+    try:
+        assert roomy.roost("resume", exec_id).returncode == 0
+        assert roomy.roost("wait", exec_id, timeout=300).returncode == native.exit_code
+        logs = roomy.roost("logs", exec_id)
+        assert (logs.stdout, logs.stderr) == (native.stdout, native.stderr)
+    finally:
+        roomy.stop()

@@ -18,7 +18,7 @@ from roost.v1 import control_pb2 as pb
 from roost.v1 import control_pb2_grpc
 
 from .errors import (InvalidRequest, LimitExceeded, NotFound, RoostError,
-                     StateConflict, StoreError, TimedOut)
+                     StateConflict, StoreError, StoreFull, TimedOut)
 from .modules import ModuleRegistry
 from .records import ExecutionRecord, ModuleRecord
 from .supervisor import StartSpec, Supervisor
@@ -38,7 +38,7 @@ def status_for(error: RoostError) -> grpc.StatusCode:
         return grpc.StatusCode.NOT_FOUND
     if isinstance(error, StateConflict):
         return grpc.StatusCode.FAILED_PRECONDITION
-    if isinstance(error, LimitExceeded):
+    if isinstance(error, (LimitExceeded, StoreFull)):
         return grpc.StatusCode.RESOURCE_EXHAUSTED
     if isinstance(error, TimedOut):
         return grpc.StatusCode.DEADLINE_EXCEEDED

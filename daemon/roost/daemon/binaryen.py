@@ -105,6 +105,10 @@ BinaryenExpressionRef BinaryenCall(BinaryenModuleRef module, const char* target,
 BinaryenExpressionRef BinaryenIf(BinaryenModuleRef module, BinaryenExpressionRef condition,
                                  BinaryenExpressionRef ifTrue, BinaryenExpressionRef ifFalse);
 BinaryenExpressionRef BinaryenNop(BinaryenModuleRef module);
+BinaryenExpressionRef BinaryenLoop(BinaryenModuleRef module, const char* in,
+                                   BinaryenExpressionRef body);
+BinaryenExpressionRef BinaryenBreak(BinaryenModuleRef module, const char* name,
+                                    BinaryenExpressionRef condition, BinaryenExpressionRef value);
 BinaryenExpressionRef BinaryenBlock(BinaryenModuleRef module, const char* name,
                                     BinaryenExpressionRef* children, BinaryenIndex numChildren,
                                     BinaryenType type);
@@ -129,6 +133,8 @@ BinaryenExpressionRef BinaryenIfGetIfTrue(BinaryenExpressionRef expr);
 BinaryenExpressionRef BinaryenIfGetIfFalse(BinaryenExpressionRef expr);
 BinaryenExpressionRef BinaryenLoopGetBody(BinaryenExpressionRef expr);
 void BinaryenLoopSetBody(BinaryenExpressionRef expr, BinaryenExpressionRef bodyExpr);
+const char* BinaryenLoopGetName(BinaryenExpressionRef expr);
+void BinaryenLoopSetName(BinaryenExpressionRef expr, const char* name);
 BinaryenExpressionRef BinaryenBreakGetCondition(BinaryenExpressionRef expr);
 BinaryenExpressionRef BinaryenBreakGetValue(BinaryenExpressionRef expr);
 BinaryenIndex BinaryenCallGetNumOperands(BinaryenExpressionRef expr);
@@ -291,19 +297,38 @@ class Module:
 
 
     def insert_loop_polls(self, memory: str, flag_address: int, target: str) -> int:
-        """Put `if (i32.load8_u memory (flag_address)) call target` at the head of every loop
-        body; returns how many loops got a poll.
+        """Give every loop that can iterate a safepoint poll; returns how many loops got one.
 
-        The walk follows statement-level structure (block, if, loop, br, drop, local/global
-        set, store value, call operands, return): where compilers put loops. A loop nested
-        elsewhere (inside an arithmetic operand, say) gets no poll: pausing it then waits for
-        the next poll or host call; that is slower, never unsound.
+        A loop `loop $L BODY` becomes
+
+            loop $roost_poll_N                                  ;; the original Loop node
+              if (i32.load8_u memory (flag_address)) call target
+              loop $L                                           ;; every back-edge lands here
+                br_if $roost_poll_N (i32.load8_u memory (flag_address))
+                BODY
+
+        so every iteration tests the flag, and only a set flag leads (backwards, to the outer
+        loop's head) to the call. The call stays outside the hot loop: asyncify, which must
+        instrument a function making a call that can unwind, guards `loop $L` once per entry
+        instead of guarding the loop body's code on every iteration, and the optimizer still
+        sees a call-free inner loop. After the call (the safepoint clears the flag or unwinds)
+        the inner loop is entered again at its head: the same as taking the back-edge.
+
+        A loop without a name has no back-edge (its body runs once) and gets no poll. The walk
+        follows statement-level structure (block, if, loop, br, drop, local/global set, store
+        value, call operands, return): where compilers put loops. A loop nested elsewhere (inside
+        an arithmetic operand, say) gets no poll: pausing it then waits for the next poll or
+        host call; that is slower, never unsound.
         """
         L, m, null = self.lib, self.ref, ffi.NULL
         ids = _ExpressionIds(L)
         mem, tgt = self.name(memory), self.name(target)
         i32, none, auto = L.BinaryenTypeInt32(), L.BinaryenTypeNone(), L.BinaryenTypeAuto()
         lit = L.BinaryenLiteralInt32(flag_address)
+
+        def flag() -> Any:
+            return L.BinaryenLoad(m, 1, False, 0, 1, i32, L.BinaryenConst(m, lit), mem)
+
         count = 0
         for i in range(L.BinaryenGetNumFunctions(m)):
             f = L.BinaryenGetFunctionByIndex(m, i)
@@ -322,9 +347,16 @@ class Module:
                 elif kind == ids.loop:
                     body = L.BinaryenLoopGetBody(e)
                     stack.append(body)
-                    load = L.BinaryenLoad(m, 1, False, 0, 1, i32, L.BinaryenConst(m, lit), mem)
-                    poll = L.BinaryenIf(m, load, L.BinaryenCall(m, tgt, null, 0, none), null)
-                    kids = ffi.new("BinaryenExpressionRef[2]", [poll, body])
+                    label = L.BinaryenLoopGetName(e)
+                    if label == null:
+                        continue
+                    outer = self.name(f"roost_poll_{count}")
+                    check = L.BinaryenBreak(m, outer, flag(), null)
+                    kids = ffi.new("BinaryenExpressionRef[2]", [check, body])
+                    inner = L.BinaryenLoop(m, label, L.BinaryenBlock(m, null, kids, 2, auto))
+                    poll = L.BinaryenIf(m, flag(), L.BinaryenCall(m, tgt, null, 0, none), null)
+                    kids = ffi.new("BinaryenExpressionRef[2]", [poll, inner])
+                    L.BinaryenLoopSetName(e, outer)
                     L.BinaryenLoopSetBody(e, L.BinaryenBlock(m, null, kids, 2, auto))
                     count += 1
                 elif kind == ids.if_:

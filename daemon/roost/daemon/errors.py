@@ -8,6 +8,7 @@
     ├── LimitExceeded           a configured limit was hit            -> RESOURCE_EXHAUSTED
     ├── TimedOut                a wait's own deadline passed          -> DEADLINE_EXCEEDED
     └── StoreError              the LMDB store failed or is corrupt   -> INTERNAL
+        ├── StoreFull           no room for more output or checkpoints -> RESOURCE_EXHAUSTED
         └── FormatError         on-disk format version not supported
 
 Foreign errors are translated at exactly one boundary each: LMDB errors in `store`, wasmtime
@@ -46,6 +47,10 @@ class TimedOut(RoostError):
 
 class StoreError(RoostError):
     """The store failed; the message names the operation."""
+
+
+class StoreFull(StoreError):
+    """The store (LMDB map or the disk under it) has no room: executions pause, nothing is lost."""
 
 
 class FormatError(StoreError):

@@ -4,8 +4,10 @@
 
 Steps, all through Binaryen's C library (`binaryen`):
 1. export every mutable global as `roost_global_<index>` so the worker can save and restore it;
-2. preemptive mode: a safepoint poll at the head of every loop body,
-   `if (i32.load8_u asyncify_memory (FLAG_ADDRESS)) call roost.safepoint`;
+2. preemptive mode: a safepoint poll in every loop that can iterate: each iteration tests the
+   flag byte (`i32.load8_u asyncify_memory (FLAG_ADDRESS)`) and only a set flag branches out to
+   `call roost.safepoint` in a wrapper loop around it (`binaryen.Module.insert_loop_polls`), so
+   the hot loop itself holds no call and asyncify guards it once per entry, not per iteration;
 3. `asyncify`, with every `wasi_snapshot_preview1.*` import the module has plus
    `roost.safepoint` as the calls that may unwind, and the asyncify data in a secondary memory
    (`asyncify-in-secondary-memory`), exported as `roost_asyncify_memory`; asyncify exports its
@@ -41,7 +43,7 @@ from typing import Callable
 
 from .errors import ModuleRejected
 
-PREPARE_VERSION = 1
+PREPARE_VERSION = 2
 OPTIMIZE_LEVEL = 3
 WASI_MODULE = "wasi_snapshot_preview1"
 SAFEPOINT_MODULE, SAFEPOINT_NAME = "roost", "safepoint"

@@ -31,10 +31,11 @@ from pathlib import Path
 
 import lmdb
 
-from .errors import FormatError, NotFound, StoreError
+from .errors import FormatError, NotFound, StoreError, StoreFull
 from .records import ExecutionRecord, ModuleRecord
 
 FORMAT_VERSION = (1, 0)
+RESERVE_FRACTION = 0.95     # bulk writes stop here; the rest is kept for recording outcomes
 DATABASES = ("meta", "modules", "blobs", "executions", "logs", "inputs", "vfs", "journal",
              "checkpoints", "pages", "timers")
 _SEQ = struct.Struct(">Q")
@@ -155,11 +156,21 @@ class Store:
             raise NotFound(f"execution {exec_id} has no filesystem")
         return raw
 
+    def _check_room(self, what: str) -> None:
+        """Refuse bulk writes (output, journal, checkpoints) once the map is nearly full, so the
+        small writes that record *why* an execution stopped still fit."""
+        info = self.env.info()
+        used = (info["last_pgno"] + 1) * self.env.stat()["psize"]
+        if used > info["map_size"] * RESERVE_FRACTION:
+            raise StoreFull(f"{what}: the store is full ({used} of {info['map_size']} bytes used; "
+                            f"raise store.map_size_bytes or free disk space, then roost resume)")
+
     # ---- logs and journal ----
     def append(self, record: ExecutionRecord, log_seq: int, chunks: list[tuple[int, bytes]],
                journal_seq: int, journal: list[bytes]) -> None:
         """Journal records, then output, then the record's counters: one transaction, so
         durable output never depends on a journal record that is not durable."""
+        self._check_room(f"appending output of {record.id}")
         with self._txn(f"appending output of {record.id}", write=True) as txn:
             for i, raw in enumerate(journal):
                 txn.put(log_key(record.id, journal_seq + i), raw, db=self.dbs["journal"])
@@ -212,6 +223,7 @@ class Store:
         transaction; checkpoints beyond the newest `retain`, and the journal records no retained
         checkpoint needs, go in the same transaction."""
         base = log_key(record.id, manifest["number"])
+        self._check_room(f"storing checkpoint {manifest['number']} of {record.id}")
         with self._txn(f"storing checkpoint {manifest['number']} of {record.id}", write=True) as txn:
             for i, frame in enumerate(frames):
                 txn.put(base + b"/f" + struct.pack(">I", i), frame, db=self.dbs["pages"])

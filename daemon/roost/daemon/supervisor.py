@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from . import faults, hoststate, journal, metrics
-from .errors import InvalidRequest, NotFound, StateConflict, TimedOut
+from .errors import InvalidRequest, NotFound, StateConflict, StoreError, TimedOut
 from .faults import Fault
 from .live import Live, describe_exit, fresh_output, merge_output, reap, send_signal
 from .modules import ModuleRegistry
@@ -30,6 +30,7 @@ from .workers import WorkerPool
 
 log = logging.getLogger(__name__)
 SHUTDOWN = "roostd is shutting down"
+STORE_FAILED = "paused: the store could not take the execution's output"
 MAX_BARREN_DEATHS = 5   # workers in a row that die without making new progress: a crash loop
 CHECKPOINT_RETAIN = 2   # checkpoints kept per execution (full snapshots for now)
 
@@ -191,6 +192,11 @@ class Supervisor:
                 if frames is None:
                     break
                 end = self._absorb(live, frames)
+        except StoreError as e:  # disk or map full: stop the guest, lose nothing, pause
+            log.error("%s: %s: pausing the execution", live.record.id, e)
+            live.end_reason = f"{STORE_FAILED}: {e}"
+            send_signal(live.worker, signal.SIGKILL)
+            end = None
         except Exception:       # never leave an execution without an outcome
             log.exception("pump of %s failed", live.record.id)
             live.end_reason = live.end_reason or "internal error in the supervisor (see roostd log)"
@@ -225,15 +231,20 @@ class Supervisor:
         return end
 
     def _append(self, live: Live, outputs: list[tuple[int, bytes]], records: list[bytes]) -> None:
+        """Commit a burst of journal records and output. The record's counters (what dedup
+        trusts after a restore) change only if the commit does."""
         record = live.record
-        for fd, data in outputs:
-            if fd == 1:
-                record.stdout_bytes += len(data)
-            else:
-                record.stderr_bytes += len(data)
-            metrics.LOG_BYTES.labels(stream="stdout" if fd == 1 else "stderr").inc(len(data))
+        before = (record.stdout_bytes, record.stderr_bytes, record.journal_records)
+        record.stdout_bytes += sum(len(d) for fd, d in outputs if fd == 1)
+        record.stderr_bytes += sum(len(d) for fd, d in outputs if fd != 1)
         record.journal_records = live.journal_seq + len(records)
-        self.store.append(record, live.next_seq, outputs, live.journal_seq, records)
+        try:
+            self.store.append(record, live.next_seq, outputs, live.journal_seq, records)
+        except StoreError:
+            record.stdout_bytes, record.stderr_bytes, record.journal_records = before
+            raise
+        for fd, data in outputs:
+            metrics.LOG_BYTES.labels(stream="stdout" if fd == 1 else "stderr").inc(len(data))
         metrics.JOURNAL_RECORDS.inc(len(records))
         with live.changed:
             live.journal_seq += len(records)
@@ -245,8 +256,12 @@ class Supervisor:
         host, stack, frames = frame.blobs[0], frame.blobs[1], frame.blobs[2:]
         meta["frames"] = len(frames)
         record.checkpoints += 1
-        self.store.put_checkpoint(record, meta, frames, host, stack, CHECKPOINT_RETAIN,
-                                  meta.get("wake_at_ns", 0))
+        try:
+            self.store.put_checkpoint(record, meta, frames, host, stack, CHECKPOINT_RETAIN,
+                                      meta.get("wake_at_ns", 0))
+        except StoreError:
+            record.checkpoints -= 1
+            raise
         live.wake_at_ns = meta.get("wake_at_ns", 0)
         self._committed += 1
         if self._committed == faults.value(Fault.DAEMON_DIE_AFTER_CHECKPOINTS):
@@ -297,6 +312,10 @@ class Supervisor:
             record.state, record.exit_code, record.error = State.KILLED, -1, "killed by request"
         elif live.end_reason == SHUTDOWN:
             pass                                   # stays RUNNING: replayed at the next start
+        elif live.end_reason.startswith(STORE_FAILED):
+            # What the worker sent after the last commit is lost, and nothing depends on it:
+            # resume replays it from the latest checkpoint and the journal.
+            record.state, record.error = State.PAUSED, live.end_reason
         elif not live.end_reason and self._recover(live, code):
             return
         else:
@@ -307,7 +326,10 @@ class Supervisor:
         if record.state.ended:
             record.finished_at = time.time()
             metrics.EXECUTION_ENDS.labels(state=record.state.value).inc()
-        self.store.put_execution(record, vfs)
+        try:
+            self.store.put_execution(record, vfs)
+        except StoreError as e:     # still full: the store keeps RUNNING, resumed at next start
+            log.error("%s: cannot record %s: %s", record.id, record.state.value, e)
         live.worker.link.close()
         with self._lock:
             self._live.pop(record.id, None)
@@ -393,6 +415,7 @@ class Supervisor:
         record = self.get(ref)
         if record.state != State.PAUSED or record.id in self._live:
             raise StateConflict(f"execution {record.id} is not paused (it is {record.state.value})")
+        record.error = ""
         self._launch(record, restore=True, requested=time.monotonic())
         return record
 
