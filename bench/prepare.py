@@ -99,8 +99,9 @@ def prepare_seconds_per_mb(names: list[str]) -> list[dict]:
 
 
 def time_to_safepoint(samples: int) -> dict:
-    """Request an unwind from another thread while compute_loop runs; time to the safepoint
-    call and to the completed unwind (image built)."""
+    """Request an unwind from another thread while compute_loop runs; from the request to the
+    safepoint call, to the guest stopped (unwind completed: `_start` returned), and to the image
+    built (`on_unwound` called: linear memory, globals and asyncify stack copied out)."""
     wasm, manifest = tp.prepared(compile_guest("compute_loop"), True)
     module = wasmtime.Module.from_file(ENGINE, str(wasm))
     host = WasiHost(initial_state(["compute_loop", "4000000000"], [], b"", Vfs()), lambda fd, d: None)
@@ -109,6 +110,7 @@ def time_to_safepoint(samples: int) -> dict:
     host.define(linker)
     gate = Gate()
     entered: list[float] = []
+    stopped: list[float] = []
     plain_safepoint = gate.safepoint
 
     def safepoint() -> None:
@@ -119,12 +121,22 @@ def time_to_safepoint(samples: int) -> dict:
     instance = linker.instantiate(store, module)
     host.bind(store, instance.exports(store)["memory"])
     runner = Runner(store, instance, manifest, host, gate)
+    plain_entry = runner.entry
+
+    def entry(s: wasmtime.Store) -> None:
+        try:
+            plain_entry(s)
+        finally:
+            stopped.append(time.perf_counter())
+    runner.entry = entry  # type: ignore[assignment]
     asked: list[float] = []
     to_call: list[float] = []
+    to_stopped: list[float] = []
     to_unwound: list[float] = []
 
     def on_unwound(image) -> bool:  # noqa: ANN001
         to_unwound.append(time.perf_counter() - asked[-1])
+        to_stopped.append(stopped[-1] - asked[-1])
         to_call.append(entered[-1] - asked[-1])
         return len(to_unwound) < samples
 
@@ -139,11 +151,12 @@ def time_to_safepoint(samples: int) -> dict:
                 time.sleep(0.0005)
     threading.Thread(target=ask, daemon=True).start()
     runner.run(on_unwound)
-    return {"samples": len(to_call),
-            "to_safepoint_call_ms_median": statistics.median(to_call) * 1e3,
-            "to_safepoint_call_ms_p99": percentile(to_call, 99) * 1e3,
-            "to_unwound_ms_median": statistics.median(to_unwound) * 1e3,
-            "to_unwound_ms_p99": percentile(to_unwound, 99) * 1e3}
+    out: dict = {"samples": len(to_call), "memory_bytes": runner.memory.data_len(store)}
+    for key, values in (("to_safepoint_call", to_call), ("to_stopped", to_stopped),
+                        ("to_unwound", to_unwound)):
+        out[f"{key}_ms_median"] = statistics.median(values) * 1e3
+        out[f"{key}_ms_p99"] = percentile(values, 99) * 1e3
+    return out
 
 
 def main() -> None:
@@ -163,11 +176,12 @@ def main() -> None:
                 ["guest", "MB", "plain s", "cooperative", "preemptive", "size coop"], table)
     result: dict = {"runtime": rows}
     tts = time_to_safepoint(200)
-    print_table("time to safepoint (compute_loop, request from another thread)",
-                ["samples", "call median ms", "call p99 ms", "unwound median ms", "unwound p99 ms"],
-                [[tts["samples"], f"{tts['to_safepoint_call_ms_median']:.3f}",
-                  f"{tts['to_safepoint_call_ms_p99']:.3f}", f"{tts['to_unwound_ms_median']:.3f}",
-                  f"{tts['to_unwound_ms_p99']:.3f}"]])
+    print_table("time to safepoint (compute_loop, request from another thread; ms)",
+                ["samples", "memory MB", "call median", "call p99", "stopped median",
+                 "stopped p99", "image built median", "image built p99"],
+                [[tts["samples"], f"{tts['memory_bytes'] / 1e6:.1f}",
+                  *(f"{tts[f'{k}_ms_{q}']:.3f}" for k in ("to_safepoint_call", "to_stopped",
+                                                           "to_unwound") for q in ("median", "p99"))]])
     result["time_to_safepoint"] = tts
     if args.prepare_timing:
         prep = prepare_seconds_per_mb(names)

@@ -181,6 +181,20 @@ def test_compute_loop_stops_at_safepoints_from_another_thread():
     assert out.unwinds >= 5 and out.restores >= 3     # it makes no host call for ~0.5 s
 
 
+def test_every_loop_shape_stops_at_safepoints_and_restores():
+    """Polls sit on the loop's back-edges (see binaryen.insert_loop_polls): a call-free leaf
+    loop with `continue`, nested loops, a switch inside a do-while; unwound from another thread
+    at whatever iteration it is in, restored into fresh instances, the output is unchanged."""
+    src = compile_guest("cp_loops")
+    wasm, manifest = prepared(src, True)
+    argv = ["cp_loops", "40"]
+    want = plain(src, argv)
+    state = initial_state(argv, [], b"", make_vfs([]))
+    out = run_with_restores(wasm, manifest, state, lambda n: n % 3 != 0, ticker=0.01)
+    assert result(out) == want
+    assert out.unwinds >= 10 and out.restores >= 6
+
+
 def test_request_before_a_host_call_unwinds_there_in_cooperative_mode():
     src = compile_guest("hostcall_loop")
     wasm, manifest = prepared(src, False)

@@ -24,7 +24,7 @@ from shared_guests import Case, cases
 CACHE = Path(__file__).parent / ".cache" / "prepared"
 ENGINE = wasmtime.Engine()
 C_GUESTS = [("hello", []), ("args_env", ["a", "b c"]), ("clocks", []), ("spin_print", ["40", "2000"]),
-            ("compute_loop", ["3000000"]), ("exitcode", []), ("stdin_echo", []), ("files", [])]
+            ("compute_loop", ["3000000"]), ("cp_loops", ["3"]), ("exitcode", []), ("stdin_echo", []), ("files", [])]
 SHARED = ("boolector", "quickjs", "flite")
 
 

@@ -32,38 +32,64 @@ from .wasi import GuestExit, GuestTrap, WasiHost, initial_state
 from .workerlink import CHECKPOINT, CONTROL, END, READY, START, STATS, Link
 
 STATS_INTERVAL_SECONDS = 1.0
+JOURNAL_BATCH_BYTES = 64 << 10
 STOPPING = ("pause", "suspend", "sleep")    # checkpoint requests after which the worker exits
 
 
 class Output:
     """Guest stdout/stderr to the supervisor, each write tagged with its offset in its stream
-    (a recovering guest writes again what is already durable; the supervisor drops that)."""
+    (a recovering guest writes again what is already durable; the supervisor drops that).
+    Journal records still buffered go first: output never overtakes what it may depend on."""
 
-    def __init__(self, link: Link, stdout_offset: int, stderr_offset: int) -> None:
+    def __init__(self, link: Link, stdout_offset: int, stderr_offset: int,
+                 journal: "JournalSink") -> None:
         self.link = link
+        self.journal = journal
         self.offsets = {1: stdout_offset, 2: stderr_offset}
 
     def __call__(self, fd: int, data: bytes) -> None:
+        self.journal.flush()
         offset = self.offsets[fd]
         self.offsets[fd] = offset + len(data)
         self.link.send_output(fd, offset, data)
 
 
 class JournalSink:
-    """Sends live journal records and knows the journal position (replayed + sent)."""
+    """Batches journal records and knows the journal position (replayed + recorded).
+
+    A record only has to reach the store before anything that may depend on it leaves the
+    worker — output, a checkpoint, the end — so records wait here until one of those (or
+    JOURNAL_BATCH_BYTES, or the stats tick) flushes them: one write for many clock reads.
+    A crash loses only records nothing outside has seen; replay asks the world again."""
 
     def __init__(self, link: Link, replay: Replay) -> None:
         self.link = link
         self.replay = replay
-        self.sent = 0
+        self.recorded = 0
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._lock = threading.Lock()
 
     def __call__(self, record: journal.Record) -> None:
-        self.link.send_journal(journal.encode(record))
-        self.sent += 1
+        raw = journal.encode(record)
+        with self._lock:
+            self._pending.append(raw)
+            self._pending_bytes += len(raw)
+            self.recorded += 1
+            full = self._pending_bytes >= JOURNAL_BATCH_BYTES
+        if full:
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            if not self._pending:
+                return
+            batch, self._pending, self._pending_bytes = self._pending, [], 0
+            self.link.send_journal(batch)     # under the lock: batches stay in order
 
     @property
     def position(self) -> int:
-        return self.replay.first_seq + self.replay.pos + self.sent
+        return self.replay.first_seq + self.replay.pos + self.recorded
 
 
 class Request:
@@ -89,8 +115,8 @@ class Guest:
         ckpt = spec.get("checkpoint")
         state = (hoststate.decode(blobs[3], stdin) if ckpt else
                  initial_state(spec["argv"], [tuple(kv) for kv in spec["env"]], stdin, Vfs.from_bytes(vfs)))
-        self.output = Output(link, spec.get("stdout_offset", 0), spec.get("stderr_offset", 0))
         self.journal = JournalSink(link, Replay(journal.unpack_many(replay), spec.get("journal_first_seq", 0)))
+        self.output = Output(link, spec.get("stdout_offset", 0), spec.get("stderr_offset", 0), self.journal)
         self.host = WasiHost(state, self.output, self.journal, self.journal.replay)
         linker = wasmtime.Linker(eng)
         self.host.define(linker)
@@ -156,6 +182,7 @@ class Guest:
                 "time_to_safepoint_seconds": stopped - request.at, "wake_at_ns": request.wake_at_ns,
                 "prepare_version": self.spec["manifest"].get("prepare_version")}
         blobs = [hoststate.encode(self.host.save()), image.asyncify, *frames]
+        self.journal.flush()                 # the checkpoint's journal position is durable first
         meta["pause_seconds"] = time.monotonic() - stopped
         meta["stored_bytes"] = sum(len(b) for b in blobs)
         self.link.send(CHECKPOINT, meta, blobs)
@@ -240,10 +267,11 @@ def describe_trap(e: Exception) -> str:
     return "\n".join(ln for ln in lines if ln.strip()) or type(e).__name__
 
 
-def _stats_loop(link: Link, host: WasiHost, done: threading.Event) -> None:
+def _stats_loop(link: Link, guest: Guest, done: threading.Event) -> None:
     while not done.wait(STATS_INTERVAL_SECONDS):
         try:
-            link.send(STATS, {"calls": dict(host.calls)})
+            guest.journal.flush()
+            link.send(STATS, {"calls": dict(guest.host.calls)})
         except OSError:
             return
 
@@ -280,7 +308,7 @@ def serve(link: Link) -> int:
     link.send(READY, {"pid": os.getpid(), "setup_seconds": time.monotonic() - began,
                       "checkpointable": guest.gate is not None})
     done = threading.Event()
-    threading.Thread(target=_stats_loop, args=(link, guest.host, done), daemon=True).start()
+    threading.Thread(target=_stats_loop, args=(link, guest, done), daemon=True).start()
     threading.Thread(target=_control_loop, args=(link, guest), daemon=True).start()
     every = float(frame.meta.get("checkpoint_every_seconds") or 0)
     if every > 0:
@@ -288,6 +316,7 @@ def serve(link: Link) -> int:
     outcome = guest.run()
     done.set()
     outcome.update(calls=dict(guest.host.calls), memory_bytes=guest.memory_bytes())
+    guest.journal.flush()
     link.send(END, outcome, [guest.host.vfs.to_bytes()])
     return 0
 

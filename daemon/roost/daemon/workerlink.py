@@ -79,9 +79,11 @@ class Link:
         with self._send_lock:
             self.sock.sendall(head + data)
 
-    def send_journal(self, record: bytes) -> None:
+    def send_journal(self, records: list[bytes]) -> None:
+        """Several journal records in one write (the worker batches them, see JournalSink)."""
+        data = b"".join(_HEAD.pack(len(r) + 1, JOURNAL) + r for r in records)
         with self._send_lock:
-            self.sock.sendall(_HEAD.pack(len(record) + 1, JOURNAL) + record)
+            self.sock.sendall(data)
 
     def read_batch(self) -> list[Frame] | None:
         """Block until at least one frame is complete; None once the peer has gone."""
