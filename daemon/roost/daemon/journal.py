@@ -45,9 +45,15 @@ class ReplayDiverged(RoostError):
 
 
 def encode(record: Record) -> bytes:
-    name = record.name.encode()
-    parts = [bytes((len(name),)), name, _HEAD.pack(record.result, record.monotonic_ns, len(record.writes))]
-    for addr, data in record.writes:
+    return encode_fields(record.name, record.result, record.monotonic_ns, record.writes)
+
+
+def encode_fields(name: str, result: int, monotonic_ns: int,
+                  writes: list[tuple[int, bytes]] | tuple[tuple[int, bytes], ...]) -> bytes:
+    """`encode` without building a Record: the live path runs once per clock read."""
+    raw = name.encode()
+    parts = [bytes((len(raw),)), raw, _HEAD.pack(result, monotonic_ns, len(writes))]
+    for addr, data in writes:
         parts += [_WRITE.pack(addr, len(data)), data]
     return b"".join(parts)
 

@@ -70,8 +70,7 @@ class JournalSink:
         self._pending_bytes = 0
         self._lock = threading.Lock()
 
-    def __call__(self, record: journal.Record) -> None:
-        raw = journal.encode(record)
+    def __call__(self, raw: bytes) -> None:
         with self._lock:
             self._pending.append(raw)
             self._pending_bytes += len(raw)

@@ -89,8 +89,7 @@ class RecordingMem(Mem):
     __slots__ = ('writes',)
 
     def __init__(self, view: Mem, writes: list[tuple[int, bytes]]) -> None:
-        super().__init__(view.base, view.size)
-        self.writes = writes
+        self.base, self.size, self.writes = view.base, view.size, writes
 
     def write(self, ptr: int, data: bytes) -> None:
         super().write(ptr, data)
@@ -148,7 +147,8 @@ class Durable:
         """Record (or, on recovery, replay) a world-reading call; see `roost.daemon.journal`.
 
         `args` starts with the host. Live: run the call with a memory view that notes what it
-        writes, then hand the record to `host.journal` before the result reaches the guest.
+        writes, then hand the encoded record to `host.journal` before the result reaches the
+        guest.
         Replay: write the recorded bytes and return the recorded result.
         """
         host = self.host
@@ -171,7 +171,7 @@ class Durable:
             host.mem = plain
         if host.gate.unwinding:      # the call suspended the guest (durable sleep): it runs
             return result            # again after the restore, and is journaled then
-        host.journal(journal.Record(name, int(result or 0), host.clocks.monotonic_ns(), tuple(writes)))
+        host.journal(journal.encode_fields(name, int(result or 0), host.clocks.monotonic_ns(), writes))
         return result
 
     def define(self, linker: wasmtime.Linker) -> None:

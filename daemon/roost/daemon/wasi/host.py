@@ -18,7 +18,7 @@ from ..vfs import Vfs, VfsState
 from . import args, clocks, fds, files, paths, poll, proc, random, sock  # noqa: F401
 from .abi import Mem
 from .clocks import ClockState, Clocks
-from ..journal import Record, Replay
+from ..journal import Replay
 from .durable import REGISTRY, Durable, NoGate
 from .fds import FdTable, FdTableState
 from .stdio import Stdin, StdinState
@@ -49,10 +49,11 @@ class WasiHost:
     """The WASI host functions of one execution, over its saved or initial `WasiState`."""
 
     def __init__(self, state: WasiState, output: Callable[[int, bytes], None],
-                 journal: Callable[[Record], None] | None = None,
+                 journal: Callable[[bytes], None] | None = None,
                  replay: Replay | None = None) -> None:
-        """`journal` receives every world-reading call's record before its result reaches the
-        guest; `replay` (on recovery) answers those calls until it runs out."""
+        """`journal` receives every world-reading call's encoded record (`journal.encode`) before
+        its result reaches the guest; `replay` (on recovery) answers those calls until it runs
+        out."""
         self.argv = list(state.argv)
         self.env = list(state.env)
         self.stdin = Stdin.restore(state.stdin)
