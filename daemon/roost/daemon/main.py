@@ -56,7 +56,8 @@ class Daemon:
                                       cfg.max_module_bytes, cfg.asyncify_stack_bytes)
         self.pool = WorkerPool(cfg.spare_workers)
         self.supervisor = Supervisor(self.store, self.modules, self.pool, cfg.node_id,
-                                     cfg.memory_limit_bytes, cfg.durable_sleep_seconds)
+                                     cfg.memory_limit_bytes, cfg.durable_sleep_seconds,
+                                     cfg.checkpoint_every_seconds)
         resumed = self.supervisor.recover()
         if resumed:
             log.info("resumed %d executions that were running when roostd last stopped", resumed)

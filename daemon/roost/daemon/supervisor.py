@@ -52,7 +52,8 @@ class StartSpec:
 class Supervisor:
     def __init__(self, store: Store, modules: ModuleRegistry, pool: WorkerPool,
                  node_id: str, default_memory_limit_bytes: int,
-                 durable_sleep_seconds: float = 2.0) -> None:
+                 durable_sleep_seconds: float = 2.0,
+                 checkpoint_every_seconds: float = 0.0) -> None:
         self.store = store
         self.modules = modules
         self.pool = pool
@@ -63,6 +64,7 @@ class Supervisor:
         self._ended = threading.Condition()   # notified whenever any execution ends
         self._stopping = False
         self.durable_sleep_seconds = durable_sleep_seconds
+        self.checkpoint_every_seconds = checkpoint_every_seconds   # when a start gives none
         self._committed = 0                  # checkpoints committed by this daemon (fault points)
         self.timers = Timers(store, self._wake)
 
@@ -129,7 +131,8 @@ class Supervisor:
             module_name=module.name, argv=spec.argv, env=spec.env,
             mounts=[m for m, _ in spec.mounts], created_at=time.time(),
             memory_limit_bytes=limit, cooperative=spec.cooperative,
-            checkpoint_every_seconds=spec.checkpoint_every_seconds, node_id=self.node_id)
+            checkpoint_every_seconds=spec.checkpoint_every_seconds or self.checkpoint_every_seconds,
+            node_id=self.node_id)
         self.store.create_execution(record, spec.stdin, vfs.to_bytes())
         try:
             self._launch(record, restore=False, requested=requested)
