@@ -181,6 +181,8 @@ class Runner:
         self.gate.bind(self.control)
         setattr(host, "gate", self.gate)     # the durable callbacks read host.gate per call
         self._rewind_pending = False
+        # False: `image()` leaves memory out (the worker copies only the dirty pages itself).
+        self.copy_memory = True
 
     def run(self, on_unwound: Callable[[GuestImage], bool]) -> None:
         """Run `_start` to the end; at every completed unwind, `on_unwound(image)`: True to
@@ -230,7 +232,8 @@ class Runner:
         stack = ctypes.string_at(self.control.base + self.control.data_start,
                                  current - self.control.data_start)
         values = tuple((name, g.value(self.store)) for name, g in self.globals.items())
-        return GuestImage(ctypes.string_at(base, size), values, stack)
+        memory = ctypes.string_at(base, size) if self.copy_memory else b""
+        return GuestImage(memory, values, stack)
 
     def restore(self, image: GuestImage) -> None:
         """Load `image` into this (fresh, not yet run) instance; `run` then rewinds into it."""

@@ -8,6 +8,7 @@ import threading
 from collections import Counter
 from dataclasses import dataclass, field
 
+from .pagemap import PageMap
 from .records import ExecutionRecord
 from .workerlink import Frame
 from .workers import WorkerProcess
@@ -32,6 +33,7 @@ class Live:
     durable: dict = field(default_factory=dict)   # fd -> bytes of that stream already stored
     checkpointable: bool = False
     wake_at_ns: int = 0                  # the latest checkpoint was taken for a durable sleep
+    page_map: PageMap = field(default_factory=PageMap)   # of the latest committed checkpoint
     requests: dict = field(default_factory=dict)  # request id -> checkpoint result (None: pending)
     next_request: int = 0
     changed: threading.Condition = field(default_factory=threading.Condition)

@@ -42,8 +42,12 @@ TIME_TO_SAFEPOINT = Histogram("roost_time_to_safepoint_seconds", "From a checkpo
                               "the guest stopped at a safepoint", registry=REGISTRY,
                               buckets=(.0001, .0005, .001, .0025, .005, .01, .05, .1, .5, 1))
 CHECKPOINT_BYTES = Counter("roost_checkpoint_bytes", "Checkpoint bytes by kind (memory: the "
-                           "guest's memory size; stored: what was written)", ["kind"],
+                           "guest's memory size; dirty: pages written since the previous one; "
+                           "stored: what was written, compressed)", ["kind"],
                            registry=REGISTRY)
+CHECKPOINT_WAIT = Histogram("roost_checkpoint_wait_seconds", "A checkpoint waiting for the "
+                            "previous one's background write (checkpoints faster than the store)",
+                            registry=REGISTRY, buckets=(0, .001, .01, .05, .1, .5, 1, 5))
 CHECKPOINTS = Counter("roost_checkpoints", "Checkpoints committed, by reason", ["reason"],
                       registry=REGISTRY)
 LOG_BYTES = Counter("roost_log_bytes", "Guest output bytes made durable, by stream", ["stream"],

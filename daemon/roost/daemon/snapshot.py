@@ -102,3 +102,38 @@ def image(frames: Iterable[bytes], size_bytes: int) -> bytearray:
         for index, page in decode_frame(frame, f"frame {n}"):
             out[index * PAGE_BYTES:(index + 1) * PAGE_BYTES] = page
     return out
+
+
+def encode_pages(pages: list[tuple[int, bytes]], level: int = 1) -> tuple[list[bytes], list[int], list[int]]:
+    """Frames for staged (index, 4 KiB bytes) pages: (frames, stored indexes, all-zero indexes).
+    All-zero pages are not stored: the page map points them at version 0."""
+    stored = [(i, p) for i, p in pages if p != _ZERO]
+    zeroed = [i for i, p in pages if p == _ZERO]
+    compressor = zstandard.ZstdCompressor(level=level)
+    frames = []
+    for k in range(0, len(stored), FRAME_PAGES):
+        batch = stored[k:k + FRAME_PAGES]
+        indexes = [i for i, _ in batch]
+        n = len(batch)
+        frames.append(b"".join([_HEAD.pack(MAGIC, *FORMAT_VERSION, n), struct.pack(f"<{n}I", *indexes),
+                                struct.pack(f"<{n}I", *(zlib.crc32(p) for _, p in batch)),
+                                compressor.compress(b"".join(p for _, p in batch))]))
+    return frames, [i for i, _ in stored], zeroed
+
+
+def image_from_versions(frames: Iterable[tuple[int, bytes]], versions, size_bytes: int) -> bytearray:
+    """The memory of a checkpoint from the frames of every version its page map names: each
+    page is taken from exactly the version the map gives (others in a frame are older copies);
+    a page the map needs but no frame holds is reported, never left as zeros."""
+    out = bytearray(size_bytes)
+    pages = size_bytes // PAGE_BYTES
+    filled = 0
+    for n, (version, frame) in enumerate(frames):
+        for index, page in decode_frame(frame, f"frame {n} of version {version}"):
+            if index < pages and versions[index] == version:
+                out[index * PAGE_BYTES:(index + 1) * PAGE_BYTES] = page
+                filled += 1
+    wanted = sum(1 for i in range(min(pages, len(versions))) if versions[i])
+    if filled != wanted:
+        raise CorruptPage(f"checkpoint image: {wanted} pages expected, {filled} found in its frames")
+    return out

@@ -13,9 +13,11 @@ This is the only module that imports `lmdb`; LMDB errors become `StoreError` her
     vfs         id                    -> Vfs.to_bytes() (latest filesystem of the execution)
     journal     id + 0x00 + seq (u64 BE) -> one encoded journal record (roost.daemon.journal)
     checkpoints id + 0x00 + number (u64 BE) -> checkpoint manifest JSON (see SNAPSHOT_FORMAT.md)
+    pagemaps    id + 0x00 + number (u64 BE) -> page map, full or delta (roost.daemon.pagemap)
     pages       id + 0x00 + number + b"/f" + u32 BE -> one page frame (roost.daemon.snapshot)
                 id + 0x00 + number + b"/host"  -> host state (roost.daemon.hoststate)
                 id + 0x00 + number + b"/stack" -> the guest's asyncify stack
+    (checkpoints, pagemaps and pages are written by `pagestore`, through this environment)
     timers      id                    -> u64 BE unix ns: wake the execution (durable sleep)
 
 The log key layout keeps one execution's records contiguous and in order, so a replay is one
@@ -23,7 +25,6 @@ cursor scan from (id, seq).
 """
 from __future__ import annotations
 
-import json
 import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,7 +38,7 @@ from .records import ExecutionRecord, ModuleRecord
 FORMAT_VERSION = (1, 0)
 RESERVE_FRACTION = 0.95     # bulk writes stop here; the rest is kept for recording outcomes
 DATABASES = ("meta", "modules", "blobs", "executions", "logs", "inputs", "vfs", "journal",
-             "checkpoints", "pages", "timers")
+             "checkpoints", "pagemaps", "pages", "timers")
 _SEQ = struct.Struct(">Q")
 
 
@@ -62,7 +63,8 @@ class Store:
         self.env.close()
 
     @contextmanager
-    def _txn(self, what: str, write: bool = False) -> Iterator[lmdb.Transaction]:
+    def txn(self, what: str, write: bool = False) -> Iterator[lmdb.Transaction]:
+        """One transaction; LMDB errors become StoreError naming `what`."""
         try:
             with self.env.begin(write=write) as txn:
                 yield txn
@@ -71,7 +73,7 @@ class Store:
 
     def _check_format(self) -> None:
         """Accept the same major version and an older-or-equal minor; stamp a new store."""
-        with self._txn("checking store format", write=True) as txn:
+        with self.txn("checking store format", write=True) as txn:
             raw = txn.get(b"format", db=self.dbs["meta"])
             if raw is None:
                 txn.put(b"format", b"%d.%d" % FORMAT_VERSION, db=self.dbs["meta"])
@@ -83,37 +85,37 @@ class Store:
 
     # ---- modules ----
     def put_module(self, record: ModuleRecord, data: bytes) -> None:
-        with self._txn(f"storing module {record.sha256}", write=True) as txn:
+        with self.txn(f"storing module {record.sha256}", write=True) as txn:
             txn.put(record.sha256.encode(), bytes(data), db=self.dbs["blobs"])
             txn.put(record.sha256.encode(), record.to_json(), db=self.dbs["modules"])
 
     def get_module(self, sha256: str) -> ModuleRecord:
-        with self._txn(f"reading module {sha256}") as txn:
+        with self.txn(f"reading module {sha256}") as txn:
             raw = txn.get(sha256.encode(), db=self.dbs["modules"])
         if raw is None:
             raise NotFound(f"module {sha256} not found")
         return ModuleRecord.from_json(raw)
 
     def has_module(self, sha256: str) -> bool:
-        with self._txn(f"reading module {sha256}") as txn:
+        with self.txn(f"reading module {sha256}") as txn:
             return txn.get(sha256.encode(), db=self.dbs["modules"]) is not None
 
     def module_bytes(self, sha256: str) -> bytes:
-        with self._txn(f"reading module bytes {sha256}") as txn:
+        with self.txn(f"reading module bytes {sha256}") as txn:
             raw = txn.get(sha256.encode(), db=self.dbs["blobs"])
         if raw is None:
             raise NotFound(f"module {sha256} not found")
         return raw
 
     def list_modules(self) -> list[ModuleRecord]:
-        with self._txn("listing modules") as txn:
+        with self.txn("listing modules") as txn:
             return [ModuleRecord.from_json(v) for _, v in txn.cursor(db=self.dbs["modules"])]
 
     # ---- executions ----
     def create_execution(self, record: ExecutionRecord, stdin: bytes, vfs: bytes) -> None:
         """Record, inputs and initial filesystem land together or not at all."""
         key = record.id.encode()
-        with self._txn(f"creating execution {record.id}", write=True) as txn:
+        with self.txn(f"creating execution {record.id}", write=True) as txn:
             if not txn.put(key, record.to_json(), db=self.dbs["executions"], overwrite=False):
                 raise StoreError(f"creating execution {record.id}: id already exists")
             txn.put(key + b"/stdin", stdin, db=self.dbs["inputs"])
@@ -122,41 +124,41 @@ class Store:
 
     def put_execution(self, record: ExecutionRecord, vfs: bytes | None = None) -> None:
         key = record.id.encode()
-        with self._txn(f"updating execution {record.id}", write=True) as txn:
+        with self.txn(f"updating execution {record.id}", write=True) as txn:
             txn.put(key, record.to_json(), db=self.dbs["executions"])
             if vfs is not None:
                 txn.put(key, vfs, db=self.dbs["vfs"])
 
     def get_execution(self, exec_id: str) -> ExecutionRecord:
-        with self._txn(f"reading execution {exec_id}") as txn:
+        with self.txn(f"reading execution {exec_id}") as txn:
             raw = txn.get(exec_id.encode(), db=self.dbs["executions"])
         if raw is None:
             raise NotFound(f"execution {exec_id} not found")
         return ExecutionRecord.from_json(raw)
 
     def list_executions(self) -> list[ExecutionRecord]:
-        with self._txn("listing executions") as txn:
+        with self.txn("listing executions") as txn:
             return [ExecutionRecord.from_json(v) for _, v in txn.cursor(db=self.dbs["executions"])]
 
     def stdin(self, exec_id: str) -> bytes:
-        with self._txn(f"reading stdin of {exec_id}") as txn:
+        with self.txn(f"reading stdin of {exec_id}") as txn:
             return txn.get(exec_id.encode() + b"/stdin", b"", db=self.dbs["inputs"])
 
     def initial_vfs(self, exec_id: str) -> bytes:
-        with self._txn(f"reading the initial filesystem of {exec_id}") as txn:
+        with self.txn(f"reading the initial filesystem of {exec_id}") as txn:
             raw = txn.get(exec_id.encode() + b"/vfs", db=self.dbs["inputs"])
         if raw is None:
             raise NotFound(f"execution {exec_id} has no initial filesystem")
         return raw
 
     def vfs(self, exec_id: str) -> bytes:
-        with self._txn(f"reading filesystem of {exec_id}") as txn:
+        with self.txn(f"reading filesystem of {exec_id}") as txn:
             raw = txn.get(exec_id.encode(), db=self.dbs["vfs"])
         if raw is None:
             raise NotFound(f"execution {exec_id} has no filesystem")
         return raw
 
-    def _check_room(self, what: str) -> None:
+    def check_room(self, what: str) -> None:
         """Refuse bulk writes (output, journal, checkpoints) once the map is nearly full, so the
         small writes that record *why* an execution stopped still fit."""
         info = self.env.info()
@@ -170,8 +172,8 @@ class Store:
                journal_seq: int, journal: list[bytes]) -> None:
         """Journal records, then output, then the record's counters: one transaction, so
         durable output never depends on a journal record that is not durable."""
-        self._check_room(f"appending output of {record.id}")
-        with self._txn(f"appending output of {record.id}", write=True) as txn:
+        self.check_room(f"appending output of {record.id}")
+        with self.txn(f"appending output of {record.id}", write=True) as txn:
             for i, raw in enumerate(journal):
                 txn.put(log_key(record.id, journal_seq + i), raw, db=self.dbs["journal"])
             for i, (stream, data) in enumerate(chunks):
@@ -180,7 +182,7 @@ class Store:
 
     def next_seq(self, db: str, exec_id: str) -> int:
         """One past the last seq stored for `exec_id` in `db` ("logs" or "journal")."""
-        with self._txn(f"reading {db} of {exec_id}") as txn:
+        with self.txn(f"reading {db} of {exec_id}") as txn:
             cur = txn.cursor(db=self.dbs[db])
             ok = cur.prev() if cur.set_range(log_key(exec_id, (1 << 64) - 1)) else cur.last()
             if ok and cur.key().startswith(exec_id.encode() + b"\x00"):
@@ -189,7 +191,7 @@ class Store:
 
     def read_journal(self, exec_id: str, from_seq: int) -> list[bytes]:
         prefix = exec_id.encode() + b"\x00"
-        with self._txn(f"reading journal of {exec_id}") as txn:
+        with self.txn(f"reading journal of {exec_id}") as txn:
             cur = txn.cursor(db=self.dbs["journal"])
             out: list[bytes] = []
             if cur.set_range(log_key(exec_id, from_seq)):
@@ -205,7 +207,7 @@ class Store:
         prefix = exec_id.encode() + b"\x00"
         out: list[tuple[int, int, bytes]] = []
         total = 0
-        with self._txn(f"reading logs of {exec_id}") as txn:
+        with self.txn(f"reading logs of {exec_id}") as txn:
             cur = txn.cursor(db=self.dbs["logs"])
             if not cur.set_range(log_key(exec_id, from_seq)):
                 return out
@@ -216,84 +218,17 @@ class Store:
                 total += len(value)
         return out
 
-    # ---- checkpoints ----
-    def put_checkpoint(self, record: ExecutionRecord, manifest: dict, frames: list[bytes],
-                       host: bytes, stack: bytes, retain: int, wake_at_ns: int = 0) -> None:
-        """A whole checkpoint, the record that counts it, and (durable sleep) its timer, in one
-        transaction; checkpoints beyond the newest `retain`, and the journal records no retained
-        checkpoint needs, go in the same transaction."""
-        base = log_key(record.id, manifest["number"])
-        self._check_room(f"storing checkpoint {manifest['number']} of {record.id}")
-        with self._txn(f"storing checkpoint {manifest['number']} of {record.id}", write=True) as txn:
-            for i, frame in enumerate(frames):
-                txn.put(base + b"/f" + struct.pack(">I", i), frame, db=self.dbs["pages"])
-            txn.put(base + b"/host", host, db=self.dbs["pages"])
-            txn.put(base + b"/stack", stack, db=self.dbs["pages"])
-            txn.put(base, json.dumps(manifest, sort_keys=True).encode(), db=self.dbs["checkpoints"])
-            txn.put(record.id.encode(), record.to_json(), db=self.dbs["executions"])
-            if wake_at_ns:
-                txn.put(record.id.encode(), _SEQ.pack(wake_at_ns), db=self.dbs["timers"])
-            self._prune(txn, record.id, retain)
-
-    def _prune(self, txn, exec_id: str, retain: int) -> None:
-        numbers = self._checkpoint_numbers(txn, exec_id)
-        for number in numbers[:-retain] if retain else []:
-            base = log_key(exec_id, number)
-            txn.delete(base, db=self.dbs["checkpoints"])
-            _delete_prefix(txn, self.dbs["pages"], base + b"/")
-        kept = numbers[-retain:] if retain else numbers
-        if kept:
-            oldest = json.loads(txn.get(log_key(exec_id, kept[0]), db=self.dbs["checkpoints"]))
-            _delete_range(txn, self.dbs["journal"], log_key(exec_id, 0),
-                          log_key(exec_id, oldest["journal_seq"]))
-
-    def _checkpoint_numbers(self, txn, exec_id: str) -> list[int]:
-        prefix = exec_id.encode() + b"\x00"
-        cur = txn.cursor(db=self.dbs["checkpoints"])
-        out = []
-        if cur.set_range(prefix):
-            for key in cur.iternext(keys=True, values=False):
-                if not key.startswith(prefix):
-                    break
-                out.append(_SEQ.unpack(key[-8:])[0])
-        return out
-
-    def latest_checkpoint(self, exec_id: str) -> dict | None:
-        with self._txn(f"reading checkpoints of {exec_id}") as txn:
-            numbers = self._checkpoint_numbers(txn, exec_id)
-            if not numbers:
-                return None
-            return json.loads(txn.get(log_key(exec_id, numbers[-1]), db=self.dbs["checkpoints"]))
-
-    def checkpoint_data(self, exec_id: str, number: int) -> tuple[list[bytes], bytes, bytes]:
-        """(frames, host state, asyncify stack) of one checkpoint."""
-        base = log_key(exec_id, number)
-        with self._txn(f"reading checkpoint {number} of {exec_id}") as txn:
-            host = txn.get(base + b"/host", db=self.dbs["pages"])
-            stack = txn.get(base + b"/stack", db=self.dbs["pages"])
-            if host is None or stack is None:
-                raise NotFound(f"checkpoint {number} of {exec_id} is incomplete")
-            frames = []
-            cur = txn.cursor(db=self.dbs["pages"])
-            prefix = base + b"/f"
-            if cur.set_range(prefix):
-                for key, value in cur:
-                    if not key.startswith(prefix):
-                        break
-                    frames.append(bytes(value))
-            return frames, bytes(host), bytes(stack)
-
     # ---- timers ----
     def timers(self) -> dict[str, int]:
-        with self._txn("reading timers") as txn:
+        with self.txn("reading timers") as txn:
             return {k.decode(): _SEQ.unpack(v)[0] for k, v in txn.cursor(db=self.dbs["timers"])}
 
     def clear_timer(self, exec_id: str) -> None:
-        with self._txn(f"clearing the timer of {exec_id}", write=True) as txn:
+        with self.txn(f"clearing the timer of {exec_id}", write=True) as txn:
             txn.delete(exec_id.encode(), db=self.dbs["timers"])
 
 
-def _delete_prefix(txn, db, prefix: bytes) -> None:
+def delete_prefix(txn, db, prefix: bytes) -> None:
     cur = txn.cursor(db=db)
     if cur.set_range(prefix):
         while cur.key().startswith(prefix):
@@ -301,7 +236,7 @@ def _delete_prefix(txn, db, prefix: bytes) -> None:
                 break
 
 
-def _delete_range(txn, db, start: bytes, end: bytes) -> None:
+def delete_range(txn, db, start: bytes, end: bytes) -> None:
     """Delete keys in [start, end)."""
     cur = txn.cursor(db=db)
     if cur.set_range(start):

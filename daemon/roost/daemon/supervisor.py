@@ -7,6 +7,7 @@ and after a daemon restart.
 """
 from __future__ import annotations
 
+import array
 import logging
 import secrets
 import signal
@@ -16,11 +17,12 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from . import faults, hoststate, journal, metrics
+from . import faults, hoststate, journal, metrics, pagemap, snapshot
 from .errors import InvalidRequest, NotFound, StateConflict, StoreError, TimedOut
 from .faults import Fault
 from .live import Live, describe_exit, fresh_output, merge_output, reap, send_signal
 from .modules import ModuleRegistry
+from .pagestore import PageStore
 from .records import ExecutionRecord, State
 from .store import Store
 from .timers import Timers
@@ -67,6 +69,7 @@ class Supervisor:
         self.checkpoint_every_seconds = checkpoint_every_seconds   # when a start gives none
         self._committed = 0                  # checkpoints committed by this daemon (fault points)
         self.timers = Timers(store, self._wake)
+        self.pages = PageStore(store)
 
     # ---- lifecycle ----
     def recover(self) -> int:
@@ -147,7 +150,7 @@ class Supervisor:
         """Give the execution a worker: fresh, or (restore) replaying its journal from the
         start so it recomputes exactly what it computed before."""
         artifact, manifest = self.modules.ensure_artifact(record.module_sha256, not record.cooperative)
-        ckpt = self.store.latest_checkpoint(record.id) if restore else None
+        ckpt = self.pages.latest(record.id) if restore else None
         if ckpt and ckpt.get("prepare_version") != manifest.get("prepare_version"):
             raise StateConflict(f"execution {record.id}: its checkpoint was taken from a module "
                                 f"prepared by version {ckpt.get('prepare_version')}; this roostd "
@@ -181,8 +184,11 @@ class Supervisor:
         blobs = [self.store.stdin(record.id), self.store.initial_vfs(record.id),
                  journal.pack_many(replay)]
         if ckpt:
-            frames, host, stack = self.store.checkpoint_data(record.id, ckpt["number"])
-            blobs += [host, stack, *frames]
+            saved = self.pages.load(record.id, ckpt["number"])
+            start["checkpoint"] = {**ckpt, "frame_versions": [v for v, _ in saved.frames]}
+            blobs += [saved.host, saved.stack, pagemap.encode_full(saved.page_map),
+                      *(f for _, f in saved.frames)]
+            live.page_map = saved.page_map
         worker.link.send(START, start, blobs)
         threading.Thread(target=self._pump, args=(live,), name=f"pump-{record.id}", daemon=True).start()
 
@@ -256,15 +262,22 @@ class Supervisor:
 
     def _store_checkpoint(self, live: Live, frame: Frame) -> None:
         meta, record = dict(frame.meta), live.record
-        host, stack, frames = frame.blobs[0], frame.blobs[1], frame.blobs[2:]
+        host, stack, frames = frame.blobs[0], frame.blobs[1], frame.blobs[4:]
+        stored, zeroed = array.array("I", frame.blobs[2]), array.array("I", frame.blobs[3])
         meta["frames"] = len(frames)
+        page_map = live.page_map.copy()
+        page_map.resize(meta["memory_bytes"] // snapshot.PAGE_BYTES)
+        delta = page_map.apply(meta["number"], stored, zeroed)
         record.checkpoints += 1
         try:
-            self.store.put_checkpoint(record, meta, frames, host, stack, CHECKPOINT_RETAIN,
-                                      meta.get("wake_at_ns", 0))
+            self.pages.put(record, meta, frames, host, stack, page_map, delta, CHECKPOINT_RETAIN,
+                           meta.get("wake_at_ns", 0))
         except StoreError:
             record.checkpoints -= 1
             raise
+        live.page_map = page_map
+        metrics.CHECKPOINT_WAIT.observe(meta.get("waited_seconds", 0.0))
+        metrics.CHECKPOINT_BYTES.labels(kind="dirty").inc(meta.get("dirty_pages", 0) * snapshot.PAGE_BYTES)
         live.wake_at_ns = meta.get("wake_at_ns", 0)
         self._committed += 1
         if self._committed == faults.value(Fault.DAEMON_DIE_AFTER_CHECKPOINTS):
@@ -519,8 +532,8 @@ class Supervisor:
         """A running execution's files as of its latest checkpoint (else as it started); an
         ended or paused one's as it stopped."""
         if record.state in (State.RUNNING, State.SLEEPING):
-            ckpt = self.store.latest_checkpoint(record.id)
+            ckpt = self.pages.latest(record.id)
             if ckpt is not None:
-                _, host, _ = self.store.checkpoint_data(record.id, ckpt["number"])
+                host = self.pages.host_state(record.id, ckpt["number"])
                 return Vfs.restore(hoststate.decode(host, b"").vfs)
         return Vfs.from_bytes(self.store.vfs(record.id))

@@ -14,16 +14,19 @@ sent as one CHECKPOINT frame, then it continues (or, for a pause, the worker exi
 """
 from __future__ import annotations
 
+import array
+import ctypes
 import os
 import signal
 import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 import wasmtime
 
-from . import capture, engine, faults, hoststate, journal, snapshot
+from . import capture, dirty, engine, faults, hoststate, journal, pagemap, snapshot
 from .errors import LimitExceeded
 from .faults import Fault
 from .journal import Replay, ReplayDiverged
@@ -32,6 +35,7 @@ from .wasi import GuestExit, GuestTrap, WasiHost, initial_state
 from .workerlink import CHECKPOINT, CONTROL, END, READY, START, STATS, Link
 
 STATS_INTERVAL_SECONDS = 1.0
+PAGE_BYTES = snapshot.PAGE_BYTES
 JOURNAL_BATCH_BYTES = 64 << 10
 STOPPING = ("pause", "suspend", "sleep")    # checkpoint requests after which the worker exits
 
@@ -91,6 +95,38 @@ class JournalSink:
         return self.replay.first_seq + self.replay.pos + self.recorded
 
 
+class PageTracking:
+    """The dirty-page tracker over the guest's memory, following its growth."""
+
+    def __init__(self, span: Callable[[], tuple[int, int]], restored: bool) -> None:
+        base, size = span()
+        self.tracker = dirty.make_tracker(span)
+        self.tracker.start(base, size)
+        self.size = size
+        if restored:                 # the restored image is the baseline, not a change
+            self.tracker.collect()
+
+    def collect(self, size: int) -> list[int]:
+        if size > self.size:
+            self.tracker.grow(size)
+            self.size = size
+        return self.tracker.collect()
+
+
+def copy_pages(base: int, pages: list[int]) -> list[tuple[int, bytes]]:
+    """Copy pages out of guest memory (runs of adjacent pages in one copy each)."""
+    out: list[tuple[int, bytes]] = []
+    i = 0
+    while i < len(pages):
+        j = i
+        while j + 1 < len(pages) and pages[j + 1] == pages[j] + 1:
+            j += 1
+        run = ctypes.string_at(base + pages[i] * PAGE_BYTES, (j - i + 1) * PAGE_BYTES)
+        out += [(pages[k], run[(k - i) * PAGE_BYTES:(k - i + 1) * PAGE_BYTES]) for k in range(i, j + 1)]
+        i = j + 1
+    return out
+
+
 class Request:
     """A pending checkpoint request: why, who asked (supervisor's id), and when."""
 
@@ -130,10 +166,15 @@ class Guest:
         self.entry = exports["_start"]
         self.runner = capture.Runner(self.store, self.instance, manifest, self.host, self.gate) if manifest else None
         if ckpt:
-            frames = blobs[5:]
-            image = capture.GuestImage(bytes(snapshot.image(frames, int(ckpt["memory_bytes"]))),
-                                       tuple(tuple(g) for g in ckpt["globals"]), blobs[4])
+            versions = pagemap.decode(blobs[5], None).versions
+            frames = zip(ckpt["frame_versions"], blobs[6:])
+            memory = snapshot.image_from_versions(frames, versions, int(ckpt["memory_bytes"]))
+            image = capture.GuestImage(bytes(memory), tuple(tuple(g) for g in ckpt["globals"]), blobs[4])
             self.runner.restore(image)
+        self._background: threading.Thread | None = None
+        if self.runner is not None:
+            self.runner.copy_memory = False         # only dirty pages are copied (PageTracking)
+            self.pages = PageTracking(self._memory_span, restored=bool(ckpt))
         self.request: Request | None = None
         self.paused = False
         self.sleeping = False
@@ -165,31 +206,60 @@ class Guest:
         self.gate.unwind_now()
 
     def _on_unwound(self, image: capture.GuestImage) -> bool:
-        """The guest is stopped at a safepoint: capture it, send it, continue unless pausing.
-        The pause is counted from the moment the guest reached the safepoint (unwinding and
-        copying its memory included) to the moment it may run again."""
+        """The guest is stopped at a safepoint. Only this is done while it stands still: find
+        the pages written since the last checkpoint, copy them to a staging list, save the host
+        state. Compression and the send happen in the background after the guest resumes; a
+        checkpoint asked for while the previous one is still being written waits for it."""
         stopped = self.gate.stopped_at or time.monotonic()
+        waited = self._wait_background()
         with self._lock:
             request, self.request = self.request, None
         request = request or Request("checkpoint", 0)
         self.checkpoints += 1
-        frames = snapshot.encode_frames(image.memory, snapshot.nonzero_pages(image.memory))
+        base, size = self._memory_span()
+        staged = copy_pages(base, self.pages.collect(size))
         meta = {"number": self.checkpoints, "reason": request.action, "request": request.request_id,
                 "journal_seq": self.journal.position, "stdout_offset": self.output.offsets[1],
-                "stderr_offset": self.output.offsets[2], "memory_bytes": len(image.memory),
+                "stderr_offset": self.output.offsets[2], "memory_bytes": size,
                 "globals": [list(g) for g in image.globals], "created_at": time.time(),
                 "time_to_safepoint_seconds": stopped - request.at, "wake_at_ns": request.wake_at_ns,
-                "prepare_version": self.spec["manifest"].get("prepare_version")}
-        blobs = [hoststate.encode(self.host.save()), image.asyncify, *frames]
+                "prepare_version": self.spec["manifest"].get("prepare_version"),
+                "dirty_pages": len(staged), "waited_seconds": waited,
+                "tracker": self.pages.tracker.name}
+        host = hoststate.encode(self.host.save())
         self.journal.flush()                 # the checkpoint's journal position is durable first
         meta["pause_seconds"] = time.monotonic() - stopped
-        meta["stored_bytes"] = sum(len(b) for b in blobs)
-        self.link.send(CHECKPOINT, meta, blobs)
-        if self.checkpoints <= faults.value(Fault.DIE_AFTER_CHECKPOINT):
-            faults.crash(Fault.DIE_AFTER_CHECKPOINT)
+        self._background = threading.Thread(target=self._send_checkpoint,
+                                            args=(meta, host, image.asyncify, staged), daemon=True)
+        self._background.start()
         self.paused = request.action in STOPPING
         self.sleeping = request.action == "sleep"
         return not self.paused
+
+    def _send_checkpoint(self, meta: dict, host: bytes, stack: bytes,
+                         staged: list[tuple[int, bytes]]) -> None:
+        """Off the guest's critical path (the second core, when it is free)."""
+        began = time.monotonic()
+        frames, stored, zeroed = snapshot.encode_pages(staged)
+        blobs = [host, stack, array.array("I", stored).tobytes(), array.array("I", zeroed).tobytes(), *frames]
+        meta["stored_bytes"] = sum(len(b) for b in blobs)
+        meta["compress_seconds"] = time.monotonic() - began
+        self.link.send(CHECKPOINT, meta, blobs)
+        if meta["number"] <= faults.value(Fault.DIE_AFTER_CHECKPOINT):
+            faults.crash(Fault.DIE_AFTER_CHECKPOINT)
+
+    def _wait_background(self) -> float:
+        """Seconds spent waiting for the previous checkpoint's background write."""
+        if self._background is None or not self._background.is_alive():
+            return 0.0
+        began = time.monotonic()
+        self._background.join()
+        return time.monotonic() - began
+
+    def _memory_span(self) -> tuple[int, int]:
+        size = self.memory.data_len(self.store)
+        base = ctypes.addressof(self.memory.data_ptr(self.store).contents)
+        return base, size
 
     # ---- running ----
     def run(self) -> dict:
@@ -313,6 +383,7 @@ def serve(link: Link) -> int:
     if every > 0:
         threading.Thread(target=_periodic, args=(guest, every, done), daemon=True).start()
     outcome = guest.run()
+    guest._wait_background()          # a pause's checkpoint goes before END
     done.set()
     outcome.update(calls=dict(guest.host.calls), memory_bytes=guest.memory_bytes())
     guest.journal.flush()
