@@ -154,3 +154,52 @@ def test_full_store_pauses_the_execution_and_loses_nothing(tmp_path):
         assert (logs.stdout, logs.stderr) == (native.stdout, native.stderr)
     finally:
         roomy.stop()
+
+
+def test_kill_during_the_background_write_keeps_the_previous_checkpoint(tmp_path):
+    """The worker dies halfway through sending checkpoint 2 (compression and the send run after
+    the guest resumed): the torn checkpoint is never stored, checkpoint 1 restores, and the
+    output is byte-identical."""
+    daemon = Roostd(tmp_path / "data", env={
+        "ROOST_FAULTS": f"die_mid_checkpoint_send=2@{tmp_path / 'fired'}"}).start()
+    try:
+        wasm = compile_guest("spin_print")
+        native = run_native(wasm, ["spin_print", *SPIN])
+        exec_id = _start(daemon, wasm, *SPIN, opts=("--checkpoint-every", "0.3"))
+        assert daemon.roost("wait", exec_id, timeout=300).returncode == native.exit_code
+        assert (tmp_path / "fired").exists()
+        logs = daemon.roost("logs", exec_id)
+        assert (logs.stdout, logs.stderr) == (native.stdout, native.stderr)
+        assert _inspect(daemon, exec_id)["restores"] == 1
+    finally:
+        daemon.stop()
+
+
+def test_corrupt_checkpoint_is_reported_on_restore(tmp_path):
+    """A page frame damaged on disk: resume fails the execution naming the checksum, it does
+    not run on corrupt memory."""
+    import struct as _struct
+
+    from roost.daemon.store import Store, log_key
+    daemon = Roostd(tmp_path / "data").start()
+    wasm = compile_guest("spin_print")
+    exec_id = _start(daemon, wasm, *SPIN)
+    wait_until(lambda: _stdout_len(daemon, exec_id) > 0, what="first output")
+    assert daemon.roost("pause", exec_id).returncode == 0
+    number = _inspect(daemon, exec_id)["checkpoints"]
+    daemon.stop()
+    store = Store(tmp_path / "data" / "store", 1 << 30)
+    key = log_key(exec_id, 1) + b"/f" + _struct.pack(">I", 0)
+    with store.txn("damaging a frame", write=True) as txn:
+        frame = bytearray(txn.get(key, db=store.dbs["pages"]))
+        frame[-10] ^= 0x55
+        txn.put(key, bytes(frame), db=store.dbs["pages"])
+    store.close()
+    daemon.start()
+    try:
+        assert daemon.roost("resume", exec_id).returncode == 0
+        assert daemon.roost("wait", exec_id, timeout=60).returncode == 125
+        error = _inspect(daemon, exec_id)["error"]
+        assert f"restoring checkpoint {number}" in error and ("checksum" in error or "decode" in error), error
+    finally:
+        daemon.stop()

@@ -19,6 +19,8 @@ class Fault(enum.Enum):
     DIE_AFTER_CHECKPOINT = "die_after_checkpoint"       # worker: kill -9 itself after sending
                                                         # each of the execution's first N
     DIE_AT_CALL = "die_at_call"                         # worker: kill -9 itself at host call N
+    DIE_MID_CHECKPOINT_SEND = "die_mid_checkpoint_send" # worker: kill -9 halfway through sending
+                                                        # checkpoint N (the background write)
     DAEMON_DIE_AFTER_CHECKPOINTS = "daemon_die_after_checkpoints"  # roostd: kill -9 after committing N
 
 

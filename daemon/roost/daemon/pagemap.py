@@ -60,6 +60,15 @@ class PageMap:
         return set(self.versions) - {0}
 
 
+def successor(previous: PageMap, number: int, pages: int, stored: Iterable[int],
+              zeroed: Iterable[int]) -> tuple[PageMap, list[tuple[int, int]]]:
+    """The map of checkpoint `number` (memory of `pages` pages) from the previous checkpoint's
+    map and the pages written since: stored ones now live in `number`, zeroed ones nowhere."""
+    page_map = previous.copy()
+    page_map.resize(pages)
+    return page_map, page_map.apply(number, stored, zeroed)
+
+
 def encode_full(m: PageMap) -> bytes:
     return _HEAD.pack(b"RPMF", *FORMAT_VERSION, m.pages) + \
         zstandard.ZstdCompressor(level=1).compress(m.versions.tobytes())

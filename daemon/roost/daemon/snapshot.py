@@ -3,7 +3,7 @@ together into frames, every page checksummed (see SNAPSHOT_FORMAT.md).
 
 A frame holds up to FRAME_PAGES non-zero pages:
 
-    magic "RPGF", u16 major, u16 minor, u32 page count N,
+    magic "RPGF", u16 major, u16 minor, u32 page count N, u32 crc32 of the two arrays below,
     N x u32 page index, N x u32 crc32 of the page's uncompressed bytes,
     zstd frame of the N pages concatenated
 
@@ -24,7 +24,7 @@ PAGE_BYTES = 4096
 FRAME_PAGES = 64                    # 256 KiB of input per zstd call
 MAGIC = b"RPGF"
 FORMAT_VERSION = (1, 0)
-_HEAD = struct.Struct("<4sHHI")
+_HEAD = struct.Struct("<4sHHII")
 _ZERO = bytes(PAGE_BYTES)
 
 
@@ -66,19 +66,25 @@ def encode_frames(memory: bytes | bytearray | memoryview, pages: Iterable[int], 
 
 
 def _frame(memory: bytes | bytearray | memoryview, indexes: list[int], compressor: zstandard.ZstdCompressor) -> bytes:
-    pages = [memory[i * PAGE_BYTES:(i + 1) * PAGE_BYTES] for i in indexes]
-    crcs = [zlib.crc32(p) for p in pages]
+    return frame_bytes(indexes, [memory[i * PAGE_BYTES:(i + 1) * PAGE_BYTES] for i in indexes],
+                       compressor)
+
+
+def frame_bytes(indexes: list[int], pages: list, compressor: zstandard.ZstdCompressor) -> bytes:
     n = len(indexes)
-    return b"".join([_HEAD.pack(MAGIC, *FORMAT_VERSION, n), struct.pack(f"<{n}I", *indexes),
-                     struct.pack(f"<{n}I", *crcs), compressor.compress(b"".join(pages))])
+    arrays = struct.pack(f"<{n}I", *indexes) + struct.pack(f"<{n}I", *(zlib.crc32(p) for p in pages))
+    return b"".join([_HEAD.pack(MAGIC, *FORMAT_VERSION, n, zlib.crc32(arrays)), arrays,
+                     compressor.compress(b"".join(pages))])
 
 
 def decode_frame(frame: bytes, what: str = "frame") -> Iterator[tuple[int, memoryview]]:
     """(page index, page bytes) for every page of a frame, checksums verified."""
-    magic, major, minor, n = _HEAD.unpack_from(frame)
+    magic, major, minor, n, arrays_crc = _HEAD.unpack_from(frame)
     if magic != MAGIC or major != FORMAT_VERSION[0] or minor > FORMAT_VERSION[1]:
         raise CorruptPage(f"{what}: not a page frame of a supported version")
     off = _HEAD.size
+    if zlib.crc32(frame[off:off + 8 * n]) != arrays_crc:
+        raise CorruptPage(f"{what}: its page index fails its checksum")
     indexes = struct.unpack_from(f"<{n}I", frame, off)
     crcs = struct.unpack_from(f"<{n}I", frame, off + 4 * n)
     try:
@@ -113,11 +119,7 @@ def encode_pages(pages: list[tuple[int, bytes]], level: int = 1) -> tuple[list[b
     frames = []
     for k in range(0, len(stored), FRAME_PAGES):
         batch = stored[k:k + FRAME_PAGES]
-        indexes = [i for i, _ in batch]
-        n = len(batch)
-        frames.append(b"".join([_HEAD.pack(MAGIC, *FORMAT_VERSION, n), struct.pack(f"<{n}I", *indexes),
-                                struct.pack(f"<{n}I", *(zlib.crc32(p) for _, p in batch)),
-                                compressor.compress(b"".join(p for _, p in batch))]))
+        frames.append(frame_bytes([i for i, _ in batch], [p for _, p in batch], compressor))
     return frames, [i for i, _ in stored], zeroed
 
 

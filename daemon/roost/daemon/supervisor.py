@@ -265,9 +265,8 @@ class Supervisor:
         host, stack, frames = frame.blobs[0], frame.blobs[1], frame.blobs[4:]
         stored, zeroed = array.array("I", frame.blobs[2]), array.array("I", frame.blobs[3])
         meta["frames"] = len(frames)
-        page_map = live.page_map.copy()
-        page_map.resize(meta["memory_bytes"] // snapshot.PAGE_BYTES)
-        delta = page_map.apply(meta["number"], stored, zeroed)
+        page_map, delta = pagemap.successor(live.page_map, meta["number"],
+                                            meta["memory_bytes"] // snapshot.PAGE_BYTES, stored, zeroed)
         record.checkpoints += 1
         try:
             self.pages.put(record, meta, frames, host, stack, page_map, delta, CHECKPOINT_RETAIN,

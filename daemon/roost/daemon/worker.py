@@ -29,6 +29,7 @@ import wasmtime
 from . import capture, dirty, engine, faults, hoststate, journal, pagemap, snapshot
 from .errors import LimitExceeded
 from .faults import Fault
+from .snapshot import CorruptPage
 from .journal import Replay, ReplayDiverged
 from .vfs import Vfs
 from .wasi import GuestExit, GuestTrap, WasiHost, initial_state
@@ -244,6 +245,9 @@ class Guest:
         blobs = [host, stack, array.array("I", stored).tobytes(), array.array("I", zeroed).tobytes(), *frames]
         meta["stored_bytes"] = sum(len(b) for b in blobs)
         meta["compress_seconds"] = time.monotonic() - began
+        if meta["number"] == faults.value(Fault.DIE_MID_CHECKPOINT_SEND):
+            self.link.send_torn(CHECKPOINT, meta, blobs)
+            faults.crash(Fault.DIE_MID_CHECKPOINT_SEND)
         self.link.send(CHECKPOINT, meta, blobs)
         if meta["number"] <= faults.value(Fault.DIE_AFTER_CHECKPOINT):
             faults.crash(Fault.DIE_AFTER_CHECKPOINT)
@@ -373,6 +377,11 @@ def serve(link: Link) -> int:
     except (wasmtime.WasmtimeError, wasmtime.Trap, ValueError, LimitExceeded) as e:
         link.send(END, {"state": "FAILED", "exit_code": -1,
                         "error": "instantiation failed: " + describe_trap(e)}, [frame.blobs[1]])
+        return 0
+    except CorruptPage as e:         # reported, never restored
+        link.send(END, {"state": "FAILED", "exit_code": -1,
+                        "error": f"restoring checkpoint {frame.meta['checkpoint']['number']}: {e}"},
+                  [frame.blobs[1]])
         return 0
     link.send(READY, {"pid": os.getpid(), "setup_seconds": time.monotonic() - began,
                       "checkpointable": guest.gate is not None})

@@ -74,6 +74,12 @@ class Link:
         with self._send_lock:
             self.sock.sendall(frame)
 
+    def send_torn(self, kind: bytes, meta: dict | None = None, blobs: tuple[bytes, ...] | list[bytes] = ()) -> None:
+        """Fault point only: the first half of a frame, as a worker killed mid-write leaves it."""
+        frame = encode(kind, meta, blobs)
+        with self._send_lock:
+            self.sock.sendall(frame[:len(frame) // 2])
+
     def send_output(self, fd: int, offset: int, data: bytes) -> None:
         head = _HEAD.pack(len(data) + 10, OUTPUT) + bytes((fd,)) + _U64.pack(offset)
         with self._send_lock:

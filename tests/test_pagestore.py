@@ -1,0 +1,131 @@
+"""Incremental checkpoints in a real LMDB store: random write patterns, memory growth and
+checkpoints (Hypothesis); restoring any retained checkpoint reproduces the memory exactly as it
+was; garbage collection keeps every page a retained checkpoint needs and nothing it doesn't; a
+corrupted page is reported, never restored."""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from roost.daemon import pagemap, snapshot
+from roost.daemon.pagemap import PageMap
+from roost.daemon.pagestore import PageStore
+from roost.daemon.records import ExecutionRecord
+from roost.daemon.snapshot import PAGE_BYTES, CorruptPage
+from roost.daemon.store import Store, log_key
+
+RETAIN = 2
+write = st.tuples(st.just("write"), st.integers(0, 63), st.integers(0, 4), st.integers(0, 255))
+grow = st.tuples(st.just("grow"), st.integers(1, 16), st.just(0), st.just(0))
+checkpoint = st.tuples(st.just("checkpoint"), st.just(0), st.just(0), st.just(0))
+ops = st.lists(st.one_of(write, write, write, grow, checkpoint), min_size=1, max_size=60)
+
+
+class Guest:
+    """A memory, the pages written since the last checkpoint, and the store's view of it."""
+
+    def __init__(self, store: Store) -> None:
+        self.memory = bytearray(4 * PAGE_BYTES)
+        self.dirty: set[int] = set(range(4))
+        self.pages = PageStore(store)
+        self.record = ExecutionRecord(id="e1", module_sha256="m", module_name="m", argv=["m"],
+                                      env=[], mounts=[])
+        self.page_map = PageMap()
+        self.number = 0
+        self.images: dict[int, bytes] = {}
+        self.stored_any: dict[int, bool] = {}
+
+    def write(self, page: int, run: int, value: int) -> None:
+        pages = len(self.memory) // PAGE_BYTES
+        for p in range(page % pages, min(pages, page % pages + run + 1)):
+            self.memory[p * PAGE_BYTES + value % 7] = value       # value 0 may zero a page
+            self.dirty.add(p)
+
+    def grow(self, pages: int) -> None:
+        start = len(self.memory) // PAGE_BYTES
+        self.memory.extend(bytes(pages * PAGE_BYTES))
+        self.dirty |= set(range(start, start + pages))
+
+    def checkpoint(self) -> None:
+        """What the worker and the supervisor do, minus the processes."""
+        self.number += 1
+        staged = [(p, bytes(self.memory[p * PAGE_BYTES:(p + 1) * PAGE_BYTES])) for p in sorted(self.dirty)]
+        frames, stored, zeroed = snapshot.encode_pages(staged)
+        self.page_map, delta = pagemap.successor(self.page_map, self.number,
+                                                 len(self.memory) // PAGE_BYTES, stored, zeroed)
+        manifest = {"number": self.number, "journal_seq": 0, "memory_bytes": len(self.memory)}
+        self.pages.put(self.record, manifest, frames, b"host", b"stack", self.page_map, delta, RETAIN)
+        self.images[self.number] = bytes(self.memory)
+        self.stored_any[self.number] = bool(stored)
+        self.dirty = set()
+
+    def restore(self, number: int) -> bytes:
+        saved = self.pages.load("e1", number)
+        return bytes(snapshot.image_from_versions(saved.frames, saved.page_map.versions,
+                                                  saved.manifest["memory_bytes"]))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops)
+def test_every_retained_checkpoint_restores_exactly(sequence):
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store(Path(tmp), 1 << 30)
+        guest = Guest(store)
+        for op, a, b, c in sequence + [("checkpoint", 0, 0, 0)]:
+            getattr(guest, op)(*(x for x in (a, b, c)[: {"write": 3, "grow": 1, "checkpoint": 0}[op]]))
+        latest = guest.pages.latest("e1")
+        assert latest["number"] == guest.number
+        for number in range(max(1, guest.number - RETAIN + 1), guest.number + 1):
+            assert guest.restore(number) == guest.images[number], number
+        _assert_only_needed_versions_kept(store, guest)
+        store.close()
+
+
+def _assert_only_needed_versions_kept(store: Store, guest: Guest) -> None:
+    """Frames exist for exactly the versions some retained checkpoint's map refers to."""
+    needed: set[int] = set()
+    for number in range(max(1, guest.number - RETAIN + 1), guest.number + 1):
+        needed |= guest.pages.load("e1", number).page_map.referenced()
+    with store.txn("listing frames") as txn:
+        have = {n for n in range(1, guest.number + 1)
+                if txn.get(log_key("e1", n) + b"/f" + bytes(4), db=store.dbs["pages"]) is not None}
+    assert have == {n for n in needed if guest.stored_any[n]}
+
+
+def test_little_change_costs_little_metadata(tmp_path):
+    """A 1 GiB-sized map changing one page: the checkpoint stores a delta, not a full map."""
+    store = Store(tmp_path, 1 << 30)
+    guest = Guest(store)
+    guest.grow(2000)
+    guest.checkpoint()
+    guest.write(5, 0, 9)
+    guest.checkpoint()
+    with store.txn("reading maps") as txn:
+        first = bytes(txn.get(log_key("e1", 1), db=store.dbs["pagemaps"]))
+        second = bytes(txn.get(log_key("e1", 2), db=store.dbs["pagemaps"]))
+    assert pagemap.is_full(first) and not pagemap.is_full(second)
+    assert len(second) < 64
+    for _ in range(pagemap.COMPACT_EVERY):
+        guest.write(7, 0, 3)
+        guest.checkpoint()
+    assert guest.restore(guest.number) == guest.images[guest.number]
+
+
+@pytest.mark.parametrize("where", ["index", "page crc", "compressed pages"])
+def test_corrupt_page_is_reported_not_restored(tmp_path, where):
+    store = Store(tmp_path, 1 << 30)
+    guest = Guest(store)
+    guest.write(1, 2, 77)
+    guest.checkpoint()
+    key = log_key("e1", 1) + b"/f" + bytes(4)
+    with store.txn("corrupting", write=True) as txn:
+        frame = bytearray(txn.get(key, db=store.dbs["pages"]))
+        at = {"index": 16, "page crc": 16 + 4 * 3, "compressed pages": len(frame) - 6}[where]
+        frame[at] ^= 0xFF
+        txn.put(key, bytes(frame), db=store.dbs["pages"])
+    with pytest.raises(CorruptPage):
+        guest.restore(1)
