@@ -3,17 +3,15 @@ restores from a checkpoint after kill -9 — always byte-identical to a plain wa
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
-import signal
 import subprocess
 import time
 
 from guestbuild import compile_guest
 from harness import BIN, Roostd, wait_until
 from native import run_native
-from test_durability import SEED, SPIN, _inspect, _kill_worker, _stdout_len
+from test_durability import SEED, SPIN, _alive, _inspect, _kill_worker, _stdout_len
 
 
 def _start(daemon, wasm, *args, opts=()):
@@ -120,13 +118,7 @@ def test_durable_sleep_wakes_at_the_original_deadline_across_restarts(fresh_roos
         b"sleeping 10.0 s\nwoke after at least the requested time: yes\n")    # as under wasmtime
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as f:        # a zombie is not alive
-        return f.read().split(")")[-1].split()[0] != "Z"
+
 
 
 def test_full_store_pauses_the_execution_and_loses_nothing(tmp_path):

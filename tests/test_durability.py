@@ -28,14 +28,26 @@ def _stdout_len(daemon: Roostd, exec_id: str) -> int:
 
 
 def _kill_worker(daemon: Roostd, exec_id: str) -> bool:
+    """kill -9 the execution's current worker; False if there is none alive right now (between
+    a death and its replacement the record still names the dead, maybe unreaped, worker)."""
     record = _inspect(daemon, exec_id)
-    if record["state"] != "RUNNING" or not record.get("worker_pid"):
+    pid = int(record.get("worker_pid") or 0)
+    if record["state"] != "RUNNING" or not pid or not _alive(pid):
         return False
     try:
-        os.kill(int(record["worker_pid"]), signal.SIGKILL)
+        os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         return False
     return True
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie awaiting its reaper."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
+    except (FileNotFoundError, ProcessLookupError):
+        return False
 
 
 def _check_clock_random(stdout: bytes, lines: int) -> None:
