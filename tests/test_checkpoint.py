@@ -195,3 +195,17 @@ def test_corrupt_checkpoint_is_reported_on_restore(tmp_path):
         assert f"restoring checkpoint {number}" in error and ("checksum" in error or "decode" in error), error
     finally:
         daemon.stop()
+
+
+def test_inspect_and_metrics_report_tracker_and_restore_time(roostd):
+    wasm = compile_guest("spin_print")
+    exec_id = _start(roostd, wasm, *SPIN)
+    wait_until(lambda: _stdout_len(roostd, exec_id) > 0, what="first output")
+    assert roostd.roost("pause", exec_id).returncode == 0
+    assert roostd.roost("resume", exec_id).returncode == 0
+    wait_until(lambda: _inspect(roostd, exec_id).get("restore_seconds", 0) > 0, what="restore time")
+    record = _inspect(roostd, exec_id)
+    assert record["dirty_tracker"] in ("uffd-wp-async", "hash")
+    text = roostd.metrics()
+    assert "roost_restore_seconds_count" in text and "roost_dirty_tracker_info" in text
+    roostd.roost("kill", exec_id)

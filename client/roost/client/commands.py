@@ -226,6 +226,8 @@ def inspect_lines(e: pb.Execution, now: float) -> list[tuple[str, str]]:
         ("journal_records", str(e.journal_records)),
         ("checkpoints", str(e.checkpoints)),
         ("restores", str(e.restores)),
+        ("restore_time", f"{e.restore_seconds * 1000:.1f}ms" if e.restore_seconds else "-"),
+        ("dirty_tracker", e.dirty_tracker or "-"),
         ("worker_pid", str(e.worker_pid) if e.worker_pid else "-"),
         ("node", e.node_id or "-"),
     ]

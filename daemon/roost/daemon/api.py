@@ -259,7 +259,8 @@ def execution_pb(r: ExecutionRecord) -> pb.Execution:
         host_calls=r.host_calls, memory_bytes=r.memory_bytes,
         memory_limit_bytes=r.memory_limit_bytes, cooperative=r.cooperative,
         checkpoint_every_seconds=r.checkpoint_every_seconds, node_id=r.node_id,
-        restores=r.restores, journal_records=r.journal_records, checkpoints=r.checkpoints)
+        restores=r.restores, journal_records=r.journal_records, checkpoints=r.checkpoints,
+        dirty_tracker=r.dirty_tracker, restore_seconds=r.restore_seconds)
 
 
 def handlers(service: ControlService) -> grpc.GenericRpcHandler:

@@ -43,6 +43,7 @@ class Config:
     asyncify_stack_bytes: int = 1 << 20          # per execution: the saved call stack's room
     durable_sleep_seconds: float = 2.0           # longer sleeps checkpoint and release the worker
     checkpoint_every_seconds: float = 60.0       # default period (bounds replay after a crash)
+    checkpoint_retain: int = 2                   # checkpoints kept per execution
     cache_dir: Path | None = None                # prepared-module artifacts (default data_dir/cache)
 
     def merge(self, values: dict[str, Any], origin: str) -> "Config":
@@ -78,7 +79,8 @@ SECTION_ALIASES = {"limits_memory_bytes": "memory_limit_bytes",
                    "grpc_threads": "grpc_threads",
                    "limits_asyncify_stack_bytes": "asyncify_stack_bytes",
                    "checkpoints_durable_sleep_seconds": "durable_sleep_seconds",
-                   "checkpoints_every_seconds": "checkpoint_every_seconds"}
+                   "checkpoints_every_seconds": "checkpoint_every_seconds",
+                   "checkpoints_retain": "checkpoint_retain"}
 
 
 def default_config_file() -> Path | None:

@@ -22,7 +22,7 @@ from grpc_reflection.v1alpha import reflection
 
 from roost.v1 import control_pb2
 
-from . import api, config as config_mod, metrics, notify
+from . import api, config as config_mod, dirty, metrics, notify
 from .errors import RoostError
 from .modules import ModuleRegistry
 from .store import Store
@@ -57,12 +57,14 @@ class Daemon:
         self.pool = WorkerPool(cfg.spare_workers)
         self.supervisor = Supervisor(self.store, self.modules, self.pool, cfg.node_id,
                                      cfg.memory_limit_bytes, cfg.durable_sleep_seconds,
-                                     cfg.checkpoint_every_seconds)
+                                     cfg.checkpoint_every_seconds, cfg.checkpoint_retain)
         resumed = self.supervisor.recover()
         if resumed:
             log.info("resumed %d executions that were running when roostd last stopped", resumed)
         self.supervisor.timers.start()
         metrics.register_states(self.supervisor.state_counts)
+        metrics.DIRTY_TRACKER.info({"tracker": "uffd-wp-async" if dirty.probe() is None else "hash",
+                                    "reason": dirty.probe() or ""})
         self.health = health.HealthServicer()
         self.server = self._grpc_server()
         self.metrics_server = metrics.serve(cfg.metrics_listen) if cfg.metrics_listen else None

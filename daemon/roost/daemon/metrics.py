@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Histogram, Info, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -45,6 +45,11 @@ CHECKPOINT_BYTES = Counter("roost_checkpoint_bytes", "Checkpoint bytes by kind (
                            "guest's memory size; dirty: pages written since the previous one; "
                            "stored: what was written, compressed)", ["kind"],
                            registry=REGISTRY)
+RESTORE_SECONDS = Histogram("roost_restore_seconds", "Rebuilding an execution from a checkpoint in "
+                            "a worker (page map, frames, memory, host state)", registry=REGISTRY,
+                            buckets=(.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
+DIRTY_TRACKER = Info("roost_dirty_tracker", "How checkpoints find written pages on this host "
+                     "(uffd-wp-async, or hash where userfaultfd is unavailable)", registry=REGISTRY)
 CHECKPOINT_WAIT = Histogram("roost_checkpoint_wait_seconds", "A checkpoint waiting for the "
                             "previous one's background write (checkpoints faster than the store)",
                             registry=REGISTRY, buckets=(0, .001, .01, .05, .1, .5, 1, 5))

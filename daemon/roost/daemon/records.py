@@ -65,6 +65,8 @@ class ExecutionRecord:
     restores: int = 0             # times a new worker took over (worker died, daemon restarted)
     journal_records: int = 0
     checkpoints: int = 0
+    dirty_tracker: str = ""       # how the latest checkpoint found written pages
+    restore_seconds: float = 0.0  # the latest restore: rebuilding memory and state in a worker
 
     def to_json(self) -> bytes:
         d = dataclasses.asdict(self)

@@ -34,7 +34,6 @@ log = logging.getLogger(__name__)
 SHUTDOWN = "roostd is shutting down"
 STORE_FAILED = "paused: the store could not take the execution's output"
 MAX_BARREN_DEATHS = 5   # workers in a row that die without making new progress: a crash loop
-CHECKPOINT_RETAIN = 2   # checkpoints kept per execution (full snapshots for now)
 
 
 @dataclass
@@ -55,7 +54,7 @@ class Supervisor:
     def __init__(self, store: Store, modules: ModuleRegistry, pool: WorkerPool,
                  node_id: str, default_memory_limit_bytes: int,
                  durable_sleep_seconds: float = 2.0,
-                 checkpoint_every_seconds: float = 0.0) -> None:
+                 checkpoint_every_seconds: float = 0.0, checkpoint_retain: int = 2) -> None:
         self.store = store
         self.modules = modules
         self.pool = pool
@@ -67,6 +66,7 @@ class Supervisor:
         self._stopping = False
         self.durable_sleep_seconds = durable_sleep_seconds
         self.checkpoint_every_seconds = checkpoint_every_seconds   # when a start gives none
+        self.checkpoint_retain = max(1, checkpoint_retain)
         self._committed = 0                  # checkpoints committed by this daemon (fault points)
         self.timers = Timers(store, self._wake)
         self.pages = PageStore(store)
@@ -231,6 +231,10 @@ class Supervisor:
             elif frame.kind == READY:
                 metrics.START_SECONDS.observe(time.monotonic() - live.requested_at)
                 live.checkpointable = bool(frame.meta.get("checkpointable"))
+                live.record.dirty_tracker = frame.meta.get("tracker", "")
+                if frame.meta.get("restore_seconds"):
+                    live.record.restore_seconds = frame.meta["restore_seconds"]
+                    metrics.RESTORE_SECONDS.observe(frame.meta["restore_seconds"])
             elif frame.kind == STATS:
                 self._count_calls(live, frame.meta.get("calls", {}))
             elif frame.kind == END:
@@ -269,7 +273,7 @@ class Supervisor:
                                             meta["memory_bytes"] // snapshot.PAGE_BYTES, stored, zeroed)
         record.checkpoints += 1
         try:
-            self.pages.put(record, meta, frames, host, stack, page_map, delta, CHECKPOINT_RETAIN,
+            self.pages.put(record, meta, frames, host, stack, page_map, delta, self.checkpoint_retain,
                            meta.get("wake_at_ns", 0))
         except StoreError:
             record.checkpoints -= 1

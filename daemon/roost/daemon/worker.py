@@ -166,6 +166,7 @@ class Guest:
         self.host.bind(self.store, self.memory)
         self.entry = exports["_start"]
         self.runner = capture.Runner(self.store, self.instance, manifest, self.host, self.gate) if manifest else None
+        restore_began = time.monotonic()
         if ckpt:
             versions = pagemap.decode(blobs[5], None).versions
             frames = zip(ckpt["frame_versions"], blobs[6:])
@@ -176,6 +177,7 @@ class Guest:
         if self.runner is not None:
             self.runner.copy_memory = False         # only dirty pages are copied (PageTracking)
             self.pages = PageTracking(self._memory_span, restored=bool(ckpt))
+        self.restore_seconds = time.monotonic() - restore_began if ckpt else 0.0
         self.request: Request | None = None
         self.paused = False
         self.sleeping = False
@@ -384,7 +386,9 @@ def serve(link: Link) -> int:
                   [frame.blobs[1]])
         return 0
     link.send(READY, {"pid": os.getpid(), "setup_seconds": time.monotonic() - began,
-                      "checkpointable": guest.gate is not None})
+                      "checkpointable": guest.gate is not None,
+                      "restore_seconds": guest.restore_seconds,
+                      "tracker": guest.pages.tracker.name if guest.runner is not None else ""})
     done = threading.Event()
     threading.Thread(target=_stats_loop, args=(link, guest, done), daemon=True).start()
     threading.Thread(target=_control_loop, args=(link, guest), daemon=True).start()
