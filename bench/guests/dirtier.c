@@ -2,7 +2,7 @@
  *
  *   dirtier MIB FRACTION PATTERN ROUNDS [RUN_PAGES] [QUIET_MS]
  *
- * Allocates MIB MiB and fills every page (so the first checkpoint stores all of it) with data
+ * Grows memory by MIB MiB and fills every page (so the first checkpoint stores all of it) with data
  * that compresses about like real heap contents (half the bytes pseudo-random), prints
  * "round 0", then for ROUNDS rounds (0: forever) writes one byte into each page of the set —
  * FRACTION of the pages, either `scattered` (single pages spread evenly) or `runs` (contiguous
@@ -37,8 +37,10 @@ int main(int argc, char **argv) {
     if (!runs && strcmp(argv[3], "scattered") != 0) { fprintf(stderr, "bad pattern %s\n", argv[3]); return 2; }
 
     size_t pages = (mib << 20) / PAGE;
-    volatile uint8_t *mem = malloc(pages * PAGE);
-    if (!mem) { fprintf(stderr, "cannot allocate %zu MiB\n", mib); return 1; }
+    /* memory.grow directly: malloc (sbrk takes a signed increment) refuses 2 GiB at once */
+    size_t old = __builtin_wasm_memory_grow(0, (mib << 20) / 65536);
+    if (old == (size_t)-1) { fprintf(stderr, "cannot allocate %zu MiB\n", mib); return 1; }
+    volatile uint8_t *mem = (volatile uint8_t *)(old * 65536);
 
     /* every page touched: half the bytes of each word random (zstd level 1: ~2:1) */
     uint64_t x = 0x9E3779B97F4A7C15ULL;

@@ -37,6 +37,7 @@ from .workerlink import CHECKPOINT, CONTROL, END, READY, START, STATS, Link
 
 STATS_INTERVAL_SECONDS = 1.0
 PAGE_BYTES = snapshot.PAGE_BYTES
+MAX_RUN_PAGES = 1 << 16      # ctypes.string_at takes a C int: copy at most 256 MiB at once
 JOURNAL_BATCH_BYTES = 64 << 10
 STOPPING = ("pause", "suspend", "sleep")    # checkpoint requests after which the worker exits
 
@@ -120,7 +121,7 @@ def copy_pages(base: int, pages: list[int]) -> list[tuple[int, bytes]]:
     i = 0
     while i < len(pages):
         j = i
-        while j + 1 < len(pages) and pages[j + 1] == pages[j] + 1:
+        while j + 1 < len(pages) and pages[j + 1] == pages[j] + 1 and j - i < MAX_RUN_PAGES:
             j += 1
         run = ctypes.string_at(base + pages[i] * PAGE_BYTES, (j - i + 1) * PAGE_BYTES)
         out += [(pages[k], run[(k - i) * PAGE_BYTES:(k - i + 1) * PAGE_BYTES]) for k in range(i, j + 1)]
