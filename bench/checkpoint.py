@@ -228,6 +228,7 @@ def one_checkpoint(client: Client, manifests: Manifests, exec_id: str) -> dict:
             "memory_bytes": r.memory_bytes, "stored_bytes": r.stored_bytes,
             "dirty_pages": m.get("dirty_pages"), "waited_ms": m.get("waited_seconds", 0) * 1e3,
             "compress_ms": m.get("compress_seconds", 0) * 1e3, "frames": m.get("frames"),
+            "collect_ms": m.get("collect_seconds", 0) * 1e3, "copy_ms": m.get("copy_seconds", 0) * 1e3,
             "map_bytes": m.get("map_bytes"), "tracker": m.get("tracker")}
 
 
@@ -250,7 +251,8 @@ def run_case(client: Client, manifests: Manifests, sha: str, wasm: Path, mib: in
         except Exception:
             pass
     med = {key: statistics.median(s[key] for s in samples)
-           for key in ("pause_ms", "tts_ms", "total_ms", "stored_bytes", "waited_ms", "compress_ms")}
+           for key in ("pause_ms", "tts_ms", "total_ms", "stored_bytes", "waited_ms", "compress_ms",
+                       "collect_ms", "copy_ms")}
     return {"size_mib": mib, "fraction": fraction, "pattern": pattern,
             "expected_dirty_pages": dirty_pages_of(mib, fraction),
             "dirty_pages": [s["dirty_pages"] for s in samples], "median": med,

@@ -209,3 +209,32 @@ def test_inspect_and_metrics_report_tracker_and_restore_time(roostd):
     text = roostd.metrics()
     assert "roost_restore_seconds_count" in text and "roost_dirty_tracker_info" in text
     roostd.roost("kill", exec_id)
+
+
+def test_large_checkpoints_stream_in_parts_and_a_torn_one_is_discarded(tmp_path):
+    """64 MiB rewritten every round: each checkpoint reaches the daemon in parts, written while
+    the rest is compressed. The worker dies after the first part of checkpoint 2: those frames
+    are never used, checkpoint 1 (itself streamed) restores, and the output is byte-identical."""
+    daemon = Roostd(tmp_path / "data", env={
+        "ROOST_FAULTS": f"die_mid_checkpoint_send=2@{tmp_path / 'fired'}"}).start()
+    try:
+        wasm = compile_guest("big_rewrite")
+        args = ["64", "12", "150"]
+        native = run_native(wasm, ["big_rewrite", *args])
+        exec_id = _start(daemon, wasm, *args, opts=("--checkpoint-every", "0.5"))
+        assert daemon.roost("wait", exec_id, timeout=300).returncode == native.exit_code == 0
+        assert (tmp_path / "fired").exists()
+        logs = daemon.roost("logs", exec_id)
+        assert (logs.stdout, logs.stderr) == (native.stdout, native.stderr)
+        info = _inspect(daemon, exec_id)
+        assert info["restores"] == 1 and info["checkpoints"] >= 2, info
+    finally:
+        daemon.stop()
+    from roost.daemon.pagestore import PageStore
+    from roost.daemon.store import Store
+    store = Store(tmp_path / "data" / "store", 1 << 30)
+    try:
+        latest = PageStore(store).latest(exec_id)
+        assert latest["parts"] >= 2 and latest["dirty_pages"] > 8192, latest
+    finally:
+        store.close()

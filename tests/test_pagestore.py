@@ -4,10 +4,13 @@ was; garbage collection keeps every page a retained checkpoint needs and nothing
 corrupted page is reported, never restored."""
 from __future__ import annotations
 
+import struct
 import tempfile
+import zlib
 from pathlib import Path
 
 import pytest
+import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -115,7 +118,7 @@ def test_little_change_costs_little_metadata(tmp_path):
     assert guest.restore(guest.number) == guest.images[guest.number]
 
 
-@pytest.mark.parametrize("where", ["index", "page crc", "compressed pages"])
+@pytest.mark.parametrize("where", ["index", "compressed pages", "content checksum"])
 def test_corrupt_page_is_reported_not_restored(tmp_path, where):
     store = Store(tmp_path, 1 << 30)
     guest = Guest(store)
@@ -124,8 +127,29 @@ def test_corrupt_page_is_reported_not_restored(tmp_path, where):
     key = log_key("e1", 1) + b"/f" + bytes(4)
     with store.txn("corrupting", write=True) as txn:
         frame = bytearray(txn.get(key, db=store.dbs["pages"]))
-        at = {"index": 16, "page crc": 16 + 4 * 3, "compressed pages": len(frame) - 6}[where]
+        body = 16 + 4 * 3                       # header, then 3 page indexes (pages 1..3)
+        at = {"index": 16, "compressed pages": body + (len(frame) - body) // 2,
+              "content checksum": len(frame) - 1}[where]
         frame[at] ^= 0xFF
         txn.put(key, bytes(frame), db=store.dbs["pages"])
     with pytest.raises(CorruptPage):
         guest.restore(1)
+
+
+def _frame_1_0(indexes: list[int], pages: list[bytes]) -> bytes:
+    """A page frame as format 1.0 wrote it (a crc32 per page, no zstd checksum)."""
+    arrays = struct.pack(f"<{len(indexes)}I", *indexes) + \
+        struct.pack(f"<{len(pages)}I", *(zlib.crc32(p) for p in pages))
+    return struct.pack("<4sHHII", b"RPGF", 1, 0, len(indexes), zlib.crc32(arrays)) + arrays + \
+        zstandard.ZstdCompressor(level=1).compress(b"".join(pages))
+
+
+def test_frames_of_format_1_0_still_restore():
+    pages = [bytes([7]) * PAGE_BYTES, bytes([9]) * PAGE_BYTES]
+    frame = _frame_1_0([0, 2], pages)
+    image = snapshot.image_from_versions([(1, frame)], [1, 0, 1], 3 * PAGE_BYTES)
+    assert bytes(image) == pages[0] + bytes(PAGE_BYTES) + pages[1]
+    bad = bytearray(frame)
+    bad[16 + 8 + 2] ^= 1                        # a page crc
+    with pytest.raises(CorruptPage):
+        snapshot.image_from_versions([(1, bytes(bad))], [1, 0, 1], 3 * PAGE_BYTES)

@@ -235,13 +235,17 @@ class Runner:
         memory = ctypes.string_at(base, size) if self.copy_memory else b""
         return GuestImage(memory, values, stack)
 
-    def restore(self, image: GuestImage) -> None:
-        """Load `image` into this (fresh, not yet run) instance; `run` then rewinds into it."""
+    def restore(self, image: GuestImage, memory_bytes: int | None = None) -> None:
+        """Load `image` into this (fresh, not yet run) instance; `run` then rewinds into it.
+        With `memory_bytes`, memory is only grown to that size and `image.memory` is ignored:
+        the caller writes the pages in itself (an incremental checkpoint's page by page)."""
+        pages = image.memory_pages if memory_bytes is None else memory_bytes // 65536
         have = self.memory.data_len(self.store) // 65536
-        if image.memory_pages > have:
-            self.memory.grow(self.store, image.memory_pages - have)
-        base = ctypes.addressof(self.memory.data_ptr(self.store).contents)
-        ctypes.memmove(base, image.memory, len(image.memory))
+        if pages > have:
+            self.memory.grow(self.store, pages - have)
+        if memory_bytes is None:
+            base = ctypes.addressof(self.memory.data_ptr(self.store).contents)
+            ctypes.memmove(base, image.memory, len(image.memory))
         for name, value in image.globals:
             self.globals[name].set_value(self.store, value)
         if len(image.asyncify) > self.control.data_end - self.control.data_start:

@@ -13,10 +13,10 @@ with memory size when little changed, and a restore applies a short chain.
 """
 from __future__ import annotations
 
-import array
 import struct
 from collections.abc import Iterable
 
+import numpy as np
 import zstandard
 
 from .errors import StoreError
@@ -25,43 +25,51 @@ FORMAT_VERSION = (1, 0)
 COMPACT_EVERY = 8
 _HEAD = struct.Struct("<4sHHI")
 
+Delta = np.ndarray
+"""The entries a checkpoint changed: an (n, 2) u32 array of (page, version), sorted by page."""
+
 
 class PageMap:
-    """page index -> version (checkpoint number; 0 = zero page), as a compact u32 array."""
+    """page index -> version (checkpoint number; 0 = zero page), as a u32 array (numpy: a map
+    of a 2 GiB guest has 512 K entries, and every checkpoint copies and updates one)."""
 
-    def __init__(self, versions: array.array | None = None) -> None:
-        self.versions = versions if versions is not None else array.array("I")
+    def __init__(self, versions: np.ndarray | None = None) -> None:
+        self.versions = versions if versions is not None else np.zeros(0, np.uint32)
 
     @property
     def pages(self) -> int:
         return len(self.versions)
 
     def copy(self) -> "PageMap":
-        return PageMap(array.array("I", self.versions))
+        return PageMap(self.versions.copy())
 
     def resize(self, pages: int) -> None:
         """Memory only grows; new pages are zero until written."""
         if pages > len(self.versions):
-            self.versions.frombytes(bytes(4 * (pages - len(self.versions))))
+            self.versions = np.concatenate([self.versions, np.zeros(pages - len(self.versions), np.uint32)])
 
-    def apply(self, number: int, stored: Iterable[int], zeroed: Iterable[int]) -> list[tuple[int, int]]:
+    def apply(self, number: int, stored: Iterable[int], zeroed: Iterable[int]) -> Delta:
         """Point `stored` pages at checkpoint `number` and `zeroed` ones at 0; the delta."""
-        delta = []
-        for page in stored:
-            self.versions[page] = number
-            delta.append((page, number))
-        for page in zeroed:
-            self.versions[page] = 0
-            delta.append((page, 0))
-        return delta
+        stored = np.asarray(stored, dtype=np.int64).reshape(-1)
+        zeroed = np.asarray(zeroed, dtype=np.int64).reshape(-1)
+        self.versions[stored] = number
+        self.versions[zeroed] = 0
+        pages = np.concatenate([stored, zeroed])
+        delta = np.empty((len(pages), 2), np.uint32)
+        delta[:, 0] = pages
+        delta[:, 1] = self.versions[pages]
+        return delta[np.argsort(delta[:, 0], kind="stable")]
 
     def referenced(self) -> set[int]:
         """Checkpoint numbers this map needs pages from."""
-        return set(self.versions) - {0}
+        if not len(self.versions):
+            return set()
+        used = np.flatnonzero(np.bincount(self.versions))
+        return set(used[used > 0].tolist())
 
 
 def successor(previous: PageMap, number: int, pages: int, stored: Iterable[int],
-              zeroed: Iterable[int]) -> tuple[PageMap, list[tuple[int, int]]]:
+              zeroed: Iterable[int]) -> tuple[PageMap, Delta]:
     """The map of checkpoint `number` (memory of `pages` pages) from the previous checkpoint's
     map and the pages written since: stored ones now live in `number`, zeroed ones nowhere."""
     page_map = previous.copy()
@@ -71,11 +79,11 @@ def successor(previous: PageMap, number: int, pages: int, stored: Iterable[int],
 
 def encode_full(m: PageMap) -> bytes:
     return _HEAD.pack(b"RPMF", *FORMAT_VERSION, m.pages) + \
-        zstandard.ZstdCompressor(level=1).compress(m.versions.tobytes())
+        zstandard.ZstdCompressor(level=1).compress(m.versions.astype("<u4").tobytes())
 
 
-def encode_delta(pages: int, delta: list[tuple[int, int]]) -> bytes:
-    flat = array.array("I", [x for pair in sorted(delta) for x in pair])
+def encode_delta(pages: int, delta: Delta) -> bytes:
+    flat = np.ascontiguousarray(delta, dtype="<u4")
     return _HEAD.pack(b"RPMD", *FORMAT_VERSION, pages) + struct.pack("<I", len(delta)) + \
         zstandard.ZstdCompressor(level=1).compress(flat.tobytes())
 
@@ -90,17 +98,13 @@ def decode(raw: bytes, base: PageMap | None) -> PageMap:
     if major != FORMAT_VERSION[0] or minor > FORMAT_VERSION[1] or magic not in (b"RPMF", b"RPMD"):
         raise StoreError(f"page map: bad magic {magic!r} or unsupported version {major}.{minor}")
     if magic == b"RPMF":
-        versions = array.array("I")
-        versions.frombytes(zstandard.ZstdDecompressor().decompress(raw[_HEAD.size:],
-                                                                  max_output_size=4 * pages))
-        return PageMap(versions)
+        body = zstandard.ZstdDecompressor().decompress(raw[_HEAD.size:], max_output_size=4 * pages)
+        return PageMap(np.frombuffer(body, "<u4").astype(np.uint32))
     if base is None:
         raise StoreError("page map: a delta without the map it applies to")
     (n,) = struct.unpack_from("<I", raw, _HEAD.size)
-    flat = array.array("I")
-    flat.frombytes(zstandard.ZstdDecompressor().decompress(raw[_HEAD.size + 4:],
-                                                          max_output_size=8 * n))
+    body = zstandard.ZstdDecompressor().decompress(raw[_HEAD.size + 4:], max_output_size=8 * n)
+    flat = np.frombuffer(body, "<u4").reshape(-1, 2)
     base.resize(pages)
-    for i in range(0, len(flat), 2):
-        base.versions[flat[i]] = flat[i + 1]
+    base.versions[flat[:, 0].astype(np.int64)] = flat[:, 1]
     return base

@@ -6,6 +6,13 @@ restore reads the map, then for each version it names, that version's frames, an
 page from exactly one version. Versions no retained checkpoint's map refers to are deleted, in
 the same transaction that writes the checkpoint; so are maps no retained chain needs, and
 journal records older than the oldest retained checkpoint.
+
+A large checkpoint's frames arrive in parts while the worker still compresses the rest; each
+part is written in a transaction of its own (`put_frames`), so the disk writes while the
+worker compresses. Those frames are invisible until the checkpoint's manifest commits (`put`):
+nothing reads a version no manifest names. Frames of a checkpoint that never committed (its
+worker or roostd died) are deleted before the next worker starts (`discard_after`) and again
+by the first part of the next attempt at that number.
 """
 from __future__ import annotations
 
@@ -14,7 +21,7 @@ import struct
 from dataclasses import dataclass
 
 from . import pagemap
-from .errors import NotFound
+from .errors import NotFound, StoreError
 from .pagemap import PageMap
 from .records import ExecutionRecord
 from .store import Store, delete_prefix, delete_range, log_key
@@ -36,16 +43,43 @@ class PageStore:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.dbs = store.dbs
+        # (execution, checkpoint) -> versions its map refers to, for the retained checkpoints:
+        # garbage collection needs them at every checkpoint, and rebuilding them means decoding
+        # a map chain of up to 512 K entries per retained checkpoint.
+        self._referenced: dict[tuple[str, int], frozenset[int]] = {}
+
+    def put_frames(self, exec_id: str, number: int, first: int, frames: list) -> None:
+        """Store frames `first`, `first+1`, ... of checkpoint `number`, not yet committed."""
+        base = log_key(exec_id, number)
+        self.store.check_room(f"storing pages of checkpoint {number} of {exec_id}")
+        with self.store.txn(f"storing pages of checkpoint {number} of {exec_id}", write=True) as txn:
+            if first == 0:                 # a torn earlier attempt at this number
+                delete_prefix(txn, self.dbs["pages"], base + b"/")
+            self._put_frames(txn, base, first, frames)
+
+    def _put_frames(self, txn, base: bytes, first: int, frames: list) -> None:
+        for i, frame in enumerate(frames, first):
+            txn.put(base + b"/f" + struct.pack(">I", i), frame, db=self.dbs["pages"])
+
+    def discard_after(self, exec_id: str, number: int) -> None:
+        """Delete the frames of checkpoints after `number` (started, never committed)."""
+        with self.store.txn(f"discarding unfinished checkpoints of {exec_id}", write=True) as txn:
+            delete_range(txn, self.dbs["pages"], log_key(exec_id, number + 1),
+                         exec_id.encode() + b"\x01")
 
     def put(self, record: ExecutionRecord, manifest: dict, frames: list[bytes], host: bytes,
-            stack: bytes, page_map: PageMap, delta: list[tuple[int, int]], retain: int,
-            wake_at_ns: int = 0) -> None:
+            stack: bytes, page_map: PageMap, delta: pagemap.Delta, retain: int,
+            wake_at_ns: int = 0, streamed: int = 0) -> None:
         """Commit one checkpoint with its map (delta or compacted full), the record that counts
-        it and its durable-sleep timer; garbage-collect in the same transaction."""
+        it and its durable-sleep timer; garbage-collect in the same transaction. `streamed`:
+        frames already stored by `put_frames`; `frames` follow them."""
         exec_id, number = record.id, manifest["number"]
         base = log_key(exec_id, number)
         self.store.check_room(f"storing checkpoint {number} of {exec_id}")
         with self.store.txn(f"storing checkpoint {number} of {exec_id}", write=True) as txn:
+            if streamed and txn.get(base + b"/f" + struct.pack(">I", streamed - 1),
+                                    db=self.dbs["pages"]) is None:
+                raise StoreError(f"checkpoint {number} of {exec_id}: its streamed pages are missing")
             prev = self._manifest(txn, exec_id, number - 1)
             full = (prev is None or number - prev["map_base"] >= pagemap.COMPACT_EVERY
                     or 2 * (prev.get("chain_entries", 0) + len(delta)) > page_map.pages)
@@ -53,8 +87,9 @@ class PageStore:
             manifest["chain_entries"] = 0 if full else prev.get("chain_entries", 0) + len(delta)
             raw = pagemap.encode_full(page_map) if full else pagemap.encode_delta(page_map.pages, delta)
             manifest["map_bytes"] = len(raw)
-            for i, frame in enumerate(frames):
-                txn.put(base + b"/f" + struct.pack(">I", i), frame, db=self.dbs["pages"])
+            if not streamed:
+                delete_prefix(txn, self.dbs["pages"], base + b"/")
+            self._put_frames(txn, base, streamed, frames)
             txn.put(base + b"/host", host, db=self.dbs["pages"])
             txn.put(base + b"/stack", stack, db=self.dbs["pages"])
             txn.put(base, raw, db=self.dbs["pagemaps"])
@@ -62,16 +97,21 @@ class PageStore:
             txn.put(exec_id.encode(), record.to_json(), db=self.dbs["executions"])
             if wake_at_ns:
                 txn.put(exec_id.encode(), _SEQ.pack(wake_at_ns), db=self.dbs["timers"])
-            self._collect_garbage(txn, exec_id, retain)
+            referenced = frozenset(page_map.referenced())
+            self._collect_garbage(txn, exec_id, retain, (number, referenced))
+        self._referenced[(exec_id, number)] = referenced
 
-    def _collect_garbage(self, txn, exec_id: str, retain: int) -> None:
+    def _collect_garbage(self, txn, exec_id: str, retain: int,
+                         new: tuple[int, frozenset[int]]) -> None:
         numbers = self._numbers(txn, exec_id)
         kept = numbers[-retain:]
         needed_maps = min(self._manifest(txn, exec_id, n)["map_base"] for n in kept)
         referenced: set[int] = set(kept)
         for n in kept:
-            referenced |= self._map(txn, exec_id, n).referenced()
+            referenced |= new[1] if n == new[0] else self._referenced_by(txn, exec_id, n)
         for n in numbers:
+            if n not in kept:
+                self._referenced.pop((exec_id, n), None)
             base = log_key(exec_id, n)
             if n not in referenced:
                 delete_prefix(txn, self.dbs["pages"], base + b"/")
@@ -84,6 +124,12 @@ class PageStore:
         oldest = self._manifest(txn, exec_id, kept[0])
         delete_range(txn, self.dbs["journal"], log_key(exec_id, 0),
                      log_key(exec_id, oldest["journal_seq"]))
+
+    def _referenced_by(self, txn, exec_id: str, number: int) -> frozenset[int]:
+        key = (exec_id, number)
+        if key not in self._referenced:
+            self._referenced[key] = frozenset(self._map(txn, exec_id, number).referenced())
+        return self._referenced[key]
 
     def _numbers(self, txn, exec_id: str) -> list[int]:
         prefix = exec_id.encode() + b"\x00"

@@ -7,7 +7,6 @@ and after a daemon restart.
 """
 from __future__ import annotations
 
-import array
 import logging
 import secrets
 import signal
@@ -16,6 +15,8 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+
+import numpy as np
 
 from . import faults, hoststate, journal, metrics, pagemap, snapshot
 from .errors import InvalidRequest, NotFound, StateConflict, StoreError, TimedOut
@@ -27,7 +28,7 @@ from .records import ExecutionRecord, State
 from .store import Store
 from .timers import Timers
 from .vfs import Entry, Vfs
-from .workerlink import CHECKPOINT, CONTROL, END, JOURNAL, OUTPUT, READY, START, STATS, Frame
+from .workerlink import CHECKPOINT, CONTROL, END, JOURNAL, OUTPUT, PAGES, READY, START, STATS, Frame
 from .workers import WorkerPool
 
 log = logging.getLogger(__name__)
@@ -157,6 +158,8 @@ class Supervisor:
                                 f"prepares version {manifest.get('prepare_version')}")
         first = ckpt["journal_seq"] if ckpt else 0
         replay = self.store.read_journal(record.id, first) if restore else []
+        if restore:                        # pages of a checkpoint a dead worker never finished
+            self.pages.discard_after(record.id, ckpt["number"] if ckpt else 0)
         worker = self.pool.take()
         next_seq = self.store.next_seq("logs", record.id) if restore else 0
         journal_seq = self.store.next_seq("journal", record.id) if restore else 0
@@ -223,6 +226,8 @@ class Supervisor:
                     merge_output(outputs, frame.fd, data)
             elif frame.kind == JOURNAL:
                 records.append(frame.data)
+            elif frame.kind == PAGES:
+                self._store_pages(live, frame)
             elif frame.kind == CHECKPOINT:
                 if outputs or records:        # what preceded it is durable first
                     self._append(live, outputs, records)
@@ -264,17 +269,28 @@ class Supervisor:
             live.next_seq += len(outputs)
             live.changed.notify_all()
 
+    def _store_pages(self, live: Live, frame: Frame) -> None:
+        """A part of a checkpoint's frames, written now (uncommitted) while the worker
+        compresses the next part."""
+        number, first = int(frame.meta["number"]), int(frame.meta["first_frame"])
+        if first != (live.streamed[1] if live.streamed[0] == number else 0):
+            raise StoreError(f"checkpoint {number}: pages from frame {first} arrived out of order")
+        self.pages.put_frames(live.record.id, number, first, frame.blobs)
+        live.streamed = (number, first + len(frame.blobs))
+
     def _store_checkpoint(self, live: Live, frame: Frame) -> None:
         meta, record = dict(frame.meta), live.record
         host, stack, frames = frame.blobs[0], frame.blobs[1], frame.blobs[4:]
-        stored, zeroed = array.array("I", frame.blobs[2]), array.array("I", frame.blobs[3])
-        meta["frames"] = len(frames)
+        stored, zeroed = np.frombuffer(frame.blobs[2], "<u4"), np.frombuffer(frame.blobs[3], "<u4")
+        streamed = live.streamed[1] if live.streamed[0] == meta["number"] else 0
+        live.streamed = (0, 0)
+        meta["frames"] = streamed + len(frames)
         page_map, delta = pagemap.successor(live.page_map, meta["number"],
                                             meta["memory_bytes"] // snapshot.PAGE_BYTES, stored, zeroed)
         record.checkpoints += 1
         try:
             self.pages.put(record, meta, frames, host, stack, page_map, delta, self.checkpoint_retain,
-                           meta.get("wake_at_ns", 0))
+                           meta.get("wake_at_ns", 0), streamed=streamed)
         except StoreError:
             record.checkpoints -= 1
             raise

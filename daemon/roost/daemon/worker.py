@@ -14,7 +14,6 @@ sent as one CHECKPOINT frame, then it continues (or, for a pause, the worker exi
 """
 from __future__ import annotations
 
-import array
 import ctypes
 import os
 import signal
@@ -24,20 +23,21 @@ import threading
 import time
 from collections.abc import Callable
 
+import numpy as np
 import wasmtime
 
-from . import capture, dirty, engine, faults, hoststate, journal, pagemap, snapshot
+from . import capture, dirty, engine, faults, hoststate, journal, pagemap, snapshot, staging
 from .errors import LimitExceeded
 from .faults import Fault
 from .snapshot import CorruptPage
 from .journal import Replay, ReplayDiverged
 from .vfs import Vfs
 from .wasi import GuestExit, GuestTrap, WasiHost, initial_state
-from .workerlink import CHECKPOINT, CONTROL, END, READY, START, STATS, Link
+from .workerlink import CHECKPOINT, CONTROL, END, PAGES, READY, START, STATS, Link
 
 STATS_INTERVAL_SECONDS = 1.0
 PAGE_BYTES = snapshot.PAGE_BYTES
-MAX_RUN_PAGES = 1 << 16      # ctypes.string_at takes a C int: copy at most 256 MiB at once
+PART_PAGES = 8192            # 32 MiB of a checkpoint's pages per streamed part
 JOURNAL_BATCH_BYTES = 64 << 10
 STOPPING = ("pause", "suspend", "sleep")    # checkpoint requests after which the worker exits
 
@@ -108,25 +108,11 @@ class PageTracking:
         if restored:                 # the restored image is the baseline, not a change
             self.tracker.collect()
 
-    def collect(self, size: int) -> list[int]:
+    def collect(self, size: int) -> dirty.PageRuns:
         if size > self.size:
             self.tracker.grow(size)
             self.size = size
-        return self.tracker.collect()
-
-
-def copy_pages(base: int, pages: list[int]) -> list[tuple[int, bytes]]:
-    """Copy pages out of guest memory (runs of adjacent pages in one copy each)."""
-    out: list[tuple[int, bytes]] = []
-    i = 0
-    while i < len(pages):
-        j = i
-        while j + 1 < len(pages) and pages[j + 1] == pages[j] + 1 and j - i < MAX_RUN_PAGES:
-            j += 1
-        run = ctypes.string_at(base + pages[i] * PAGE_BYTES, (j - i + 1) * PAGE_BYTES)
-        out += [(pages[k], run[(k - i) * PAGE_BYTES:(k - i + 1) * PAGE_BYTES]) for k in range(i, j + 1)]
-        i = j + 1
-    return out
+        return self.tracker.collect_runs()
 
 
 class Request:
@@ -169,15 +155,13 @@ class Guest:
         self.runner = capture.Runner(self.store, self.instance, manifest, self.host, self.gate) if manifest else None
         restore_began = time.monotonic()
         if ckpt:
-            versions = pagemap.decode(blobs[5], None).versions
-            frames = zip(ckpt["frame_versions"], blobs[6:])
-            memory = snapshot.image_from_versions(frames, versions, int(ckpt["memory_bytes"]))
-            image = capture.GuestImage(bytes(memory), tuple(tuple(g) for g in ckpt["globals"]), blobs[4])
-            self.runner.restore(image)
+            self._restore(ckpt, blobs)
         self._background: threading.Thread | None = None
         if self.runner is not None:
             self.runner.copy_memory = False         # only dirty pages are copied (PageTracking)
             self.pages = PageTracking(self._memory_span, restored=bool(ckpt))
+            self.staging = staging.StagingBuffer()
+            self.encoder = snapshot.Encoder(threads=min(2, os.cpu_count() or 1))
         self.restore_seconds = time.monotonic() - restore_began if ckpt else 0.0
         self.request: Request | None = None
         self.paused = False
@@ -189,6 +173,20 @@ class Guest:
             self.host.suspend_sleep = self._suspend_sleep
             self.host.durable_sleep_ns = int(float(spec["durable_sleep_seconds"]) * 1e9)
         self.checkpoints = int(ckpt["number"]) if ckpt else 0
+
+    def _restore(self, ckpt: dict, blobs: list[bytes]) -> None:
+        """Write the checkpoint's pages straight into the guest's memory: no full-size image
+        in between, and pages never written stay unpopulated. Pages the instantiation's data
+        segments wrote that the checkpoint holds as zeros are zeroed first."""
+        size = int(ckpt["memory_bytes"])
+        initial = self.memory.data_len(self.store)
+        image = capture.GuestImage(b"", tuple(tuple(g) for g in ckpt["globals"]), blobs[4])
+        self.runner.restore(image, memory_bytes=size)
+        versions = pagemap.decode(blobs[5], None).versions
+        memory = staging.guest_pages(*self._memory_span())
+        preset = min(initial // PAGE_BYTES, len(versions))
+        memory[:preset][versions[:preset] == 0] = 0
+        snapshot.restore_pages(memory, zip(ckpt["frame_versions"], blobs[6:]), versions)
 
     # ---- checkpoint requests (any thread) ----
     def ask(self, action: str, request_id: int) -> bool:
@@ -221,14 +219,19 @@ class Guest:
         request = request or Request("checkpoint", 0)
         self.checkpoints += 1
         base, size = self._memory_span()
-        staged = copy_pages(base, self.pages.collect(size))
+        collect_began = time.monotonic()
+        runs = self.pages.collect(size)
+        copy_began = time.monotonic()
+        staged = self.staging.stage(base, size, runs)
+        copied = time.monotonic()
         meta = {"number": self.checkpoints, "reason": request.action, "request": request.request_id,
                 "journal_seq": self.journal.position, "stdout_offset": self.output.offsets[1],
                 "stderr_offset": self.output.offsets[2], "memory_bytes": size,
                 "globals": [list(g) for g in image.globals], "created_at": time.time(),
                 "time_to_safepoint_seconds": stopped - request.at, "wake_at_ns": request.wake_at_ns,
                 "prepare_version": self.spec["manifest"].get("prepare_version"),
-                "dirty_pages": len(staged), "waited_seconds": waited,
+                "dirty_pages": len(staged), "dirty_runs": len(runs), "waited_seconds": waited,
+                "collect_seconds": copy_began - collect_began, "copy_seconds": copied - copy_began,
                 "tracker": self.pages.tracker.name}
         host = hoststate.encode(self.host.save())
         self.journal.flush()                 # the checkpoint's journal position is durable first
@@ -240,14 +243,36 @@ class Guest:
         self.sleeping = request.action == "sleep"
         return not self.paused
 
-    def _send_checkpoint(self, meta: dict, host: bytes, stack: bytes,
-                         staged: list[tuple[int, bytes]]) -> None:
-        """Off the guest's critical path (the second core, when it is free)."""
+    def _send_checkpoint(self, meta: dict, host: bytes, stack: bytes, staged: staging.Staged) -> None:
+        """Off the guest's critical path: compress the staged pages (at low priority, on the
+        cores the guest leaves idle) and stream them to the supervisor in parts, so the daemon
+        writes part k while part k+1 is compressed; the last part rides with the CHECKPOINT."""
         began = time.monotonic()
-        frames, stored, zeroed = snapshot.encode_pages(staged)
-        blobs = [host, stack, array.array("I", stored).tobytes(), array.array("I", zeroed).tobytes(), *frames]
-        meta["stored_bytes"] = sum(len(b) for b in blobs)
+        n = len(staged)
+        bounds = [(k, min(n, k + PART_PAGES)) for k in range(0, n, PART_PAGES)] or [(0, 0)]
+        encodings = [self.encoder.submit(staged.indexes[a:b], staged.pages[a:b]) for a, b in bounds[:2]]
+        stored, zeroed, sent, stored_bytes = [], [], 0, 0
+        for i in range(len(bounds)):
+            frames, part_stored, part_zeroed = encodings[i].result()
+            if i + 2 < len(bounds):          # keep one part compressing ahead of the send
+                a, b = bounds[i + 2]
+                encodings.append(self.encoder.submit(staged.indexes[a:b], staged.pages[a:b]))
+            stored.append(part_stored)
+            zeroed.append(part_zeroed)
+            stored_bytes += sum(len(f) for f in frames)
+            if i == len(bounds) - 1:
+                break
+            self.link.send(PAGES, {"number": meta["number"], "first_frame": sent}, frames)
+            sent += len(frames)
+            if meta["number"] == faults.value(Fault.DIE_MID_CHECKPOINT_SEND):
+                self.link.send_torn(PAGES, {"number": meta["number"], "first_frame": sent}, frames)
+                faults.crash(Fault.DIE_MID_CHECKPOINT_SEND)
+        self.staging.fit(n)                  # ready, pre-faulted, for a dirty set like this one
+        blobs = [host, stack, np.concatenate(stored).astype("<u4").tobytes(),
+                 np.concatenate(zeroed).astype("<u4").tobytes(), *frames]
+        meta["stored_bytes"] = stored_bytes + len(host) + len(stack)
         meta["compress_seconds"] = time.monotonic() - began
+        meta["parts"] = len(bounds)
         if meta["number"] == faults.value(Fault.DIE_MID_CHECKPOINT_SEND):
             self.link.send_torn(CHECKPOINT, meta, blobs)
             faults.crash(Fault.DIE_MID_CHECKPOINT_SEND)

@@ -6,8 +6,9 @@
               any other:    u32 meta length, meta JSON, then blobs as (u64 length, bytes)*
 
 Kinds: START (supervisor -> worker: spec, stdin, filesystem, journal to replay, checkpoint to
-restore) and CONTROL (checkpoint / pause requests); READY, OUTPUT, JOURNAL, CHECKPOINT (meta,
-host state, asyncify stack, page frames), STATS and END (worker -> supervisor). OUTPUT carries the byte offset of the data in its
+restore) and CONTROL (checkpoint / pause requests); READY, OUTPUT, JOURNAL, PAGES (a part of a
+checkpoint's page frames, sent while the rest is compressed), CHECKPOINT (meta, host state,
+asyncify stack, page lists, the last page frames), STATS and END (worker -> supervisor). OUTPUT carries the byte offset of the data in its
 stream, so output that a recovering guest produces again is recognised and not stored twice. The reader returns every complete frame it has buffered, so one LMDB
 transaction can absorb a burst of guest output.
 """
@@ -21,9 +22,12 @@ from dataclasses import dataclass, field
 
 START, READY, OUTPUT, JOURNAL, STATS, END = b"S", b"R", b"O", b"J", b"T", b"E"
 CONTROL, CHECKPOINT = b"C", b"K"      # supervisor -> worker request; worker -> supervisor checkpoint
+PAGES = b"P"                          # worker -> supervisor: a part of a checkpoint's page frames
 _HEAD = struct.Struct("<Qc")
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
+_IOV_MAX = 512                 # buffers per sendmsg (Linux allows 1024)
+BIG_FRAME = 1 << 20            # frames above this are received into their own buffer
 
 
 @dataclass
@@ -36,16 +40,36 @@ class Frame:
     data: bytes = b""    # OUTPUT and JOURNAL
 
 
-def encode(kind: bytes, meta: dict | None = None, blobs: tuple[bytes, ...] | list[bytes] = ()) -> bytes:
+def _parts(kind: bytes, meta: dict | None, blobs) -> list:
     raw = json.dumps(meta or {}).encode()
-    parts = [_U32.pack(len(raw)), raw]
+    parts: list = [b"", _U32.pack(len(raw)) + raw]
     for blob in blobs:
         parts += [_U64.pack(len(blob)), blob]
-    body = b"".join(parts)
-    return _HEAD.pack(len(body) + 1, kind) + body
+    parts[0] = _HEAD.pack(sum(len(p) for p in parts) + 1, kind)
+    return parts
 
 
-def _decode(kind: bytes, body: memoryview) -> Frame:
+def encode(kind: bytes, meta: dict | None = None, blobs: tuple[bytes, ...] | list[bytes] = ()) -> bytes:
+    return b"".join(_parts(kind, meta, blobs))
+
+
+def _send_buffers(sock: socket.socket, buffers: list) -> None:
+    """sendall for a list of buffers, without joining them."""
+    views = [memoryview(b).cast("B") for b in buffers if len(b)]
+    i = 0
+    while i < len(views):
+        sent = sock.sendmsg(views[i:i + _IOV_MAX])
+        while sent and i < len(views):
+            if sent >= len(views[i]):
+                sent -= len(views[i])
+                i += 1
+            else:
+                views[i] = views[i][sent:]
+                sent = 0
+
+
+def _decode(kind: bytes, body: memoryview, views: bool = False) -> Frame:
+    """`views`: blobs stay views of `body` (a large frame's own buffer) instead of copies."""
     if kind == OUTPUT:
         return Frame(kind, fd=body[0], offset=_U64.unpack_from(body, 1)[0], data=bytes(body[9:]))
     if kind == JOURNAL:
@@ -55,7 +79,8 @@ def _decode(kind: bytes, body: memoryview) -> Frame:
     blobs, off = [], 4 + n
     while off < len(body):
         (size,) = _U64.unpack_from(body, off)
-        blobs.append(bytes(body[off + 8:off + 8 + size]))
+        blob = body[off + 8:off + 8 + size]
+        blobs.append(blob if views else bytes(blob))
         off += 8 + size
     return Frame(kind, meta, blobs)
 
@@ -70,9 +95,9 @@ class Link:
         self._pending: list[Frame] = []
 
     def send(self, kind: bytes, meta: dict | None = None, blobs: tuple[bytes, ...] | list[bytes] = ()) -> None:
-        frame = encode(kind, meta, blobs)
+        parts = _parts(kind, meta, blobs)
         with self._send_lock:
-            self.sock.sendall(frame)
+            _send_buffers(self.sock, parts)
 
     def send_torn(self, kind: bytes, meta: dict | None = None, blobs: tuple[bytes, ...] | list[bytes] = ()) -> None:
         """Fault point only: the first half of a frame, as a worker killed mid-write leaves it."""
@@ -100,6 +125,9 @@ class Link:
             frames = self._parse()
             if frames:
                 return frames
+            if len(self._buf) >= _HEAD.size and _HEAD.unpack_from(self._buf)[0] > BIG_FRAME:
+                big = self._read_big()
+                return [big] if big is not None else None
             try:
                 chunk = self.sock.recv(1 << 20)
             except (ConnectionResetError, OSError):
@@ -107,6 +135,24 @@ class Link:
             if not chunk:
                 return None
             self._buf += chunk
+
+    def _read_big(self) -> Frame | None:
+        """The rest of the large frame that the buffer starts with, received in place."""
+        length, kind = _HEAD.unpack_from(self._buf)
+        body = bytearray(length - 1)
+        have = len(self._buf) - _HEAD.size
+        body[:have] = self._buf[_HEAD.size:]
+        del self._buf[:]
+        view = memoryview(body)
+        while have < len(body):
+            try:
+                got = self.sock.recv_into(view[have:])
+            except (ConnectionResetError, OSError):
+                got = 0
+            if not got:
+                return None
+            have += got
+        return _decode(kind, view, views=kind in (CHECKPOINT, PAGES))
 
     def read_one(self) -> Frame | None:
         """The next frame; any others already received stay queued for read_batch."""
