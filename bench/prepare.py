@@ -20,7 +20,7 @@ from pathlib import Path
 
 import wasmtime
 
-from common import ROOT, percentile, print_table, write_result  # noqa: I001
+from common import percentile, print_table, write_result  # noqa: I001
 from guestbuild import compile_guest
 from roost.daemon.capture import Gate, Runner, define_safepoint
 from roost.daemon.wasi import WasiHost, initial_state

@@ -4,7 +4,6 @@ Every integration test compares roost's output for a guest byte for byte with th
 """
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import random
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 

@@ -9,7 +9,6 @@ import os
 import random
 import signal
 import socket
-import subprocess
 
 import grpc
 import pytest

@@ -281,3 +281,23 @@ def test_writes_racing_with_collect_are_never_lost() -> None:
     lost = {p: d for p, d in writer.latest.items() if last_seen.get(p, -1) < d}
     assert not lost, f"pages written after collect k but never reported from k on: {lost}"
     assert len(writer.latest) > 100
+
+
+@pytest.mark.parametrize("tracked", [False, True])
+def test_accessible_bytes_is_the_memory_size_without_the_store(tracked: bool) -> None:
+    """What a thread other than the guest's learns of a wasm memory's size (from the kernel's
+    mappings) is its size, across grows and the splits userfaultfd registration makes."""
+    guest = Guest(2)
+    tracker = dirty.UffdWpTracker(guest.span) if tracked and FAST_REASON is None else None
+    try:
+        if tracker is not None:
+            tracker.start(*guest.span())
+        for grow in (0, 1, 3):
+            guest.memory.grow(guest.store, grow)
+            assert dirty.accessible_bytes(guest.base, 1 << 32) == guest.size
+            if tracker is not None:
+                tracker.collect_runs(dirty.accessible_bytes(guest.base, 1 << 32))
+                assert tracker.size == guest.size
+    finally:
+        if tracker is not None:
+            tracker.close()

@@ -1,18 +1,22 @@
-"""Page runs and the staging buffer: the pause's copy takes exactly the dirty pages, in order,
-whether they come as long runs (one slice copy each) or scattered (one gather); and the
-compressed frames made from it restore those pages byte for byte."""
+"""Page runs, the staging buffer and the pause's copy: it takes exactly the dirty pages, in
+order, whether they come as long runs (one slice copy each) or scattered (one gather), with or
+without a pre-copy while a guest writes; and the compressed frames made from it restore those
+pages byte for byte."""
 from __future__ import annotations
 
 import ctypes
 import mmap
+import threading
+import time
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from roost.daemon import snapshot
+from roost.daemon import dirty, snapshot, staging
 from roost.daemon.dirty import PageRuns
-from roost.daemon.staging import PAGE_BYTES, StagingBuffer
+from roost.daemon.staging import PAGE_BYTES, Stager, StagingBuffer
 
 PAGES = 300
 page_sets = st.sets(st.integers(0, PAGES - 1), max_size=PAGES)
@@ -40,6 +44,8 @@ def test_union_of_overlapping_ranges(spans: list[tuple[int, int]]) -> None:
 
 
 class Memory:
+    size = PAGES * PAGE_BYTES
+
     def __init__(self) -> None:
         self.map = mmap.mmap(-1, PAGES * PAGE_BYTES)
         self.base = ctypes.addressof(ctypes.c_char.from_buffer(self.map))
@@ -52,27 +58,63 @@ class Memory:
         return self.map[index * PAGE_BYTES:(index + 1) * PAGE_BYTES]
 
 
-MEMORY = Memory()
+TRACKERS = ["hash"] + (["uffd-wp-async"] if dirty.probe() is None else [])
 
 
+def _tracker(kind: str, base: int, size: int) -> dirty.DirtyTracker:
+    tracker = dirty.HashTracker() if kind == "hash" else dirty.UffdWpTracker()
+    tracker.start(base, size)
+    tracker.collect()                          # the baseline
+    return tracker
+
+
+@pytest.mark.parametrize("kind", TRACKERS)
 @settings(max_examples=60, deadline=None)
-@given(page_sets, st.booleans())
-def test_staged_pages_are_the_dirty_pages(pages: set[int], long_runs: bool) -> None:
-    if long_runs:                                  # take the slice-per-run path too
-        pages = {p for first in pages for p in range(first, min(PAGES, first + 20))}
-    staging = StagingBuffer()
-    staged = staging.stage(MEMORY.base, PAGES * PAGE_BYTES, PageRuns.of_pages(sorted(pages)))
-    assert staged.indexes.tolist() == sorted(pages)
-    assert [bytes(row) for row in staged.pages] == [MEMORY.page(p) for p in sorted(pages)]
-    frames, stored, zeroed = snapshot.Encoder(2).encode(staged.indexes, staged.pages)
+@given(rounds=st.lists(st.tuples(page_sets, st.booleans()), min_size=1, max_size=4))
+def test_stager_copies_exactly_the_written_pages(kind: str, rounds) -> None:
+    """Each checkpoint stages every written page once, in page order, with the bytes it had;
+    and the frames made of them restore those bytes."""
+    memory = Memory()
+    tracker = _tracker(kind, memory.base, memory.size)
+    stager = Stager(tracker, max_bytes=memory.size)
+    try:
+        for value, (pages, long_runs) in enumerate(rounds, 1):
+            if long_runs:                                  # the slice-per-run path too
+                pages = {p for first in pages for p in range(first, min(PAGES, first + 20))}
+            for p in pages:
+                memory.map[p * PAGE_BYTES + 7] = (memory.map[p * PAGE_BYTES + 7] + value) % 256 or 1
+            staged = stager.finish(memory.base, memory.size)[0]
+            assert staged.indexes.tolist() == sorted(pages)
+            rows = [bytes(row) for _, view in staged.pieces for row in view]
+            assert rows == [memory.page(p) for p in sorted(pages)]
+            _check_frames(memory, staged, pages)
+            stager.done(len(staged))
+    finally:
+        tracker.close()
+
+
+def _check_frames(memory: "Memory", staged: staging.Staged, pages: set[int]) -> None:
+    frames, stored, zeroed = snapshot.Encoder(2).submit(staged.pieces).result()
     assert sorted([*stored.tolist(), *zeroed.tolist()]) == sorted(pages)
-    assert all(MEMORY.page(p) == bytes(PAGE_BYTES) for p in zeroed.tolist())
+    assert all(memory.page(p) == bytes(PAGE_BYTES) for p in zeroed.tolist())
     versions = np.zeros(PAGES, np.uint32)
     versions[stored] = 1
     image = snapshot.image_from_versions([(1, f) for f in frames], versions, PAGES * PAGE_BYTES)
     for p in stored.tolist():
-        assert image[p * PAGE_BYTES:(p + 1) * PAGE_BYTES] == MEMORY.page(p)
-    staging.release()
+        assert image[p * PAGE_BYTES:(p + 1) * PAGE_BYTES] == memory.page(p)
+
+
+@given(st.lists(st.integers(0, 50), max_size=8), st.integers(1, 40))
+def test_parts_cut_pieces_in_order(sizes: list[int], max_pages: int) -> None:
+    pieces, at = [], 0
+    for n in sizes:
+        pieces.append((np.arange(at, at + n, dtype=np.uint32), np.zeros((n, PAGE_BYTES), np.uint8)))
+        at += n
+    parts = staging.Staged(pieces).parts(max_pages)
+    flat = [i for part in parts for idx, _ in part for i in idx.tolist()]
+    assert flat == list(range(at))
+    assert all(sum(len(idx) for idx, _ in part) <= max_pages for part in parts)
+    assert all(sum(len(idx) for idx, _ in part) == max_pages for part in parts[:-1])
 
 
 def test_buffer_is_sized_for_the_smaller_of_the_last_two_checkpoints() -> None:
@@ -89,3 +131,69 @@ def test_buffer_is_sized_for_the_smaller_of_the_last_two_checkpoints() -> None:
     staging.fit(10)
     assert staging.capacity < 8000        # and gives it back when it stops
     staging.release()
+
+
+needs_fast = pytest.mark.skipif(dirty.probe() is not None, reason=f"uffd-wp-async: {dirty.probe()}")
+
+
+@needs_fast
+@settings(max_examples=40, deadline=None)
+@given(before=page_sets, during=page_sets)
+def test_precopy_then_pause_stages_each_page_once_as_it_was_at_the_pause(before, during) -> None:
+    """Pages written before the pre-copy are copied then; pages written between it and the
+    pause are copied again in the pause, and that copy wins."""
+    memory = Memory()
+    tracker = _tracker("uffd-wp-async", memory.base, memory.size)
+    stager = Stager(tracker, max_bytes=memory.size)
+    try:
+        for p in before:
+            memory.map[p * PAGE_BYTES + 1] = (memory.map[p * PAGE_BYTES + 1] + 1) % 256
+        stager.precopy()
+        for p in during:
+            memory.map[p * PAGE_BYTES + 2] = (memory.map[p * PAGE_BYTES + 2] + 1) % 256
+        staged = stager.finish(memory.base, memory.size)[0]
+        assert staged.latest_pages == len(during)
+        staged = staged.resolved()
+        assert sorted(staged.indexes.tolist()) == sorted(before | during)
+        got = {int(i): bytes(row) for indexes, view in staged.pieces for i, row in zip(indexes, view)}
+        assert got == {p: memory.page(p) for p in before | during}
+        stager.done(len(staged))
+    finally:
+        tracker.close()
+
+
+@needs_fast
+def test_precopy_beside_a_writing_guest_is_consistent_at_the_pause() -> None:
+    """A thread keeps writing while the pre-copy copies; once it stops (the guest's pause),
+    what is staged equals memory exactly for every page written since the baseline."""
+    memory = Memory()
+    tracker = _tracker("uffd-wp-async", memory.base, memory.size)
+    stager = Stager(tracker, max_bytes=memory.size)
+    stop = threading.Event()
+    written: set[int] = set()
+
+    def guest() -> None:
+        rng = np.random.default_rng(3)
+        while not stop.is_set():
+            p = int(rng.integers(0, PAGES))
+            memory.map[p * PAGE_BYTES + int(rng.integers(0, PAGE_BYTES))] = int(rng.integers(1, 256))
+            written.add(p)
+
+    try:
+        for _ in range(5):
+            writer = threading.Thread(target=guest)
+            writer.start()
+            time.sleep(0.01)
+            stager.precopy()
+            time.sleep(0.01)
+            stop.set()
+            writer.join()
+            staged = stager.finish(memory.base, memory.size)[0].resolved()
+            got = {int(i): bytes(row) for indexes, view in staged.pieces for i, row in zip(indexes, view)}
+            assert set(got) == written
+            assert all(got[p] == memory.page(p) for p in written)
+            stager.done(len(staged))
+            stop.clear()
+            written.clear()
+    finally:
+        tracker.close()

@@ -7,9 +7,7 @@ exit code and every file.
 """
 from __future__ import annotations
 
-import os
 import random
-import shutil
 from pathlib import Path
 
 import pytest

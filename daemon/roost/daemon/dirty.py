@@ -40,6 +40,7 @@ import numpy as np
 
 PAGE_BYTES = 4096
 _PAGE_SHIFT = PAGE_BYTES.bit_length() - 1
+_FEW_REGIONS = 256        # scan results up to this many runs stay Python lists (see PageRuns)
 
 MemoryReader = Callable[[], tuple[int, int]]
 """Returns the memory's current (base address, accessible size in bytes)."""
@@ -48,19 +49,20 @@ MemoryReader = Callable[[], tuple[int, int]]
 class PageRuns:
     """A set of pages as sorted, disjoint, non-adjacent half-open runs [starts[i], ends[i]).
 
-    Runs, not page lists: a checkpoint copies a run with one copy, and the kernel reports runs;
-    expanding to one Python int per page is what made large dirty sets slow.
+    Runs, not page lists: a checkpoint copies a run with one copy, and the kernel reports runs.
+    A few runs (the common checkpoint) are kept as Python lists, many as numpy arrays: a numpy
+    call costs 10-30 us on the cold caches a checkpoint's pause runs on, a list step well
+    under one, and a pause that makes a dozen numpy calls has spent its budget.
     """
 
-    __slots__ = ("starts", "ends")
+    __slots__ = ("_starts", "_ends")
 
-    def __init__(self, starts: np.ndarray, ends: np.ndarray) -> None:
-        self.starts = starts.astype(np.int64, copy=False)
-        self.ends = ends.astype(np.int64, copy=False)
+    def __init__(self, starts: np.ndarray | list[int], ends: np.ndarray | list[int]) -> None:
+        self._starts, self._ends = starts, ends
 
     @classmethod
     def empty(cls) -> "PageRuns":
-        return cls(np.empty(0, np.int64), np.empty(0, np.int64))
+        return cls([], [])
 
     @classmethod
     def of_pages(cls, pages) -> "PageRuns":
@@ -74,6 +76,7 @@ class PageRuns:
     @classmethod
     def union(cls, starts: np.ndarray, ends: np.ndarray) -> "PageRuns":
         """Runs covering possibly unsorted, overlapping or adjacent [start, end) ranges."""
+        starts, ends = np.asarray(starts, np.int64), np.asarray(ends, np.int64)
         keep = ends > starts
         starts, ends = starts[keep], ends[keep]
         if not len(starts):
@@ -85,23 +88,47 @@ class PageRuns:
         return cls(starts[first], ends[last])
 
     @property
+    def is_small(self) -> bool:
+        return isinstance(self._starts, list)
+
+    @property
+    def starts(self) -> np.ndarray:
+        return np.asarray(self._starts, dtype=np.int64)
+
+    @property
+    def ends(self) -> np.ndarray:
+        return np.asarray(self._ends, dtype=np.int64)
+
+    def spans(self) -> list[tuple[int, int]]:
+        """(first, end) of every run, as Python ints."""
+        if self.is_small:
+            return list(zip(self._starts, self._ends))
+        return list(zip(self._starts.tolist(), self._ends.tolist()))
+
+    @property
     def count(self) -> int:
         """Number of pages."""
-        return int((self.ends - self.starts).sum())
+        if self.is_small:
+            return sum(self._ends) - sum(self._starts)
+        return int((self._ends - self._starts).sum())
 
     def __len__(self) -> int:
-        return len(self.starts)
+        return len(self._starts)
 
     def pages(self) -> np.ndarray:
         """Every page index, ascending (int64)."""
-        lengths = self.ends - self.starts
+        if self.is_small:
+            return np.array(self.tolist(), dtype=np.int64)
+        lengths = self._ends - self._starts
         total = int(lengths.sum())
         if total == 0:
             return np.empty(0, np.int64)
         offsets = np.cumsum(lengths) - lengths
-        return np.arange(total, dtype=np.int64) + np.repeat(self.starts - offsets, lengths)
+        return np.arange(total, dtype=np.int64) + np.repeat(self._starts - offsets, lengths)
 
     def tolist(self) -> list[int]:
+        if self.is_small:
+            return [p for first, end in zip(self._starts, self._ends) for p in range(first, end)]
         return self.pages().tolist()
 
 
@@ -109,16 +136,29 @@ class DirtyTracker(Protocol):
     """Pages of [base, base+size) written since the previous collect."""
 
     name: str
+    concurrent: bool
+    """A collect while the guest runs is cheap and exact (the pages it reports are re-armed
+    atomically): checkpoints may pre-copy (see staging)."""
+    base: int
+    size: int
+    """The range tracked, as of the last start, grow or collect."""
 
     def start(self, base: int, size: int) -> None: ...
 
     def grow(self, new_size: int) -> None: ...
 
-    def collect_runs(self) -> PageRuns: ...
+    def collect_runs(self, size: int | None = None) -> PageRuns:
+        """Runs of pages written since the previous collect, over memory of `size` bytes, or
+        of the size the memory reader gives (which may only be asked on the guest's thread:
+        another thread passes `accessible_bytes(base)`)."""
+        ...
 
     def collect(self) -> list[int]: ...
 
-    def mark(self, first_page: int, count: int) -> None: ...
+    def mark(self, first_page: int, count: int) -> None:
+        """Report these pages at the next collect whatever happens to them (for pages a
+        collect reported that were not saved after all)."""
+        ...
 
     def close(self) -> None: ...
 
@@ -238,9 +278,56 @@ def _write_protect(fd: int, start: int, length: int) -> None:
     _ioctl(fd, _UFFDIO_WRITEPROTECT, wp, f"UFFDIO_WRITEPROTECT {start:#x}+{length:#x}")
 
 
+class _Tracker:
+    """What both trackers share: the range, the lock, following the memory's growth."""
+
+    def __init__(self, memory_reader: MemoryReader | None) -> None:
+        self._reader = memory_reader
+        self._lock = threading.Lock()
+        self._base = self._size = 0
+
+    @property
+    def base(self) -> int:
+        return self._base
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def grow(self, new_size: int) -> None:
+        """The memory grew (same base): its new pages count as dirty."""
+        _check_aligned(self._base, new_size)
+        with self._lock:
+            self._grow_locked(new_size)
+
+    def collect(self) -> list[int]:
+        """Sorted pages written since the previous collect."""
+        return self.collect_runs().tolist()
+
+    def collect_runs(self, size: int | None = None) -> PageRuns:
+        with self._lock:
+            self._follow(size)
+            return self._collect_locked()
+
+    def _follow(self, size: int | None) -> None:
+        """Grow to `size`, or to what the memory reader says (on the guest's thread)."""
+        if size is None and self._reader is not None:
+            base, size = self._reader()
+            if base != self._base:
+                raise ValueError(f"dirty tracking: memory moved from {self._base:#x} to {base:#x}")
+        if size is not None:
+            self._grow_locked(size)
+
+    def _grow_locked(self, new_size: int) -> None:
+        raise NotImplementedError
+
+    def _collect_locked(self) -> PageRuns:
+        raise NotImplementedError
+
+
 # --- the fast tracker -----------------------------------------------------------------------
 
-class UffdWpTracker:
+class UffdWpTracker(_Tracker):
     """userfaultfd async write-protection read and re-armed by PAGEMAP_SCAN.
 
     A write to a protected page never stops the writer: the kernel drops WP on that PTE, and the
@@ -249,11 +336,11 @@ class UffdWpTracker:
     """
 
     name = "uffd-wp-async"
+    concurrent = True
     _VEC_LEN = 65536          # 1.5 MiB of regions: one ioctl unless > 64 K scattered runs
 
     def __init__(self, memory_reader: MemoryReader | None = None) -> None:
-        self._reader = memory_reader
-        self._lock = threading.Lock()
+        super().__init__(memory_reader)
         self._uffd = _open_uffd()
         try:
             self._pagemap = os.open("/proc/self/pagemap", os.O_RDONLY | os.O_CLOEXEC)
@@ -261,7 +348,6 @@ class UffdWpTracker:
             os.close(self._uffd)
             raise
         self._vec = (_PageRegion * self._VEC_LEN)()
-        self._base = self._size = 0
         self._pending: list[tuple[int, int]] = []
 
     def start(self, base: int, size: int) -> None:
@@ -274,13 +360,8 @@ class UffdWpTracker:
                 _write_protect(self._uffd, base, size)
             self._pending = [(0, size // PAGE_BYTES)]
 
-    def grow(self, new_size: int) -> None:
-        """Registers the newly accessible range (same base); its pages count as dirty."""
-        _check_aligned(self._base, new_size)
-        with self._lock:
-            self._grow_locked(new_size)
-
     def _grow_locked(self, new_size: int) -> None:
+        """Registers the newly accessible range; its pages count as dirty."""
         if new_size <= self._size:
             return
         _register(self._uffd, self._base + self._size, new_size - self._size)
@@ -292,62 +373,64 @@ class UffdWpTracker:
         with self._lock:
             self._pending.append((first_page, first_page + count))
 
-    def collect(self) -> list[int]:
-        return self.collect_runs().tolist()
-
-    def collect_runs(self) -> PageRuns:
-        """Runs of pages written since the previous collect; re-arms them in the same ioctl."""
-        with self._lock:
-            self._follow_reader()
-            try:
-                starts, ends = self._scan()
-            except BaseException:
-                # A failed scan may have re-armed part of the range already: report all of it
-                # next time rather than lose those pages.
-                self._pending.append((0, self._size // PAGE_BYTES))
-                raise
-            pending, self._pending = self._pending, []
+    def _collect_locked(self) -> PageRuns:
+        """Re-arms the pages it reports in the same ioctl, so a write racing with it lands in
+        this collect or the next one, never in neither."""
+        pending, self._pending = self._pending, []
+        try:
+            starts, ends = self._scan()
+        except BaseException:
+            # A failed scan may have re-armed part of the range already: report all of memory
+            # next time rather than lose those pages.
+            self._pending = [(0, self._size // PAGE_BYTES)]
+            raise
         if not pending:
             return PageRuns(starts, ends)      # the kernel's regions: sorted and coalesced
         extra = np.array(pending, dtype=np.int64).reshape(-1, 2)
         return PageRuns.union(np.r_[starts, extra[:, 0]], np.r_[ends, extra[:, 1]])
 
-    def _follow_reader(self) -> None:
-        if self._reader is None:
-            return
-        base, size = self._reader()
-        if base != self._base:
-            raise ValueError(f"dirty tracking: memory moved from {self._base:#x} to {base:#x}")
-        self._grow_locked(size)
-
-    def _scan(self) -> tuple[np.ndarray, np.ndarray]:
-        """First and end pages of the written runs, in address order.
-
-        The walk costs ~0.7 ms per GiB of resident memory whatever was written. It is not split
-        across threads: with two threads of this process on two cores, every TLB flush of a
-        re-armed range becomes an IPI, and the split walk measured slower than one.
-        """
+    def _scan(self) -> tuple[list | np.ndarray, list | np.ndarray]:
+        """First and end pages of the written runs, in address order. The walk costs ~0.55 ms
+        per GiB of resident memory whatever was written; it is one thread's: with two
+        threads of this process scanning halves, the second's wake-up and the GIL cost more
+        than the split saves (measured)."""
         return self._scan_range(self._base, self._base + self._size, self._vec)
 
-    def _scan_range(self, start: int, end: int, vec: ctypes.Array) -> tuple[np.ndarray, np.ndarray]:
-        """PAGEMAP_SCAN over [start, end), repeated from walk_end only when `vec` fills."""
-        starts: list[np.ndarray] = []
-        ends: list[np.ndarray] = []
+    def _scan_range(self, start: int, end: int, vec: ctypes.Array) -> tuple[list | np.ndarray, list | np.ndarray]:
+        """PAGEMAP_SCAN over [start, end), repeated from walk_end only when `vec` fills. A few
+        regions come back as lists of ints, many as arrays (see PageRuns)."""
+        if start >= end:
+            return [], []
+        count, start = self._scan_once(start, end, vec)
+        if start >= end and count <= _FEW_REGIONS:
+            words = memoryview(vec).cast("B").cast("Q")[:3 * count].tolist()
+            base = self._base
+            return ([(w - base) >> _PAGE_SHIFT for w in words[0::3]],
+                    [(w - base) >> _PAGE_SHIFT for w in words[1::3]])
+        starts, ends = [], []
+        self._regions(vec, count, starts, ends)
         while start < end:
-            arg = _PmScanArg(
-                size=ctypes.sizeof(_PmScanArg), flags=_PM_SCAN_WP_MATCHING | _PM_SCAN_CHECK_WPASYNC,
-                start=start, end=end, vec=ctypes.addressof(vec), vec_len=len(vec),
-                category_anyof_mask=_PAGE_IS_WRITTEN, return_mask=_PAGE_IS_WRITTEN)
-            count = _ioctl(self._pagemap, _PAGEMAP_SCAN, arg, "PAGEMAP_SCAN")
-            regions = np.frombuffer(vec, dtype=np.uint64, count=3 * count).reshape(count, 3)
-            starts.append(((regions[:, 0] - self._base) >> _PAGE_SHIFT).astype(np.int64))
-            ends.append(((regions[:, 1] - self._base) >> _PAGE_SHIFT).astype(np.int64))
-            if arg.walk_end <= start:
-                raise OSError(errno.EIO, f"PAGEMAP_SCAN made no progress at {start:#x}")
-            start = arg.walk_end
+            count, start = self._scan_once(start, end, vec)
+            self._regions(vec, count, starts, ends)
         if len(starts) == 1:
             return starts[0], ends[0]
         return np.concatenate(starts), np.concatenate(ends)
+
+    def _scan_once(self, start: int, end: int, vec: ctypes.Array) -> tuple[int, int]:
+        """One PAGEMAP_SCAN from `start`: (regions written into `vec`, where the walk ended)."""
+        arg = _PmScanArg(
+            size=ctypes.sizeof(_PmScanArg), flags=_PM_SCAN_WP_MATCHING | _PM_SCAN_CHECK_WPASYNC,
+            start=start, end=end, vec=ctypes.addressof(vec), vec_len=len(vec),
+            category_anyof_mask=_PAGE_IS_WRITTEN, return_mask=_PAGE_IS_WRITTEN)
+        count = _ioctl(self._pagemap, _PAGEMAP_SCAN, arg, "PAGEMAP_SCAN")
+        if arg.walk_end <= start:
+            raise OSError(errno.EIO, f"PAGEMAP_SCAN made no progress at {start:#x}")
+        return count, arg.walk_end
+
+    def _regions(self, vec: ctypes.Array, count: int, starts: list, ends: list) -> None:
+        regions = np.frombuffer(vec, dtype=np.uint64, count=3 * count).reshape(count, 3)
+        starts.append(((regions[:, 0] - self._base) >> _PAGE_SHIFT).astype(np.int64))
+        ends.append(((regions[:, 1] - self._base) >> _PAGE_SHIFT).astype(np.int64))
 
     def close(self) -> None:
         """Closing the userfaultfd unregisters the range; the guest's memory stays as it is."""
@@ -358,6 +441,24 @@ class UffdWpTracker:
             self._uffd = self._pagemap = -1
 
 
+def accessible_bytes(base: int, limit: int) -> int:
+    """Bytes readable and writable from `base` on, up to `limit` (the most the memory can
+    have), as the kernel maps them (/proc/self/maps): a wasm memory's current size, learnt
+    without its store, which only the guest's thread may touch. Adjacent mappings count
+    together (userfaultfd registration splits one); wasmtime keeps the rest of the memory's
+    reservation inaccessible, which ends the run."""
+    end = base
+    with open("/proc/self/maps", "rb") as maps:
+        for line in maps:
+            span, perms = line.split(b" ", 2)[:2]
+            first, last = (int(x, 16) for x in span.split(b"-"))
+            if first == end and perms.startswith(b"rw"):
+                end = last
+            elif first > end:
+                break
+    return min(end - base, limit)
+
+
 def _check_aligned(base: int, size: int) -> None:
     if base % PAGE_BYTES or size % PAGE_BYTES:
         raise ValueError(f"dirty tracking: {base:#x}+{size:#x} is not 4 KiB aligned")
@@ -365,7 +466,7 @@ def _check_aligned(base: int, size: int) -> None:
 
 # --- the reference tracker ------------------------------------------------------------------
 
-class HashTracker:
+class HashTracker(_Tracker):
     """A SHA-256 digest per page (first 8 bytes), compared with the previous collect's.
 
     Works wherever memory can be read, at the cost of reading all of it at every collect. It
@@ -376,11 +477,10 @@ class HashTracker:
     """
 
     name = "hash"
+    concurrent = False          # a collect hashes all of memory: twice per checkpoint is waste
 
     def __init__(self, memory_reader: MemoryReader | None = None) -> None:
-        self._reader = memory_reader
-        self._lock = threading.Lock()
-        self._base = self._size = 0
+        super().__init__(memory_reader)
         self._digests: list[bytes | None] = []
 
     def start(self, base: int, size: int) -> None:
@@ -390,36 +490,26 @@ class HashTracker:
             self._base, self._size = base, size
             self._digests = [None] * (size // PAGE_BYTES)
 
-    def grow(self, new_size: int) -> None:
-        """Grown pages have no digest yet, so they are reported at the next collect."""
-        with self._lock:
-            self._grow_locked(new_size)
-
     def _grow_locked(self, new_size: int) -> None:
+        """Grown pages have no digest yet, so they are reported at the next collect."""
         if new_size > self._size:
             self._digests += [None] * ((new_size - self._size) // PAGE_BYTES)
             self._size = new_size
 
     def mark(self, first_page: int, count: int) -> None:
-        """Nothing to do: the next collect hashes the page and sees the host's bytes."""
-
-    def collect(self) -> list[int]:
-        """Pages whose digest differs from the previous collect's."""
+        """Forget the pages' digests: the next collect reports them whatever their bytes."""
         with self._lock:
-            if self._reader is not None:
-                self._follow_reader()
-            return self._rehash()
+            end = min(first_page + count, len(self._digests))
+            self._digests[first_page:end] = [None] * max(0, end - first_page)
 
-    def collect_runs(self) -> PageRuns:
-        return PageRuns.of_pages(self.collect())
-
-    def _follow_reader(self) -> None:
-        base, size = self._reader()
-        if base != self._base:
-            raise ValueError(f"dirty tracking: memory moved from {self._base:#x} to {base:#x}")
-        self._grow_locked(size)
+    def _collect_locked(self) -> PageRuns:
+        """Pages whose digest differs from the previous collect's."""
+        return PageRuns.of_pages(self._rehash())
 
     def _rehash(self) -> list[int]:
+        """Pages whose digest changed."""
+        if not self._size:
+            return []
         view = memoryview((ctypes.c_char * self._size).from_address(self._base)).cast("B")
         digests, sha256, dirty = self._digests, hashlib.sha256, []
         for page in range(len(digests)):

@@ -32,14 +32,16 @@ JOURNAL_RECORDS = Counter("roost_journal_records", "Host-call results journaled 
 PREPARE_SECONDS = Histogram("roost_module_prepare_seconds", "Time to prepare (asyncify, polls) "
                             "and compile one mode of a module", registry=REGISTRY,
                             buckets=(.1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600))
-CHECKPOINT_PAUSE = Histogram("roost_checkpoint_pause_seconds", "Guest stopped at a safepoint "
-                             "while its checkpoint is captured", registry=REGISTRY,
-                             buckets=(.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5))
+CHECKPOINT_PAUSE = Histogram("roost_checkpoint_pause_seconds", "Guest stopped for its checkpoint: "
+                             "from reaching its safepoint to running again after the rewind",
+                             registry=REGISTRY,
+                             buckets=(.00025, .0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5))
 CHECKPOINT_TOTAL = Histogram("roost_checkpoint_total_seconds", "From a checkpoint request to "
                              "the checkpoint committed in the store", registry=REGISTRY,
                              buckets=(.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
 TIME_TO_SAFEPOINT = Histogram("roost_time_to_safepoint_seconds", "From a checkpoint request to "
-                              "the guest stopped at a safepoint", registry=REGISTRY,
+                              "the guest stopped at a safepoint (the pre-copy of its dirty "
+                              "pages, made while it runs, included)", registry=REGISTRY,
                               buckets=(.0001, .0005, .001, .0025, .005, .01, .05, .1, .5, 1))
 CHECKPOINT_BYTES = Counter("roost_checkpoint_bytes", "Checkpoint bytes by kind (memory: the "
                            "guest's memory size; dirty: pages written since the previous one; "
@@ -51,7 +53,8 @@ RESTORE_SECONDS = Histogram("roost_restore_seconds", "Rebuilding an execution fr
 DIRTY_TRACKER = Info("roost_dirty_tracker", "How checkpoints find written pages on this host "
                      "(uffd-wp-async, or hash where userfaultfd is unavailable)", registry=REGISTRY)
 CHECKPOINT_WAIT = Histogram("roost_checkpoint_wait_seconds", "A checkpoint waiting for the "
-                            "previous one's background write (checkpoints faster than the store)",
+                            "previous one's background write before it starts (checkpoints "
+                            "asked for faster than the store takes them)",
                             registry=REGISTRY, buckets=(0, .001, .01, .05, .1, .5, 1, 5))
 CHECKPOINTS = Counter("roost_checkpoints", "Checkpoints committed, by reason", ["reason"],
                       registry=REGISTRY)

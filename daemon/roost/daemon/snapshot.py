@@ -79,25 +79,35 @@ class Encoder:
     def encode(self, indexes: np.ndarray, pages: np.ndarray) -> tuple[list[bytes], np.ndarray, np.ndarray]:
         """(frames, stored indexes, all-zero indexes) of staged pages. All-zero pages are not
         stored: the page map points them at version 0."""
-        return self.submit(indexes, pages).result()
+        return self.submit([(indexes, pages)]).result()
 
-    def submit(self, indexes: np.ndarray, pages: np.ndarray) -> "Encoding":
-        """Start encoding; `result()` of the returned handle waits for it."""
-        nonzero = nonzero_mask(pages)
-        stored, zeroed = indexes[nonzero], indexes[~nonzero]
-        data = pages if nonzero.all() else pages[nonzero]
-        bounds = list(range(0, len(stored), FRAME_PAGES))
-        share = max(1, -(-len(bounds) // self.threads))
-        parts = [self._pool.submit(self._frames, stored, data, bounds[k:k + share])
-                 for k in range(0, len(bounds), share)]
-        return Encoding(parts, stored, zeroed)
+    def submit(self, pieces: list[tuple[np.ndarray, np.ndarray]]) -> "Encoding":
+        """Start encoding pieces of (indexes, (n, 4096) pages); `result()` waits for it. A
+        frame never spans two pieces (their pages are not adjacent in the staging buffer)."""
+        tasks = [(indexes[k:k + FRAME_PAGES], pages[k:k + FRAME_PAGES])
+                 for indexes, pages in pieces for k in range(0, len(indexes), FRAME_PAGES)]
+        share = max(1, -(-len(tasks) // self.threads))
+        return Encoding([self._pool.submit(self._frames, tasks[k:k + share])
+                         for k in range(0, len(tasks), share)])
 
-    def _frames(self, stored: np.ndarray, data: np.ndarray, bounds: list[int]) -> list[bytes]:
+    def _frames(self, tasks: list[tuple[np.ndarray, np.ndarray]]) -> tuple[list[bytes], list, list]:
+        """Frames of up to FRAME_PAGES pages each, all-zero pages left out (found here, on the
+        pool's threads: it reads every staged byte)."""
         compressor = getattr(self._local, "compressor", None)
         if compressor is None:
             compressor = self._local.compressor = _compressor()
-        return [frame_bytes(stored[k:k + FRAME_PAGES], data[k:k + FRAME_PAGES], compressor)
-                for k in bounds]
+        frames, stored, zeroed = [], [], []
+        for indexes, pages in tasks:
+            nonzero = nonzero_mask(pages)
+            if nonzero.all():
+                kept, data = indexes, pages
+            else:
+                kept, data = indexes[nonzero], pages[nonzero]
+                zeroed.append(indexes[~nonzero])
+            if len(kept):
+                frames.append(frame_bytes(kept, data, compressor))
+                stored.append(kept)
+        return frames, stored, zeroed
 
     def close(self) -> None:
         self._pool.shutdown(wait=False)
@@ -106,11 +116,22 @@ class Encoder:
 class Encoding:
     """Frames being compressed on an `Encoder`'s threads."""
 
-    def __init__(self, parts: list, stored: np.ndarray, zeroed: np.ndarray) -> None:
-        self._parts, self.stored, self.zeroed = parts, stored, zeroed
+    def __init__(self, parts: list) -> None:
+        self._parts = parts
 
     def result(self) -> tuple[list[bytes], np.ndarray, np.ndarray]:
-        return [f for part in self._parts for f in part.result()], self.stored, self.zeroed
+        """(frames, stored indexes, all-zero indexes), in page order."""
+        frames, stored, zeroed = [], [], []
+        for part in self._parts:
+            f, s, z = part.result()
+            frames += f
+            stored += s
+            zeroed += z
+        return frames, _joined(stored), _joined(zeroed)
+
+
+def _joined(arrays: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(arrays).astype(np.uint32) if arrays else np.empty(0, np.uint32)
 
 
 def _lowest_priority() -> None:

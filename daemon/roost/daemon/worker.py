@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import ctypes
 import os
+import queue
 import signal
 import socket
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
 
 import numpy as np
@@ -98,21 +100,74 @@ class JournalSink:
 
 
 class PageTracking:
-    """The dirty-page tracker over the guest's memory, following its growth."""
+    """The dirty-page tracker over the guest's memory (it follows the memory's growth through
+    `span`), and the pause's copy of what it finds (`staging.Stager`)."""
 
-    def __init__(self, span: Callable[[], tuple[int, int]], restored: bool) -> None:
+    def __init__(self, span: Callable[[], tuple[int, int]], restored: bool, max_bytes: int) -> None:
         base, size = span()
         self.tracker = dirty.make_tracker(span)
         self.tracker.start(base, size)
-        self.size = size
         if restored:                 # the restored image is the baseline, not a change
             self.tracker.collect()
+        self.stager = staging.Stager(self.tracker, max_bytes)
 
-    def collect(self, size: int) -> dirty.PageRuns:
-        if size > self.size:
-            self.tracker.grow(size)
-            self.size = size
-        return self.tracker.collect_runs()
+
+class Background:
+    """The one thread that writes checkpoints after their pause, one at a time. Kept, not
+    started per checkpoint: starting a thread waits for it to run, inside the pause."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._idle = threading.Event()
+        self._idle.set()
+        threading.Thread(target=self._run, name="roost-checkpoint", daemon=True).start()
+
+    @property
+    def busy(self) -> bool:
+        return not self._idle.is_set()
+
+    def submit(self, job: Callable, *args) -> None:
+        self._idle.clear()
+        self._jobs.put((job, args))
+
+    def wait(self) -> float:
+        """Seconds spent waiting for the job in progress (0 when idle)."""
+        if self._idle.is_set():
+            return 0.0
+        began = time.monotonic()
+        self._idle.wait()
+        return time.monotonic() - began
+
+    def _run(self) -> None:
+        while True:
+            job, args = self._jobs.get()
+            try:
+                job(*args)
+            except Exception:          # the link is gone: the worker is ending anyway
+                traceback.print_exc()
+            finally:
+                self._idle.set()
+
+
+class Kicked:
+    """A thread that runs `job` once after each `kick` (kicks while it runs coalesce)."""
+
+    def __init__(self, job: Callable[[], None], name: str) -> None:
+        self._job = job
+        self._kicked = threading.Event()
+        threading.Thread(target=self._run, name=name, daemon=True).start()
+
+    def kick(self) -> None:
+        self._kicked.set()
+
+    def _run(self) -> None:
+        while True:
+            self._kicked.wait()
+            self._kicked.clear()
+            try:
+                self._job()
+            except Exception:
+                traceback.print_exc()
 
 
 class Request:
@@ -156,12 +211,15 @@ class Guest:
         restore_began = time.monotonic()
         if ckpt:
             self._restore(ckpt, blobs)
-        self._background: threading.Thread | None = None
+        self._background = Background()
         if self.runner is not None:
             self.runner.copy_memory = False         # only dirty pages are copied (PageTracking)
-            self.pages = PageTracking(self._memory_span, restored=bool(ckpt))
-            self.staging = staging.StagingBuffer()
+            self.pages = PageTracking(self._memory_span, restored=bool(ckpt),
+                                      max_bytes=int(spec.get("memory_limit_bytes") or 1 << 32))
             self.encoder = snapshot.Encoder(threads=min(2, os.cpu_count() or 1))
+        self._precopier = Kicked(self._precopy, "roost-precopy") \
+            if self.runner is not None and self.pages.stager.precopies else None
+        self._precopy_stats = (0.0, 0)
         self.restore_seconds = time.monotonic() - restore_began if ckpt else 0.0
         self.request: Request | None = None
         self.paused = False
@@ -196,8 +254,22 @@ class Guest:
         with self._lock:
             if self.request is None or action in STOPPING:
                 self.request = Request(action, request_id)
-        self.gate.request_unwind()
+        if self._precopier is not None:
+            self._precopier.kick()            # pre-copy, then request the unwind
+        else:
+            self.gate.request_unwind()
         return True
+
+    def _precopy(self) -> None:
+        """The pre-copy thread: copy what is dirty while the guest still runs (see
+        `staging.Stager.precopy`), then ask the guest to stop; the pause copies only what it
+        writes meanwhile."""
+        began, pages = time.monotonic(), 0
+        try:
+            pages = self.pages.stager.precopy()
+        finally:                              # on a failure the pause collects everything
+            self._precopy_stats = (time.monotonic() - began, pages)
+            self.gate.request_unwind()
 
     def _suspend_sleep(self, deadline_ns: int) -> None:
         """Called inside poll_oneoff (guest thread): unwind right there for a durable sleep."""
@@ -209,70 +281,81 @@ class Guest:
 
     def _on_unwound(self, image: capture.GuestImage) -> bool:
         """The guest is stopped at a safepoint. Only this is done while it stands still: find
-        the pages written since the last checkpoint, copy them to a staging list, save the host
-        state. Compression and the send happen in the background after the guest resumes; a
-        checkpoint asked for while the previous one is still being written waits for it."""
+        the pages written since the last checkpoint and copy them to the staging buffer, and
+        take a frozen copy of the host state. Encoding, compression and the send happen in the
+        background after the guest resumes; a checkpoint asked for while the previous one is
+        still being written waits for it."""
         stopped = self.gate.stopped_at or time.monotonic()
-        waited = self._wait_background()
         with self._lock:
             request, self.request = self.request, None
         request = request or Request("checkpoint", 0)
         self.checkpoints += 1
         base, size = self._memory_span()
-        collect_began = time.monotonic()
-        runs = self.pages.collect(size)
-        copy_began = time.monotonic()
-        staged = self.staging.stage(base, size, runs)
-        copied = time.monotonic()
+        stage_began = time.monotonic()
+        precopy_seconds, precopied = self._precopy_stats if self.pages.stager.precopied else (0.0, 0)
+        staged, runs, waited = self.pages.stager.finish(base, size)
+        state = self.host.save()
         meta = {"number": self.checkpoints, "reason": request.action, "request": request.request_id,
                 "journal_seq": self.journal.position, "stdout_offset": self.output.offsets[1],
                 "stderr_offset": self.output.offsets[2], "memory_bytes": size,
                 "globals": [list(g) for g in image.globals], "created_at": time.time(),
                 "time_to_safepoint_seconds": stopped - request.at, "wake_at_ns": request.wake_at_ns,
                 "prepare_version": self.spec["manifest"].get("prepare_version"),
-                "dirty_pages": len(staged), "dirty_runs": len(runs), "waited_seconds": waited,
-                "collect_seconds": copy_began - collect_began, "copy_seconds": copied - copy_began,
-                "tracker": self.pages.tracker.name}
-        host = hoststate.encode(self.host.save())
-        self.journal.flush()                 # the checkpoint's journal position is durable first
-        meta["pause_seconds"] = time.monotonic() - stopped
-        self._background = threading.Thread(target=self._send_checkpoint,
-                                            args=(meta, host, image.asyncify, staged), daemon=True)
-        self._background.start()
-        self.paused = request.action in STOPPING
+                "dirty_runs": runs, "waited_seconds": waited, "precopy_seconds": precopy_seconds,
+                "precopied_pages": precopied, "pause_pages": staged.latest_pages,
+                "stage_seconds": time.monotonic() - stage_began, "tracker": self.pages.tracker.name}
+        continuing = request.action not in STOPPING
+        if not continuing:
+            meta["pause_seconds"] = time.monotonic() - stopped
+        self._background.submit(self._send_checkpoint, meta, state, image.asyncify, staged, stopped,
+                                continuing)
+        self.paused = not continuing
         self.sleeping = request.action == "sleep"
-        return not self.paused
+        return continuing
 
-    def _send_checkpoint(self, meta: dict, host: bytes, stack: bytes, staged: staging.Staged) -> None:
-        """Off the guest's critical path: compress the staged pages (at low priority, on the
-        cores the guest leaves idle) and stream them to the supervisor in parts, so the daemon
-        writes part k while part k+1 is compressed; the last part rides with the CHECKPOINT."""
+    def _send_checkpoint(self, meta: dict, state, stack: bytes, staged: staging.Staged,
+                         stopped: float, continuing: bool) -> None:
+        try:
+            self._write_checkpoint(meta, state, stack, staged, stopped, continuing)
+        finally:                             # the staging buffer is free for the next one
+            self.pages.stager.done(len(staged))
+
+    def _write_checkpoint(self, meta: dict, state, stack: bytes, staged: staging.Staged,
+                          stopped: float, continuing: bool) -> None:
+        """Off the guest's critical path: encode the host state, compress the staged pages (at
+        low priority, on the cores the guest leaves idle) and stream them to the supervisor in
+        parts, so the daemon writes part k while part k+1 is compressed; the last part rides
+        with the CHECKPOINT, after the journal records the checkpoint's position covers."""
+        if continuing:                       # first let the guest's thread rewind: this
+            resumed = self._resumed_after(stopped)   # thread's Python would hold the GIL
+            meta["pause_seconds"] = resumed - stopped
         began = time.monotonic()
-        n = len(staged)
-        bounds = [(k, min(n, k + PART_PAGES)) for k in range(0, n, PART_PAGES)] or [(0, 0)]
-        encodings = [self.encoder.submit(staged.indexes[a:b], staged.pages[a:b]) for a, b in bounds[:2]]
+        host = hoststate.encode(state)
+        staged = staged.resolved()
+        meta["dirty_pages"] = len(staged)
+        parts = staged.parts(PART_PAGES)
+        encodings = [self.encoder.submit(part) for part in parts[:2]]
         stored, zeroed, sent, stored_bytes = [], [], 0, 0
-        for i in range(len(bounds)):
+        for i in range(len(parts)):
             frames, part_stored, part_zeroed = encodings[i].result()
-            if i + 2 < len(bounds):          # keep one part compressing ahead of the send
-                a, b = bounds[i + 2]
-                encodings.append(self.encoder.submit(staged.indexes[a:b], staged.pages[a:b]))
+            if i + 2 < len(parts):           # keep one part compressing ahead of the send
+                encodings.append(self.encoder.submit(parts[i + 2]))
             stored.append(part_stored)
             zeroed.append(part_zeroed)
             stored_bytes += sum(len(f) for f in frames)
-            if i == len(bounds) - 1:
+            if i == len(parts) - 1:
                 break
             self.link.send(PAGES, {"number": meta["number"], "first_frame": sent}, frames)
             sent += len(frames)
             if meta["number"] == faults.value(Fault.DIE_MID_CHECKPOINT_SEND):
                 self.link.send_torn(PAGES, {"number": meta["number"], "first_frame": sent}, frames)
                 faults.crash(Fault.DIE_MID_CHECKPOINT_SEND)
-        self.staging.fit(n)                  # ready, pre-faulted, for a dirty set like this one
         blobs = [host, stack, np.concatenate(stored).astype("<u4").tobytes(),
                  np.concatenate(zeroed).astype("<u4").tobytes(), *frames]
         meta["stored_bytes"] = stored_bytes + len(host) + len(stack)
         meta["compress_seconds"] = time.monotonic() - began
-        meta["parts"] = len(bounds)
+        meta["parts"] = len(parts)
+        self.journal.flush()                 # the records before the checkpoint's position
         if meta["number"] == faults.value(Fault.DIE_MID_CHECKPOINT_SEND):
             self.link.send_torn(CHECKPOINT, meta, blobs)
             faults.crash(Fault.DIE_MID_CHECKPOINT_SEND)
@@ -280,13 +363,18 @@ class Guest:
         if meta["number"] <= faults.value(Fault.DIE_AFTER_CHECKPOINT):
             faults.crash(Fault.DIE_AFTER_CHECKPOINT)
 
+    def _resumed_after(self, stopped: float, timeout: float = 5.0) -> float:
+        """When the guest stopped at `stopped` was running again (its rewind done): the pause
+        ends there, not when the pages were copied."""
+        gate = self.runner.gate
+        deadline = time.monotonic() + timeout
+        while gate.resumed_at < stopped and time.monotonic() < deadline:
+            gate.resumed.wait(0.01)
+        return gate.resumed_at if gate.resumed_at >= stopped else time.monotonic()
+
     def _wait_background(self) -> float:
         """Seconds spent waiting for the previous checkpoint's background write."""
-        if self._background is None or not self._background.is_alive():
-            return 0.0
-        began = time.monotonic()
-        self._background.join()
-        return time.monotonic() - began
+        return self._background.wait()
 
     def _memory_span(self) -> tuple[int, int]:
         size = self.memory.data_len(self.store)
