@@ -13,9 +13,13 @@ checkpoint (read from the daemon's LMDB, read-only) adds where the time went: di
 waited_seconds, compress_seconds; what is left of end-to-end after time to safepoint, pause and
 compression is the send to the daemon and its LMDB commit.
 
-Machine limits, same run: memcpy GB/s (a buffer the size of the dirty set, and 256 MiB), zstd
-level-1 MB/s on pages like the guest's in 64 KiB batches, LMDB write MB/s (one transaction of
-64 KiB values, committed with sync), the kernel's walk of the page tables (one PAGEMAP_SCAN of
+Each case first takes --warmup incremental checkpoints it does not count: the store's steady
+state, in which pages freed by collecting old checkpoints are reused, starts at the third (before
+it, every write grows the file, and on this VM a page of fresh memory or file costs ~10 us of
+CPU). Machine limits, same run: memcpy GB/s (a buffer the size of the dirty set, and 256 MiB),
+zstd level-1 MB/s on pages like the guest's in 64 KiB batches, LMDB write MB/s (one transaction
+of 256 KiB values — the size of roost's page frames — committed with sync, into pages a
+previous write freed; the rate growing the file is shown too), the kernel's walk of the page tables (one PAGEMAP_SCAN of
 a populated, write-protected, clean memory of each size: what any pause must spend to learn
 that nothing else was written), and a full-snapshot baseline per size (copy, compress and
 write all memory, measured).
@@ -56,6 +60,7 @@ PATTERNS = ("scattered", "runs")
 RUN_PAGES = 64
 QUIET_MS = 300
 ZSTD_BATCH = 64 << 10
+LMDB_VALUE = 256 << 10
 ROUND_RE = re.compile(rb"^round (\d+)")
 BIG = 2048
 THROUGHPUT_FLOOR_BYTES = 16 << 20    # below this, end-to-end is latency, not throughput (see evaluate)
@@ -136,27 +141,39 @@ def scan_ms(size: int, repeat: int = 5) -> float:
     return statistics.median(samples) * 1e3
 
 
-def lmdb_write(path: Path, values: list[bytes]) -> float:
-    """Seconds to write `values` (one transaction, committed with sync) into a fresh env."""
+def lmdb_write(path: Path, values: list[bytes], reuse: bool = False) -> float:
+    """Seconds to write `values` (one transaction, committed with sync) into a fresh env; with
+    `reuse`, into pages a first write of the same size freed (a daemon's steady state: the
+    garbage of old checkpoints is reused, the file does not grow)."""
     total = sum(len(v) for v in values)
     env = lmdb.open(str(path), map_size=max(4 * total, 64 * MiB), sync=True, metasync=True)
     try:
+        if reuse:
+            _put_all(env, values, b"a")
+            with env.begin(write=True) as txn:
+                for i in range(len(values)):
+                    txn.delete(b"a" + struct.pack(">Q", i))
         t0 = time.perf_counter()
-        with env.begin(write=True) as txn:
-            for i, v in enumerate(values):
-                txn.put(struct.pack(">Q", i), v)
+        _put_all(env, values, b"b")
         return time.perf_counter() - t0
     finally:
         env.close()
 
 
-def lmdb_mbps(tmp: Path, size: int = 256 * MiB, repeat: int = 2) -> float:
-    """LMDB write MB/s with 64 KiB values (compressed-looking: random bytes)."""
-    chunk = random.Random(2).randbytes(ZSTD_BATCH)
-    values = [chunk] * (size // ZSTD_BATCH)
+def _put_all(env, values: list[bytes], prefix: bytes) -> None:
+    with env.begin(write=True) as txn:
+        for i, v in enumerate(values):
+            txn.put(prefix + struct.pack(">Q", i), v)
+
+
+def lmdb_mbps(tmp: Path, reuse: bool, size: int = 256 * MiB, repeat: int = 2) -> float:
+    """LMDB write MB/s with values the size of roost's page frames (up to 64 pages,
+    compressed: 256 KiB of random bytes is the upper end)."""
+    chunk = random.Random(2).randbytes(LMDB_VALUE)
+    values = [chunk] * (size // LMDB_VALUE)
     best = float("inf")
     for k in range(repeat):
-        best = min(best, lmdb_write(tmp / f"lmdb-limit-{k}", values))
+        best = min(best, lmdb_write(tmp / f"lmdb-limit-{int(reuse)}-{k}", values, reuse))
     return size / best / 1e6
 
 
@@ -260,7 +277,7 @@ def one_checkpoint(client: Client, manifests: Manifests, exec_id: str) -> dict:
 
 
 def run_case(client: Client, manifests: Manifests, sha: str, wasm: Path, mib: int,
-             fraction: float, pattern: str, rounds: int) -> dict:
+             fraction: float, pattern: str, rounds: int, warmup: int) -> dict:
     ex = client.start(sha, argv0=wasm.stem,
                       args=[str(mib), repr(fraction), pattern, "0", str(RUN_PAGES), str(QUIET_MS)],
                       memory_limit_bytes=3 << 30, checkpoint_every_seconds=3600)
@@ -269,9 +286,10 @@ def run_case(client: Client, manifests: Manifests, sha: str, wasm: Path, mib: in
         follow.wait_fresh(0.0, timeout=120)                       # round 0: all pages written
         full = one_checkpoint(client, manifests, ex.id)
         samples = []
-        for _ in range(rounds):
+        for _ in range(warmup + rounds):
             follow.wait_fresh(time.monotonic(), timeout=120)
             samples.append(one_checkpoint(client, manifests, ex.id))
+        warm, samples = samples[:warmup], samples[warmup:]
     finally:
         try:
             client.kill(ex.id)
@@ -283,7 +301,7 @@ def run_case(client: Client, manifests: Manifests, sha: str, wasm: Path, mib: in
     return {"size_mib": mib, "fraction": fraction, "pattern": pattern,
             "expected_dirty_pages": dirty_pages_of(mib, fraction),
             "dirty_pages": [s["dirty_pages"] for s in samples], "median": med,
-            "full_checkpoint": full, "samples": samples}
+            "full_checkpoint": full, "warmup": warm, "samples": samples}
 
 
 # ---------------------------------------------------------------- targets and the table
@@ -329,6 +347,9 @@ def main() -> None:
     ap.add_argument("--patterns", default=",".join(PATTERNS))
     ap.add_argument("--rounds", type=int, default=5, help="incremental checkpoints per case")
     ap.add_argument("--big-rounds", type=int, default=3, help="... for sizes of 1 GiB and more")
+    ap.add_argument("--warmup", type=int, default=2,
+                    help="incremental checkpoints before measuring (the store reaches its steady "
+                         "state: from the third on, pages old checkpoints freed are reused)")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else [64, 512] if args.quick else [64, 512, BIG]
     fractions = [float(f) for f in args.fractions.split(",")]
@@ -349,13 +370,15 @@ def main() -> None:
         dirty_sizes = sorted({dirty_pages_of(m, f) * PAGE for m, f, _ in cases})
         limits = {"memcpy_gbps_256MiB": memcpy_gbps(256 * MiB),
                   "memcpy_gbps_by_bytes": {str(n): memcpy_gbps(n) for n in dirty_sizes},
-                  "zstd_mbps": zstd, "zstd_ratio": ratio, "lmdb_mbps": lmdb_mbps(tmp),
+                  "zstd_mbps": zstd, "zstd_ratio": ratio, "lmdb_mbps": lmdb_mbps(tmp, reuse=True),
+                  "lmdb_grow_mbps": lmdb_mbps(tmp, reuse=False),
                   "scan_ms": {str(m): scan_ms(m * MiB) for m in sorted({m for m, _, _ in cases})},
                   "full_snapshot": {}}
         for mib in sorted({m for m, _, _ in cases}):
             limits["full_snapshot"][str(mib)] = full_snapshot(tmp, mib * MiB)
         print(f"memcpy {limits['memcpy_gbps_256MiB']:.1f} GB/s (256 MiB), zstd-1 {zstd:.0f} MB/s "
-              f"(64 KiB batches, ratio {ratio:.2f}), LMDB write {limits['lmdb_mbps']:.0f} MB/s")
+              f"(64 KiB batches, ratio {ratio:.2f}), LMDB write {limits['lmdb_mbps']:.0f} MB/s "
+              f"(into freed pages; {limits['lmdb_grow_mbps']:.0f} MB/s growing the file)")
         print("page-table walk (PAGEMAP_SCAN, clean): " + ", ".join(
             f"{mib} MiB {ms:.2f} ms" for mib, ms in limits["scan_ms"].items()))
         for mib, fs in limits["full_snapshot"].items():
@@ -377,7 +400,8 @@ def main() -> None:
                     rounds = min(rounds, 2)          # ~30 s a checkpoint: keep the run short
                 t0 = time.monotonic()
                 try:
-                    case = run_case(client, manifests, sha, wasm, mib, fraction, pattern, rounds)
+                    case = run_case(client, manifests, sha, wasm, mib, fraction, pattern, rounds,
+                                    args.warmup)
                 except Exception as e:               # one broken case does not lose the others
                     print(f"{mib} MiB {fraction * 100:g}% {pattern}: FAILED: {e}", flush=True)
                     failed.append({"size_mib": mib, "fraction": fraction, "pattern": pattern,

@@ -34,7 +34,8 @@ class Live:
     checkpointable: bool = False
     wake_at_ns: int = 0                  # the latest checkpoint was taken for a durable sleep
     page_map: PageMap = field(default_factory=PageMap)   # of the latest committed checkpoint
-    streamed: tuple[int, int] = (0, 0)   # (checkpoint, frames stored) of one being streamed
+    streamed: tuple[int, int] = (0, 0)   # (checkpoint, frames received) of one being streamed
+    writes: list = field(default_factory=list)   # futures of its parts being written
     requests: dict = field(default_factory=dict)  # request id -> checkpoint result (None: pending)
     next_request: int = 0
     changed: threading.Condition = field(default_factory=threading.Condition)

@@ -14,6 +14,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +33,7 @@ from .workerlink import CHECKPOINT, CONTROL, END, JOURNAL, OUTPUT, PAGES, READY,
 from .workers import WorkerPool
 
 log = logging.getLogger(__name__)
+STREAM_DEPTH = 2       # checkpoint parts received but not yet written, per execution
 SHUTDOWN = "roostd is shutting down"
 STORE_FAILED = "paused: the store could not take the execution's output"
 MAX_BARREN_DEATHS = 5   # workers in a row that die without making new progress: a crash loop
@@ -71,6 +73,9 @@ class Supervisor:
         self._committed = 0                  # checkpoints committed by this daemon (fault points)
         self.timers = Timers(store, self._wake)
         self.pages = PageStore(store)
+        # Streamed checkpoint parts are written here while the pump goes on receiving the next
+        # part (the worker compresses a third meanwhile): receive, compress and the disk overlap.
+        self._page_writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="roost-pages")
 
     # ---- lifecycle ----
     def recover(self) -> int:
@@ -275,11 +280,21 @@ class Supervisor:
         number, first = int(frame.meta["number"]), int(frame.meta["first_frame"])
         if first != (live.streamed[1] if live.streamed[0] == number else 0):
             raise StoreError(f"checkpoint {number}: pages from frame {first} arrived out of order")
-        self.pages.put_frames(live.record.id, number, first, frame.blobs)
+        while len(live.writes) >= STREAM_DEPTH:       # backpressure: the worker's send waits
+            live.writes.pop(0).result()
+        live.writes.append(self._page_writer.submit(self.pages.put_frames, live.record.id, number,
+                                                    first, frame.blobs))
         live.streamed = (number, first + len(frame.blobs))
+
+    def _drain_writes(self, live: Live) -> None:
+        """Wait for the parts being written; the first failure (StoreError) is raised."""
+        writes, live.writes = live.writes, []
+        for write in writes:
+            write.result()
 
     def _store_checkpoint(self, live: Live, frame: Frame) -> None:
         meta, record = dict(frame.meta), live.record
+        self._drain_writes(live)
         host, stack, frames = frame.blobs[0], frame.blobs[1], frame.blobs[4:]
         stored, zeroed = np.frombuffer(frame.blobs[2], "<u4"), np.frombuffer(frame.blobs[3], "<u4")
         streamed = live.streamed[1] if live.streamed[0] == meta["number"] else 0
@@ -339,6 +354,9 @@ class Supervisor:
 
     def _finish(self, live: Live, end: Frame | None) -> None:
         record = live.record
+        for write in live.writes:          # parts of an unfinished checkpoint: written (and
+            write.exception()              # discarded at the next start) before it starts
+        live.writes = []
         code = None if end is not None else reap(live.worker)   # the status explains a crash
         vfs = None
         if end is not None:
