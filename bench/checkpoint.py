@@ -1,11 +1,15 @@
 """bench/checkpoint: incremental dirty-page checkpoints through a real roostd, against the
 machine's limits measured in the same run.
 
-    /work/venv/bin/python bench/checkpoint.py [--quick] [--sizes 64,512,2016] [--rounds N]
+    .venv/bin/python bench/checkpoint.py [--quick] [--sizes 64,512,2048] [--rounds N]
 
 A guest (bench/guests/dirtier.c) fills M MiB, then each round writes one byte into a set of
 pages — a fraction of memory, scattered single pages or runs of 64 — prints "round K" and stays
-quiet ~0.3 s. For each size (64 MiB, 512 MiB, 2 GiB) × fraction (0.1 %, 1 %, 10 %, 100 %) × pattern the bench takes the
+quiet for 0.3 s + 3 ms per dirty MiB: long enough that its next round does not run during the
+checkpoint's background write (each first write to a page after a checkpoint is a write-protect
+fault, a few us of the guest's CPU: a guest dirtying 2 GiB takes a core for a second, and then
+the compression gets only the other one; that is the guest's load, not the checkpoint's). For
+each size (64 MiB, 512 MiB, 2 GiB) × fraction (0.1 %, 1 %, 10 %, 100 %) × pattern the bench takes the
 first (full) checkpoint, then for a few rounds waits for a fresh "round K" line and calls the
 Checkpoint RPC: pause (guest stopped), end-to-end (request to committed = total_seconds), stored
 bytes, MB/s = dirty bytes / end-to-end; medians over the rounds. The worker's manifest of each
@@ -258,6 +262,11 @@ class Manifests:
         return json.loads(raw) if raw is not None else {}
 
 
+def quiet_ms(mib: int, fraction: float) -> int:
+    """The guest's quiet time between rounds (see the docstring)."""
+    return QUIET_MS + int(3 * mib * fraction)
+
+
 def dirty_pages_of(mib: int, fraction: float) -> int:
     pages = mib * MiB // PAGE
     return min(pages, max(1, int(pages * fraction + 0.5)))
@@ -273,13 +282,16 @@ def one_checkpoint(client: Client, manifests: Manifests, exec_id: str) -> dict:
             "compress_ms": m.get("compress_seconds", 0) * 1e3, "frames": m.get("frames"),
             "stage_ms": m.get("stage_seconds", 0) * 1e3, "precopy_ms": m.get("precopy_seconds", 0) * 1e3,
             "precopied_pages": m.get("precopied_pages"), "pause_pages": m.get("pause_pages"),
+            "compress_wait_ms": m.get("compress_wait_seconds", 0) * 1e3,
+            "send_wait_ms": m.get("send_wait_seconds", 0) * 1e3, "drain_ms": m.get("drain_seconds", 0) * 1e3,
             "map_bytes": m.get("map_bytes"), "tracker": m.get("tracker")}
 
 
 def run_case(client: Client, manifests: Manifests, sha: str, wasm: Path, mib: int,
              fraction: float, pattern: str, rounds: int, warmup: int) -> dict:
     ex = client.start(sha, argv0=wasm.stem,
-                      args=[str(mib), repr(fraction), pattern, "0", str(RUN_PAGES), str(QUIET_MS)],
+                      args=[str(mib), repr(fraction), pattern, "0", str(RUN_PAGES),
+                            str(quiet_ms(mib, fraction))],
                       memory_limit_bytes=3 << 30, checkpoint_every_seconds=3600)
     follow = Rounds(client, ex.id)
     try:

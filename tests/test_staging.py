@@ -197,3 +197,10 @@ def test_precopy_beside_a_writing_guest_is_consistent_at_the_pause() -> None:
             written.clear()
     finally:
         tracker.close()
+
+
+@given(st.lists(st.booleans(), max_size=40))
+def test_true_runs(mask: list[bool]) -> None:
+    runs = staging._true_runs(np.array(mask, dtype=bool))
+    assert [i for a, b in runs for i in range(a, b)] == [i for i, m in enumerate(mask) if m]
+    assert all(b > a for a, b in runs)

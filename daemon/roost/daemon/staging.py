@@ -63,10 +63,7 @@ class Staged:
         kept: list[Piece] = []
         for indexes, pages in self.earlier:
             fresh = ~np.isin(indexes, later, assume_unique=True)
-            if fresh.all():
-                kept.append((indexes, pages))
-            elif fresh.any():
-                kept.append((indexes[fresh], pages[fresh]))
+            kept += [(indexes[a:b], pages[a:b]) for a, b in _true_runs(fresh)]
         return Staged(kept + self.pieces)
 
     @property
@@ -99,6 +96,15 @@ class Staged:
                 at += take
                 room -= take
         return parts
+
+
+def _true_runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """[a, b) spans where `mask` is True: slices of a piece are views, where a boolean index
+    would copy all of it (a page of a 512 MiB pre-copy superseded would copy 512 MiB)."""
+    if mask.all():
+        return [(0, len(mask))] if len(mask) else []
+    edges = np.flatnonzero(np.diff(np.r_[False, mask, False].astype(np.int8)))
+    return list(zip(edges[0::2].tolist(), edges[1::2].tolist()))
 
 
 class StagingBuffer:

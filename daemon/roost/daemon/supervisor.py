@@ -294,7 +294,9 @@ class Supervisor:
 
     def _store_checkpoint(self, live: Live, frame: Frame) -> None:
         meta, record = dict(frame.meta), live.record
+        drain_began = time.monotonic()
         self._drain_writes(live)
+        meta["drain_seconds"] = time.monotonic() - drain_began   # the store behind the worker
         host, stack, frames = frame.blobs[0], frame.blobs[1], frame.blobs[4:]
         stored, zeroed = np.frombuffer(frame.blobs[2], "<u4"), np.frombuffer(frame.blobs[3], "<u4")
         streamed = live.streamed[1] if live.streamed[0] == meta["number"] else 0

@@ -336,8 +336,11 @@ class Guest:
         parts = staged.parts(PART_PAGES)
         encodings = [self.encoder.submit(part) for part in parts[:2]]
         stored, zeroed, sent, stored_bytes = [], [], 0, 0
+        waits = sends = 0.0                  # where the background's time went (manifest)
         for i in range(len(parts)):
+            t = time.monotonic()
             frames, part_stored, part_zeroed = encodings[i].result()
+            waits += time.monotonic() - t
             if i + 2 < len(parts):           # keep one part compressing ahead of the send
                 encodings.append(self.encoder.submit(parts[i + 2]))
             stored.append(part_stored)
@@ -345,7 +348,9 @@ class Guest:
             stored_bytes += sum(len(f) for f in frames)
             if i == len(parts) - 1:
                 break
+            t = time.monotonic()
             self.link.send(PAGES, {"number": meta["number"], "first_frame": sent}, frames)
+            sends += time.monotonic() - t
             sent += len(frames)
             if meta["number"] == faults.value(Fault.DIE_MID_CHECKPOINT_SEND):
                 self.link.send_torn(PAGES, {"number": meta["number"], "first_frame": sent}, frames)
@@ -354,6 +359,7 @@ class Guest:
                  np.concatenate(zeroed).astype("<u4").tobytes(), *frames]
         meta["stored_bytes"] = stored_bytes + len(host) + len(stack)
         meta["compress_seconds"] = time.monotonic() - began
+        meta["compress_wait_seconds"], meta["send_wait_seconds"] = waits, sends
         meta["parts"] = len(parts)
         self.journal.flush()                 # the records before the checkpoint's position
         if meta["number"] == faults.value(Fault.DIE_MID_CHECKPOINT_SEND):
