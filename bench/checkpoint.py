@@ -316,6 +316,29 @@ def run_case(client: Client, manifests: Manifests, sha: str, wasm: Path, mib: in
             "full_checkpoint": full, "warmup": warm, "samples": samples}
 
 
+def restore_case(client: Client, sha: str, wasm: Path, mib: int, fill: float) -> dict:
+    """Checkpoint a guest whose memory has `fill` of its pages non-zero, pause it (its worker
+    exits) and resume it: the new worker restores it from the store. The daemon's own
+    measurement (inspect's restore_seconds: page map, frames, memory, host state)."""
+    ex = client.start(sha, argv0=wasm.stem, args=[str(mib), "0.001", "runs", "0", str(RUN_PAGES),
+                                                   str(QUIET_MS), repr(fill)],
+                      memory_limit_bytes=3 << 30, checkpoint_every_seconds=3600)
+    follow = Rounds(client, ex.id)
+    try:
+        follow.wait_fresh(0.0, timeout=120)
+        client.pause(ex.id)
+        client.resume(ex.id)
+        deadline = time.monotonic() + 120
+        while not client.get(ex.id).restore_seconds and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return {"size_mib": mib, "fill": fill, "restore_ms": client.get(ex.id).restore_seconds * 1e3}
+    finally:
+        try:
+            client.kill(ex.id)
+        except Exception:
+            pass
+
+
 # ---------------------------------------------------------------- targets and the table
 
 def evaluate(case: dict, limits: dict) -> dict:
@@ -400,7 +423,7 @@ def main() -> None:
 
         # ---- checkpoints through a real daemon
         d = daemon(tmp)
-        results, failed = [], []
+        results, failed, restores = [], [], []
         try:
             client = Client(d.addr)
             sha = client.upload_module(wasm).sha256
@@ -426,6 +449,14 @@ def main() -> None:
                       f"(target {ev['pause_target_ms']:.2f}), end-to-end {med['total_ms']:.1f} ms, "
                       f"{ev['mbps']:.0f} MB/s, dirty pages {case['dirty_pages']} "
                       f"[{time.monotonic() - t0:.1f} s]", flush=True)
+            for mib in sorted({m for m, _, _ in cases}):
+                for fill in (0.01, 1.0):
+                    try:
+                        restores.append(restore_case(client, sha, wasm, mib, fill))
+                        print(f"restore {mib} MiB, {fill:.0%} of pages non-zero: "
+                              f"{restores[-1]['restore_ms']:.0f} ms", flush=True)
+                    except Exception as e:
+                        print(f"restore {mib} MiB {fill:.0%}: FAILED: {e}", flush=True)
         finally:
             d.stop()
 
@@ -447,7 +478,11 @@ def main() -> None:
                 ["size", "dirty", "pattern", "dirty bytes", "pause", "target", "walk", "end-to-end",
                  "to safepoint", "(precopy)", "compress", "send+commit", "stored", "MB/s", "target",
                  "vs full snapshot", "full ckpt pause/total"], rows)
-    result = {"limits": limits, "cases": results, "failed": failed, "wall_seconds": time.monotonic() - began,
+    print_table("restore (a new worker from the latest checkpoint: page map, frames, memory, host state)",
+                ["memory", "non-zero pages", "restore ms"],
+                [[f"{r['size_mib']} MiB", f"{r['fill']:.0%}", f"{r['restore_ms']:.0f}"] for r in restores])
+    result = {"limits": limits, "cases": results, "restores": restores, "failed": failed,
+              "wall_seconds": time.monotonic() - began,
               "args": vars(args)}
     print(f"\nwall {result['wall_seconds']:.0f} s; wrote {write_result('checkpoint', result)}")
 

@@ -130,7 +130,6 @@ def test_buffer_is_sized_for_the_smaller_of_the_last_two_checkpoints() -> None:
     staging.fit(10)
     staging.fit(10)
     assert staging.capacity < 8000        # and gives it back when it stops
-    staging.release()
 
 
 needs_fast = pytest.mark.skipif(dirty.probe() is not None, reason=f"uffd-wp-async: {dirty.probe()}")

@@ -1,6 +1,6 @@
 /* bench/checkpoint's guest: dirties a chosen set of pages between checkpoints.
  *
- *   dirtier MIB FRACTION PATTERN ROUNDS [RUN_PAGES] [QUIET_MS]
+ *   dirtier MIB FRACTION PATTERN ROUNDS [RUN_PAGES] [QUIET_MS] [FILL]
  *
  * Grows memory by MIB MiB and fills every page (so the first checkpoint stores all of it) with data
  * that compresses about like real heap contents (half the bytes pseudo-random), prints
@@ -9,7 +9,9 @@
  * runs of RUN_PAGES pages, default 64, spread evenly) — with a value that changes every round,
  * prints "round K" and stays quiet for QUIET_MS ms (default 300) in short sleeps: a short sleep
  * stays in the worker, and each one is a host call, so a checkpoint asked for in the quiet time
- * stops the guest within a couple of ms, between two rounds, never in the middle of one. */
+ * stops the guest within a couple of ms, between two rounds, never in the middle of one.
+ * FILL (default 1) is the fraction of the pages filled at the start, spread evenly: below 1 the
+ * memory is sparse (the rest stays zero), as a large heap mostly unused. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +36,7 @@ int main(int argc, char **argv) {
     long rounds = atol(argv[4]);
     size_t run_pages = argc > 5 ? strtoull(argv[5], NULL, 10) : 64;
     int quiet_ms = argc > 6 ? atoi(argv[6]) : 300;
+    double fill = argc > 7 ? atof(argv[7]) : 1.0;
     if (!runs && strcmp(argv[3], "scattered") != 0) { fprintf(stderr, "bad pattern %s\n", argv[3]); return 2; }
 
     size_t pages = (mib << 20) / PAGE;
@@ -42,12 +45,16 @@ int main(int argc, char **argv) {
     if (old == (size_t)-1) { fprintf(stderr, "cannot allocate %zu MiB\n", mib); return 1; }
     volatile uint8_t *mem = (volatile uint8_t *)(old * 65536);
 
-    /* every page touched: half the bytes of each word random (zstd level 1: ~2:1) */
+    /* FILL of the pages touched: half the bytes of each word random (zstd level 1: ~2:1) */
     uint64_t x = 0x9E3779B97F4A7C15ULL;
-    volatile uint64_t *words = (volatile uint64_t *)mem;
-    for (size_t i = 0; i < pages * PAGE / 8; i++) {
-        x ^= x << 13; x ^= x >> 7; x ^= x << 17;
-        words[i] = x & 0x00FF00FF00FF00FFULL;
+    size_t filled = (size_t)(pages * fill + 0.5);
+    for (size_t f = 0; f < filled; f++) {
+        size_t p = filled == pages ? f : (size_t)((double)f * pages / filled);
+        volatile uint64_t *words = (volatile uint64_t *)(mem + p * PAGE);
+        for (size_t i = 0; i < PAGE / 8; i++) {
+            x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+            words[i] = x & 0x00FF00FF00FF00FFULL;
+        }
     }
 
     size_t dirty = (size_t)(pages * fraction + 0.5);

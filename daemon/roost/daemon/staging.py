@@ -14,10 +14,10 @@ part of a checkpoint whose cost can grow inside the pause, so:
   and exact while the guest runs: userfaultfd's);
 - the staging buffer is reused from checkpoint to checkpoint (one checkpoint at a time owns
   it), and pre-faulted (MAP_POPULATE) and sized ahead for the next checkpoint after each one:
-  a fresh page costs a fault and a zeroing, which would double the copy's cost. It is sized for
-  the smaller of the last two dirty sets, so one large checkpoint (the first, full one) does not
-  keep a copy of all memory resident, while a guest that dirties much every time keeps its
-  buffer;
+  a fresh page costs a fault and a zeroing, which would double the copy's cost (and ~10 us on
+  a VM whose host reclaims free memory). It is sized for the smaller of the last two
+  checkpoints, so one large checkpoint (the first, full one) does not keep a copy of all memory
+  resident, while a guest that dirties much every time keeps its buffer;
 - a few runs are copied with one memmove each, many long runs with a slice copy each,
   scattered pages with one gather (numpy `take`: a C loop of 4 KiB copies, no Python per page).
 
@@ -45,8 +45,8 @@ Piece = tuple[np.ndarray, np.ndarray]
 
 
 class Staged:
-    """The dirty pages of one checkpoint, as pieces in page order; with a pre-copy, `earlier`
-    holds its pieces, some of them superseded by a page of `pieces` (see `resolved`)."""
+    """The dirty pages of one checkpoint, as pieces (each in page order); with a pre-copy,
+    `earlier` holds its pieces, some of them superseded by a page of `pieces` (see `resolved`)."""
 
     __slots__ = ("pieces", "earlier")
 
@@ -108,7 +108,7 @@ def _true_runs(mask: np.ndarray) -> list[tuple[int, int]]:
 
 
 class StagingBuffer:
-    """Pre-faulted page slots, handed out in order to the threads that copy (thread-safe)."""
+    """Pre-faulted page slots, handed out in order (a pre-copy's first, then its pause's)."""
 
     def __init__(self) -> None:
         self._segments: list[np.ndarray] = []
@@ -121,12 +121,6 @@ class StagingBuffer:
     def capacity(self) -> int:
         """Pages the buffer holds without allocating."""
         return sum(len(s) for s in self._segments)
-
-    def reserve(self, pages: int) -> None:
-        """Make room for `pages` pages, pre-faulted (call outside the pause when possible)."""
-        if pages > self.capacity:
-            self._replace(pages)
-        self.rewind()
 
     def rewind(self) -> None:
         """Hand slots out from the start again (the previous checkpoint's copy is consumed)."""
@@ -166,11 +160,6 @@ class StagingBuffer:
         if want > have or shrink:
             self._replace(want)
         self.rewind()
-
-    def release(self) -> None:
-        """Drop the buffer; its memory goes when the last view of it (a Staged) does."""
-        with self._lock:
-            self._segments, self._addresses, self._used = [], [], 0
 
 
 def _allocate(pages: int) -> tuple[np.ndarray, int]:
