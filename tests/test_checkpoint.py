@@ -235,7 +235,7 @@ def test_large_checkpoints_stream_in_parts_and_a_torn_one_is_discarded(tmp_path)
     store = Store(tmp_path / "data" / "store", 1 << 30)
     try:
         latest = PageStore(store).latest(exec_id)
-        assert latest["parts"] >= 2 and latest["dirty_pages"] > 8192, latest
+        assert latest["parts"] >= 2 and latest["dirty_pages"] > 2048, latest
     finally:
         store.close()
 
@@ -259,3 +259,26 @@ def test_checkpoints_asked_faster_than_they_are_written_wait_and_say_so(roostd):
 def _metric_sum(daemon, name: str) -> float:
     match = re.search(rf"^{name}_sum (\S+)$", daemon.metrics(), re.M)
     return float(match.group(1)) if match else 0.0
+
+
+def test_hashing_tracker_checkpoints_and_restores_the_same(tmp_path):
+    """Where userfaultfd is unavailable (here: chosen by ROOST_DIRTY_TRACKER=hash) the hashing
+    tracker finds the written pages: periodic checkpoints, a kill -9 of the worker, a restore,
+    byte-identical output; inspect and the metrics say which tracker it was."""
+    daemon = Roostd(tmp_path / "data", env={"ROOST_DIRTY_TRACKER": "hash"}).start()
+    try:
+        wasm = compile_guest("big_rewrite")
+        args = ["16", "12", "100"]
+        native = run_native(wasm, ["big_rewrite", *args])
+        exec_id = _start(daemon, wasm, *args, opts=("--checkpoint-every", "0.3"))
+        wait_until(lambda: _inspect(daemon, exec_id)["checkpoints"] >= 2, timeout=60,
+                   what="two checkpoints")
+        assert _kill_worker(daemon, exec_id)
+        assert daemon.roost("wait", exec_id, timeout=300).returncode == native.exit_code == 0
+        logs = daemon.roost("logs", exec_id)
+        assert (logs.stdout, logs.stderr) == (native.stdout, native.stderr)
+        info = _inspect(daemon, exec_id)
+        assert info["dirty_tracker"] == "hash" and info["restores"] >= 1, info
+        assert 'tracker="hash"' in daemon.metrics()
+    finally:
+        daemon.stop()

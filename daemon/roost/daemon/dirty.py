@@ -532,8 +532,11 @@ def probe() -> str | None:
     """None when async uffd-WP and PAGEMAP_SCAN work here, else why not (for inspect/metrics).
 
     Runs the real thing on a scratch mapping: a kernel that accepts the ioctls but reports the
-    wrong pages must not be trusted with checkpoints.
+    wrong pages must not be trusted with checkpoints. ROOST_DIRTY_TRACKER=hash (in roostd's
+    environment, which its workers inherit) chooses the hashing tracker anyway.
     """
+    if os.environ.get("ROOST_DIRTY_TRACKER") == "hash":
+        return "chosen by ROOST_DIRTY_TRACKER=hash"
     if mmap.PAGESIZE != PAGE_BYTES:
         return f"host page size is {mmap.PAGESIZE}, not {PAGE_BYTES}"
     try:

@@ -39,7 +39,7 @@ from .workerlink import CHECKPOINT, CONTROL, END, PAGES, READY, START, STATS, Li
 
 STATS_INTERVAL_SECONDS = 1.0
 PAGE_BYTES = snapshot.PAGE_BYTES
-PART_PAGES = 8192            # 32 MiB of a checkpoint's pages per streamed part
+PART_PAGES = 2048            # 8 MiB of a checkpoint's pages per streamed part
 JOURNAL_BATCH_BYTES = 64 << 10
 STOPPING = ("pause", "suspend", "sleep")    # checkpoint requests after which the worker exits
 
