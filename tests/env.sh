@@ -7,8 +7,9 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$VENV/bin/pip" install -q --upgrade pip
 fi
 stamp="$VENV/.roost-installed"
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ proto/roost/v1/control.proto -nt "$stamp" ] \
-   || ! "$VENV/bin/python" -c "import roost.v1.control_pb2, roost.daemon, roost.client" 2>/dev/null; then
+newer_proto=$(find proto -name '*.proto' -newer "$stamp" 2>/dev/null | head -1)
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ -n "$newer_proto" ] \
+   || ! "$VENV/bin/python" -c "import roost.v1.control_pb2, roost.v1.peer_pb2, roost.daemon, roost.client" 2>/dev/null; then
   echo "== installing roost into $VENV"
   "$VENV/bin/pip" install -q -e '.[test]'
   touch "$stamp"

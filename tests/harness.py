@@ -40,8 +40,9 @@ def wait_until(predicate, timeout: float = 30.0, interval: float = 0.02, what: s
 
 class Roostd:
     def __init__(self, data_dir: Path, *extra: str, env: dict | None = None,
-                 config_text: str = "") -> None:
+                 config_text: str = "", tls: tuple[Path, Path, Path] | None = None) -> None:
         self.data_dir = data_dir
+        self.tls = tls               # (ca, cert, key): serve mutual TLS; the CLI uses the same
         self.config_text = config_text
         self.port = free_port()
         self.metrics_port = free_port()
@@ -62,19 +63,31 @@ class Roostd:
     def start(self, timeout: float = 60.0) -> "Roostd":
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")
+        tls = [] if self.tls is None else [
+            "--tls-ca", str(self.tls[0]), "--tls-cert", str(self.tls[1]), "--tls-key", str(self.tls[2])]
         self.proc = subprocess.Popen(
             [str(BIN / "roostd"), "--config", str(self.config()),
              "--data-dir", str(self.data_dir), "--listen", self.addr,
-             "--metrics-listen", f"127.0.0.1:{self.metrics_port}", "--node-id", f"test-{self.port}",
-             *self.extra], stdout=self._log, stderr=subprocess.STDOUT, env=self.env)
+             "--metrics-listen", f"127.0.0.1:{self.metrics_port}", "--node-id", self.node_id,
+             *tls, *self.extra], stdout=self._log, stderr=subprocess.STDOUT, env=self.env)
         wait_until(self.serving, timeout, what=f"roostd on {self.addr} to serve (log: {self.log_path})")
         return self
+
+    @property
+    def node_id(self) -> str:
+        return f"test-{self.port}"
+
+    def channel(self) -> grpc.Channel:
+        if self.tls is None:
+            return grpc.insecure_channel(self.addr)
+        ca, cert, key = (p.read_bytes() for p in self.tls)
+        return grpc.secure_channel(self.addr, grpc.ssl_channel_credentials(ca, key, cert))
 
     def serving(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
             raise AssertionError(f"roostd exited with {self.proc.returncode}: {self.log()}")
         try:
-            with grpc.insecure_channel(self.addr) as ch:
+            with self.channel() as ch:
                 resp = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1)
                 return resp.status == health_pb2.HealthCheckResponse.SERVING
         except grpc.RpcError:
@@ -85,6 +98,10 @@ class Roostd:
             return self.proc.returncode if self.proc else 0
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout=timeout)
+
+    def restart(self, timeout: float = 60.0) -> "Roostd":
+        """Start again on the same port and data (after stop or kill9)."""
+        return self.start(timeout)
 
     def kill9(self) -> None:
         assert self.proc is not None
@@ -100,7 +117,9 @@ class Roostd:
     def roost(self, *args: str, input: bytes | None = None, timeout: float = 120.0,
               check: bool = False) -> subprocess.CompletedProcess:
         """Run the real CLI against this daemon; stdout/stderr are bytes."""
-        proc = subprocess.run([str(BIN / "roost"), "--addr", self.addr, *args], input=input,
+        tls = [] if self.tls is None else [
+            "--tls-ca", str(self.tls[0]), "--tls-cert", str(self.tls[1]), "--tls-key", str(self.tls[2])]
+        proc = subprocess.run([str(BIN / "roost"), "--addr", self.addr, *tls, *args], input=input,
                               capture_output=True, timeout=timeout)
         if check and proc.returncode != 0:
             raise AssertionError(f"roost {' '.join(args)} -> {proc.returncode}: {proc.stderr!r}")
@@ -110,3 +129,38 @@ class Roostd:
         import urllib.request
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
             return r.read().decode()
+
+
+def cluster(root: Path, n: int = 3, tls: list | None = None, config_text: str = "") -> list[Roostd]:
+    """`n` roostds that name each other as peers (started)."""
+    daemons = [Roostd(root / f"node{i}" / "data", config_text=config_text,
+                      tls=tls[i] if tls else None) for i in range(n)]
+    for d in daemons:
+        d.extra = [a for o in daemons if o is not d for a in ("--peer", o.addr)]
+    for d in daemons:
+        d.start()
+    return daemons
+
+
+def make_ca(where: Path, name: str) -> tuple[Path, Path]:
+    """A throwaway CA: (certificate, key)."""
+    where.mkdir(parents=True, exist_ok=True)
+    cert, key = where / f"{name}-ca.pem", where / f"{name}-ca.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2",
+                    "-subj", f"/CN=roost test CA {name}"], check=True, capture_output=True)
+    return cert, key
+
+
+def make_cert(ca: tuple[Path, Path], where: Path, name: str) -> tuple[Path, Path, Path]:
+    """A certificate signed by `ca` for 127.0.0.1, for serving and for calling:
+    (ca certificate, certificate, key)."""
+    key, csr, cert = where / f"{name}.key", where / f"{name}.csr", where / f"{name}.pem"
+    ext = where / f"{name}.ext"
+    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n")
+    subprocess.run(["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                    "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={name}"], check=True, capture_output=True)
+    subprocess.run(["openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca[0]), "-CAkey", str(ca[1]),
+                    "-CAcreateserial", "-out", str(cert), "-days", "2", "-extfile", str(ext)],
+                   check=True, capture_output=True)
+    return ca[0], cert, key

@@ -105,9 +105,23 @@ def test_addr_defaults_to_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert cli.parse_args(["ps"]).addr == "127.0.0.1:7070"
 
 
-def test_migrate_says_not_implemented(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["migrate", "abc", "--to", "h:1"]) == 2
-    assert "not implemented in this version" in capsys.readouterr().err
+def test_migrate_parses() -> None:
+    ns = cli.parse_args(["migrate", "abc", "--to", "h:1", "--cold", "--downtime-ms", "15"])
+    assert (ns.command, ns.id, ns.to, ns.cold, ns.downtime_ms) == ("migrate", "abc", "h:1", True, 15.0)
+    assert cli.parse_args(["migrate", "abc", "--to", "h:1"]).cold is False
+
+
+def test_migrate_needs_a_target(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["migrate", "abc"]) == 2
+    assert "--to" in capsys.readouterr().err
+
+
+def test_tls_flags_go_together(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["--tls-ca", "ca.pem", "ps"]) == 1
+    assert "go together" in capsys.readouterr().err
+    head, guest = cli.split_guest_args(["--tls-ca", "a", "--tls-cert", "b", "--tls-key", "c",
+                                        "run", "m.wasm", "--", "-x"])
+    assert guest == ["-x"] and head[-2:] == ["run", "m.wasm"]
 
 
 @pytest.mark.parametrize("command", ["checkpoint", "pause", "resume"])

@@ -33,6 +33,23 @@ def default_addr() -> str:
     return os.environ.get("ROOST_ADDR") or DEFAULT_ADDR
 
 
+class TLS:
+    """Mutual TLS to a roostd that demands it: a CA certificate, a client certificate and
+    its key (PEM files); from $ROOST_TLS_CA, $ROOST_TLS_CERT and $ROOST_TLS_KEY by default."""
+
+    def __init__(self, ca: str, cert: str, key: str) -> None:
+        self.paths = (ca, cert, key)
+        self.ca, self.cert, self.key = (Path(p).read_bytes() for p in self.paths)
+
+    @classmethod
+    def from_env(cls) -> "TLS | None":
+        paths = [os.environ.get(f"ROOST_TLS_{k}", "") for k in ("CA", "CERT", "KEY")]
+        return cls(*paths) if all(paths) else None
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(self.ca, self.key, self.cert)
+
+
 def file_sha256(path: Path) -> str:
     """Hashes a file in blocks, so a large module is never held in memory twice."""
     digest = hashlib.sha256()
@@ -69,20 +86,26 @@ def _translated(stream: Iterable[T]) -> Iterator[T]:
 class Client:
     """A connection to one roostd; cheap to create, close it (or use `with`) when done."""
 
-    def __init__(self, addr: str | None = None) -> None:
+    def __init__(self, addr: str | None = None, tls: TLS | None = None) -> None:
         self.addr = addr or default_addr()
-        self._channel = grpc.insecure_channel(
-            self.addr,
-            options=[
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                # Notice a restarted daemon within a second or two, not grpc's default 2 min.
-                ("grpc.initial_reconnect_backoff_ms", 100),
-                ("grpc.min_reconnect_backoff_ms", 100),
-                ("grpc.max_reconnect_backoff_ms", 2000),
-            ],
-        )
+        self.tls = tls if tls is not None else TLS.from_env()
+        options = [
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            # Notice a restarted daemon within a second or two, not grpc's default 2 min.
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 2000),
+        ]
+        if self.tls is None:
+            self._channel = grpc.insecure_channel(self.addr, options=options)
+        else:
+            self._channel = grpc.secure_channel(self.addr, self.tls.credentials(), options=options)
         self._stub = control_pb2_grpc.ControlStub(self._channel)
+
+    def at(self, addr: str) -> Client:
+        """A client of another roostd of the cluster, with the same credentials."""
+        return Client(addr, self.tls)
 
     def close(self) -> None:
         """Closes the channel; streams still open are cancelled."""
@@ -216,6 +239,16 @@ class Client:
     def resume(self, id: str) -> pb.Execution:
         with _rpc_errors():
             return self._stub.Resume(pb.ResumeRequest(id=id))
+
+    def migrate(self, id: str, target: str, cold: bool = False, downtime_budget_seconds: float = 0.0,
+                max_rounds: int = 0) -> Iterator[pb.MigrateProgress]:
+        """Moves an execution to the roostd at `target`; progress, then the report (last)."""
+        request = pb.MigrateRequest(id=id, target=target, cold=cold,
+                                    downtime_budget_seconds=downtime_budget_seconds,
+                                    max_rounds=max_rounds)
+        with _rpc_errors():
+            responses = self._stub.Migrate(request)
+        return _translated(responses)
 
     def prepare_module(self, sha256: str, cooperative: bool = False) -> pb.Module:
         """Prepares a stored module for a mode ahead of its first start."""

@@ -90,6 +90,29 @@ def write_chunk(chunk: pb.LogChunk) -> None:
     out.flush()
 
 
+def moved(execution: pb.Execution) -> str:
+    """Where the execution runs now, when not on the daemon that answered (it migrated)."""
+    if execution.owner and execution.served_by and execution.owner != execution.served_by:
+        return execution.owner_address
+    return ""
+
+
+class Follow:
+    """The client of the daemon that runs an execution, following it when it migrates: a
+    daemon answers for an execution that moved away with where it went."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def track(self, execution: pb.Execution) -> bool:
+        """Switch to the execution's new daemon if it moved; True if it did."""
+        address = moved(execution)
+        if not address or address == self.client.addr:
+            return False
+        self.client = self.client.at(address)
+        return True
+
+
 def follow_logs(
     client: Client,
     id: str,
@@ -97,20 +120,26 @@ def follow_logs(
     stream: int | None = None,
     write: Callable[[pb.LogChunk], None] = write_chunk,
     reconnect: Reconnect | None = None,
+    follow: Follow | None = None,
 ) -> int:
-    """Streams the log until the execution has ended; returns the next unseen seq."""
+    """Streams the log until the execution has ended, across daemon restarts and migrations;
+    returns the next unseen seq."""
     reconnect = reconnect or Reconnect()
+    follow = follow or Follow(client)
     next_seq = 0
     while True:
         try:
-            for chunk in client.logs(id, follow=True, stream=stream, from_seq=next_seq):
+            for chunk in follow.client.logs(id, follow=True, stream=stream, from_seq=next_seq):
                 write(chunk)
                 next_seq = chunk.seq + 1
                 reconnect.reset()
         except RoostClientError as err:
             reconnect.pause(err)
             continue
-        if reconnect.call(lambda: client.get(id)).state in ENDED_STATES:
+        execution = reconnect.call(lambda: follow.client.get(id))
+        if execution.state in ENDED_STATES and not moved(execution):
             return next_seq
+        if follow.track(execution):
+            continue                          # it migrated: go on where it runs now
         # The stream closed cleanly while the execution runs on (a daemon shutting down).
         reconnect.idle()

@@ -12,13 +12,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from roost.client import commands
-from roost.client.api import Client, default_addr
+from roost.client.api import TLS, Client, default_addr
 from roost.client.display import parse_size
 from roost.client.errors import LocalError, RoostClientError
 from roost.client.mounts import parse_mount_spec
 
 EXIT_BROKEN_PIPE = 141
-NOT_IN_THIS_VERSION = ("migrate",)
 
 
 def parse_env(item: str) -> tuple[str, str]:
@@ -101,11 +100,13 @@ def _add_later_commands(sub: argparse._SubParsersAction, common: argparse.Argume
     _add_one_id(sub, common, "checkpoint", "checkpoint an execution now (it keeps running)")
     _add_one_id(sub, common, "pause", "checkpoint an execution and stop it until resume")
     _add_one_id(sub, common, "resume", "continue a paused execution from its checkpoint")
-    for name in NOT_IN_THIS_VERSION:
-        _add_one_id(sub, common, name, "(not implemented in this version)")
-    migrate = sub.choices["migrate"]
-    migrate.add_argument("--to", metavar="HOST:PORT", required=True)
-    migrate.add_argument("--cold", action="store_true")
+    migrate = _add_one_id(sub, common, "migrate",
+                          "move a running execution to another roostd (live unless --cold)")
+    migrate.add_argument("--to", metavar="HOST:PORT", required=True, help="the target roostd")
+    migrate.add_argument("--cold", action="store_true",
+                         help="stop, checkpoint, transfer, resume (no pre-copy while it runs)")
+    migrate.add_argument("--downtime-ms", type=float, metavar="MS",
+                         help="live: stop-and-copy once the rest fits this (default: the daemon's)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -118,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--addr", default=None, help="roostd address (default: $ROOST_ADDR or 127.0.0.1:7070)"
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    parser.add_argument("--tls-ca", help="mutual TLS: CA certificate (default $ROOST_TLS_CA)")
+    parser.add_argument("--tls-cert", help="mutual TLS: client certificate (default $ROOST_TLS_CERT)")
+    parser.add_argument("--tls-key", help="mutual TLS: client key (default $ROOST_TLS_KEY)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_run(sub, common)
     _add_execution_commands(sub, common)
@@ -134,7 +138,7 @@ def split_guest_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     argv = list(argv)
     i = 0
     while i < len(argv) and argv[i].startswith("-"):
-        i += 2 if argv[i] == "--addr" else 1
+        i += 2 if argv[i] in ("--addr", "--tls-ca", "--tls-cert", "--tls-key") else 1
     if i >= len(argv) or argv[i] != "run" or "--" not in argv[i + 1 :]:
         return argv, []
     cut = argv.index("--", i + 1)
@@ -160,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit:
         return int(exit.code or 0) if not isinstance(exit.code, str) else commands.EXIT_USAGE
     try:
-        with Client(ns.addr) as client:
+        with Client(ns.addr, tls_of(ns)) as client:
             return commands.COMMANDS[ns.command](client, ns)
     except KeyboardInterrupt:
         return commands.EXIT_INTERRUPTED
@@ -174,6 +178,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as err:
         commands.say(f"{err.filename or 'local file'}: {err.strerror or err}")
     return commands.EXIT_ERROR
+
+
+def tls_of(ns: argparse.Namespace) -> TLS | None:
+    """--tls-* flags (all three), else the environment's ($ROOST_TLS_*), else plaintext."""
+    paths = [getattr(ns, f"tls_{k}", None) for k in ("ca", "cert", "key")]
+    if any(paths) and not all(paths):
+        raise LocalError("--tls-ca, --tls-cert and --tls-key go together")
+    return TLS(*paths) if all(paths) else None
 
 
 def describe(err: RoostClientError, addr: str) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from roost.client import display
 from roost.client.api import Client
-from roost.client.attach import Reconnect, follow_logs, write_chunk
+from roost.client.attach import Follow, Reconnect, follow_logs, moved, write_chunk
 from roost.client.copyout import write_chunks
 from roost.client.errors import LocalError, RoostClientError
 from roost.client.mounts import read_mount
@@ -148,22 +148,37 @@ def attach(client: Client, id: str) -> int:
     """Streams the output until the execution ends, then exits as the guest did."""
     notify = say if sys.stderr.isatty() else None
     reconnect = Reconnect(notify=notify)
+    follow = Follow(client)
     try:
-        follow_logs(client, id, reconnect=reconnect)
-        execution = wait_until_ended(client, id, reconnect)
+        follow_logs(client, id, reconnect=reconnect, follow=follow)
+        execution = wait_until_ended(client, id, reconnect, follow)
     except KeyboardInterrupt:
         say(f"detached; execution {id} keeps running (roost logs -f {id})")
         return EXIT_INTERRUPTED
     return exit_status(execution)
 
 
-def wait_until_ended(client: Client, id: str, reconnect: Reconnect) -> pb.Execution:
-    """WaitExecution, again after a daemon restart or an answer sent while shutting down."""
+def owner(client: Client, id: str) -> Client:
+    """The client of the daemon that runs the execution now (any daemon of the cluster that
+    knows it says where it went)."""
+    follow = Follow(client)
+    for _ in range(8):                    # a chain of migrations, followed to its end
+        if not follow.track(follow.client.get(id)):
+            break
+    return follow.client
+
+
+def wait_until_ended(client: Client, id: str, reconnect: Reconnect,
+                     follow: Follow | None = None) -> pb.Execution:
+    """WaitExecution, again after a daemon restart or an answer sent while shutting down, and
+    at the execution's new daemon after a migration."""
+    follow = follow or Follow(client)
     while True:
-        execution = reconnect.call(lambda: client.wait(id))
-        if execution.state in display.ENDED_STATES:
+        execution = reconnect.call(lambda: follow.client.wait(id))
+        if execution.state in display.ENDED_STATES and not moved(execution):
             return execution
-        reconnect.idle()
+        if not follow.track(execution):
+            reconnect.idle()
 
 
 # listings
@@ -230,6 +245,9 @@ def inspect_lines(e: pb.Execution, now: float) -> list[tuple[str, str]]:
         ("dirty_tracker", e.dirty_tracker or "-"),
         ("worker_pid", str(e.worker_pid) if e.worker_pid else "-"),
         ("node", e.node_id or "-"),
+        ("owner", f"{e.owner} ({e.owner_address})" if e.owner_address else e.owner or "-"),
+        ("epoch", str(e.epoch) if e.epoch else "-"),
+        ("replicas", ", ".join(e.replicas) or "-"),
     ]
     return pairs
 
@@ -247,7 +265,7 @@ def _limit(limit_bytes: int) -> str:
 
 def cmd_inspect(client: Client, ns: argparse.Namespace) -> int:
     """Shows everything the daemon knows about one execution."""
-    execution = client.get(ns.id)
+    execution = owner(client, ns.id).get(ns.id)
     if ns.json:
         print(display.to_json(execution))
         return 0
@@ -307,7 +325,7 @@ def cmd_logs(client: Client, ns: argparse.Namespace) -> int:
     if ns.follow:
         follow_logs(client, ns.id, stream=stream)
         return 0
-    for chunk in client.logs(ns.id, stream=stream):
+    for chunk in owner(client, ns.id).logs(ns.id, stream=stream):
         write_chunk(chunk)
     return 0
 
@@ -322,7 +340,7 @@ def cmd_wait(client: Client, ns: argparse.Namespace) -> int:
 
 def cmd_kill(client: Client, ns: argparse.Namespace) -> int:
     """Kills an execution and prints its id (or the execution with --json)."""
-    execution = client.kill(ns.id)
+    execution = owner(client, ns.id).kill(ns.id)
     print(display.to_json(execution) if ns.json else execution.id)
     return 0
 
@@ -338,13 +356,13 @@ def split_copy_source(source: str) -> tuple[str, str]:
 def cmd_cp(client: Client, ns: argparse.Namespace) -> int:
     """Copies a file or tree out of an execution's filesystem."""
     id, guest_path = ns.source
-    write_chunks(client.copy_out(id, guest_path), guest_path, Path(ns.dest))
+    write_chunks(owner(client, id).copy_out(id, guest_path), guest_path, Path(ns.dest))
     return 0
 
 
 def cmd_checkpoint(client: Client, ns: argparse.Namespace) -> int:
     """Checkpoints an execution now and reports how long the guest stood still."""
-    r = client.checkpoint(ns.id)
+    r = owner(client, ns.id).checkpoint(ns.id)
     if ns.json:
         print(display.to_json(r))
         return 0
@@ -356,21 +374,46 @@ def cmd_checkpoint(client: Client, ns: argparse.Namespace) -> int:
 
 
 def cmd_pause(client: Client, ns: argparse.Namespace) -> int:
-    execution = client.pause(ns.id)
+    execution = owner(client, ns.id).pause(ns.id)
     print(display.to_json(execution) if ns.json else execution.id)
     return 0
 
 
 def cmd_resume(client: Client, ns: argparse.Namespace) -> int:
-    execution = client.resume(ns.id)
+    execution = owner(client, ns.id).resume(ns.id)
     print(display.to_json(execution) if ns.json else execution.id)
     return 0
 
 
-def cmd_not_in_this_version(client: Client, ns: argparse.Namespace) -> int:
-    """migrate: accepted, but not built yet."""
-    say(f"{ns.command} is not implemented in this version")
-    return EXIT_USAGE
+def cmd_migrate(client: Client, ns: argparse.Namespace) -> int:
+    """Moves an execution to another roostd; progress on a terminal, then the report."""
+    show = sys.stderr.isatty() and not ns.json
+    report = None
+    for p in owner(client, ns.id).migrate(ns.id, ns.to, cold=ns.cold,
+                            downtime_budget_seconds=(ns.downtime_ms or 0) / 1000.0):
+        if p.HasField("report"):
+            report = p.report
+        elif show:
+            sys.stderr.write(f"\r{p.phase}: round {p.round}, {display.human_bytes(p.bytes_sent)} sent"
+                             f", {p.seconds:.1f}s\033[K")
+            sys.stderr.flush()
+    if show:
+        sys.stderr.write("\r\033[K")
+    if report is None:
+        raise LocalError(f"migration of {ns.id}: the daemon sent no report")
+    if ns.json:
+        print(display.to_json(report))
+        return 0
+    print(f"migrated {report.id} from {report.source} to {report.target} "
+          f"({'cold' if report.cold else 'live'}, epoch {report.epoch})")
+    print(f"rounds: {report.rounds}  sent: {display.human_bytes(report.bytes_sent)} for "
+          f"{display.human_bytes(report.memory_bytes)} of memory  total: {report.total_seconds:.2f}s"
+          f"  downtime: {report.downtime_seconds * 1000:.1f}ms"
+          + (f"  throttled to {100 - report.throttle * 100:.0f}%" if report.throttle else ""))
+    print(f"downtime: stop {report.stop_seconds * 1000:.1f}ms, final pages "
+          f"{display.human_bytes(report.final_bytes)} in {report.final_push_seconds * 1000:.1f}ms, "
+          f"handover {report.handover_seconds * 1000:.1f}ms, resume {report.resume_seconds * 1000:.1f}ms")
+    return 0
 
 
 COMMANDS: dict[str, Command] = {
@@ -385,5 +428,5 @@ COMMANDS: dict[str, Command] = {
     "checkpoint": cmd_checkpoint,
     "pause": cmd_pause,
     "resume": cmd_resume,
-    "migrate": cmd_not_in_this_version,
+    "migrate": cmd_migrate,
 }

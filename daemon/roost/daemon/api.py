@@ -9,6 +9,8 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import queue
+import threading
 from collections.abc import Callable, Iterator
 
 import grpc
@@ -95,9 +97,15 @@ def _translated(method: Callable) -> Callable:
 
 
 class ControlService(control_pb2_grpc.ControlServicer):
-    def __init__(self, supervisor: Supervisor, modules: ModuleRegistry) -> None:
+    def __init__(self, supervisor: Supervisor, modules: ModuleRegistry, migrations=None,
+                 replicator=None) -> None:
         self.supervisor = supervisor
         self.modules = modules
+        self.migrations = migrations      # migration.Migrations (None: this daemon cannot)
+        self.replicator = replicator      # replication.Replicator: checkpoint acknowledgements
+
+    def _pb(self, record: ExecutionRecord) -> pb.Execution:
+        return execution_pb(record, self.supervisor.node_id)
 
     @_translated
     def UploadModule(self, request_iterator: Iterator, context) -> pb.Module:
@@ -136,18 +144,18 @@ class ControlService(control_pb2_grpc.ControlServicer):
     @_translated
     def StartExecution(self, request, context) -> pb.Execution:
         _check(request)
-        return execution_pb(self.supervisor.start(start_spec(request)))
+        return self._pb(self.supervisor.start(start_spec(request)))
 
     @_translated
     def GetExecution(self, request, context) -> pb.Execution:
         _check(request)
-        return execution_pb(self.supervisor.get(_id(request.id)))
+        return self._pb(self.supervisor.get(_id(request.id)))
 
     @_translated
     def ListExecutions(self, request, context) -> pb.ListExecutionsResponse:
         _check(request)
         return pb.ListExecutionsResponse(
-            executions=[execution_pb(r) for r in self.supervisor.list(request.all)])
+            executions=[self._pb(r) for r in self.supervisor.list(request.all)])
 
     @_translated
     def StreamLogs(self, request, context) -> Iterator[pb.LogChunk]:
@@ -162,20 +170,22 @@ class ControlService(control_pb2_grpc.ControlServicer):
         _check(request)
         record = self.supervisor.wait(_id(request.id), request.timeout_seconds or None,
                                       context.is_active)
-        if not record.state.ended and context.is_active():
+        if not record.state.ended and context.is_active() and self.supervisor.owns(record):
             raise TimedOut(f"execution {record.id} still {record.state.value} after "
                            f"{request.timeout_seconds:g} s")
-        return execution_pb(record)
+        return self._pb(record)           # (ended, or moved: owner_address says where)
 
     @_translated
     def KillExecution(self, request, context) -> pb.Execution:
         _check(request)
-        return execution_pb(self.supervisor.kill(_id(request.id)))
+        return self._pb(self.supervisor.kill(_id(request.id)))
 
     @_translated
     def Checkpoint(self, request, context) -> pb.CheckpointResponse:
         _check(request)
         r = self.supervisor.checkpoint(_id(request.id), request.timeout_seconds or 60.0)
+        if self.replicator is not None:   # replication.ack one/all: the replicas hold it first
+            self.replicator.wait_acked(_id(request.id), r["number"], request.timeout_seconds or 60.0)
         return pb.CheckpointResponse(
             number=r["number"], pause_seconds=r["pause_seconds"],
             time_to_safepoint_seconds=r["time_to_safepoint_seconds"],
@@ -185,12 +195,39 @@ class ControlService(control_pb2_grpc.ControlServicer):
     @_translated
     def Pause(self, request, context) -> pb.Execution:
         _check(request)
-        return execution_pb(self.supervisor.pause(_id(request.id)))
+        return self._pb(self.supervisor.pause(_id(request.id)))
 
     @_translated
     def Resume(self, request, context) -> pb.Execution:
         _check(request)
-        return execution_pb(self.supervisor.resume(_id(request.id)))
+        return self._pb(self.supervisor.resume(_id(request.id)))
+
+    @_translated
+    def Migrate(self, request, context) -> Iterator[pb.MigrateProgress]:
+        _check(request)
+        if self.migrations is None:
+            raise StateConflict("this roostd cannot migrate executions")
+        if not request.target:
+            raise InvalidRequest("migrate: a target HOST:PORT is required")
+        events: queue.SimpleQueue = queue.SimpleQueue()
+        failure: list[Exception] = []
+
+        def run() -> None:
+            try:
+                self.migrations.migrate(_id(request.id), request.target, request.cold,
+                                        request.downtime_budget_seconds, request.max_rounds,
+                                        events.put)
+            except Exception as e:        # reported to the caller, if it still listens
+                failure.append(e)
+            events.put(None)
+        threading.Thread(target=run, name=f"migrate-{request.id}", daemon=True).start()
+        while True:
+            event = events.get()
+            if event is None:
+                break
+            yield migrate_progress_pb(event)
+        if failure:
+            raise failure[0]
 
     @_translated
     def CopyOut(self, request, context) -> Iterator[pb.FileChunk]:
@@ -249,7 +286,23 @@ def module_pb(record: ModuleRecord, deduplicated: bool = False) -> pb.Module:
                      deduplicated=deduplicated)
 
 
-def execution_pb(r: ExecutionRecord) -> pb.Execution:
+def migrate_progress_pb(p) -> pb.MigrateProgress:
+    out = pb.MigrateProgress(phase=p.phase, round=p.round, bytes_sent=p.bytes_sent,
+                             round_dirty_bytes=p.round_dirty_bytes, seconds=p.seconds)
+    if p.report:
+        r = p.report
+        out.report.CopyFrom(pb.MigrateReport(
+            id=r["id"], source=r["source"], target=r["target"], rounds=r["rounds"],
+            bytes_sent=r["bytes_sent"], memory_bytes=r["memory_bytes"],
+            total_seconds=r["total_seconds"], downtime_seconds=r["downtime_seconds"],
+            epoch=r["epoch"], cold=r["cold"], throttle=r["throttle"],
+            stop_seconds=r["stop_seconds"], final_push_seconds=r["final_push_seconds"],
+            handover_seconds=r["handover_seconds"], resume_seconds=r["resume_seconds"],
+            final_bytes=r["final_bytes"]))
+    return out
+
+
+def execution_pb(r: ExecutionRecord, served_by: str = "") -> pb.Execution:
     return pb.Execution(
         id=r.id, name=r.name, module_sha256=r.module_sha256, module_name=r.module_name,
         state=pb.ExecutionState.Value(r.state.value), exit_code=r.exit_code, error=r.error,
@@ -260,17 +313,23 @@ def execution_pb(r: ExecutionRecord) -> pb.Execution:
         memory_limit_bytes=r.memory_limit_bytes, cooperative=r.cooperative,
         checkpoint_every_seconds=r.checkpoint_every_seconds, node_id=r.node_id,
         restores=r.restores, journal_records=r.journal_records, checkpoints=r.checkpoints,
-        dirty_tracker=r.dirty_tracker, restore_seconds=r.restore_seconds)
+        dirty_tracker=r.dirty_tracker, restore_seconds=r.restore_seconds, owner=r.owner,
+        epoch=r.epoch, replicas=r.replicas, owner_address=r.owner_address, served_by=served_by)
 
 
 def handlers(service: ControlService) -> grpc.GenericRpcHandler:
-    """Method handlers for the Control service, built from its descriptor with tolerant
-    request parsing (see module docstring)."""
-    descriptor = pb.DESCRIPTOR.services_by_name["Control"]
+    """Method handlers for the Control service (see `service_handlers`)."""
+    return service_handlers(pb, "Control", service)
+
+
+def service_handlers(module, name: str, service: object) -> grpc.GenericRpcHandler:
+    """Method handlers for service `name` of the generated protobuf `module`, built from its
+    descriptor with tolerant request parsing (see module docstring)."""
+    descriptor = module.DESCRIPTOR.services_by_name[name]
     table = {}
     for method in descriptor.methods:
-        req = getattr(pb, method.input_type.name)
-        resp = getattr(pb, method.output_type.name)
+        req = getattr(module, method.input_type.name)
+        resp = getattr(module, method.output_type.name)
         fn = getattr(service, method.name)
         make = {(False, False): grpc.unary_unary_rpc_method_handler,
                 (False, True): grpc.unary_stream_rpc_method_handler,

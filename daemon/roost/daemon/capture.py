@@ -60,6 +60,7 @@ class Gate:
         self.stopped_at = 0.0
         self.resumed_at = 0.0
         self.resumed = threading.Event()    # set when a rewind has brought the guest back
+        self._hold = 0.0                    # throttling: sleep this long at the next safepoint
         self._control: _Control | None = None
 
     def bind(self, control: _Control) -> None:
@@ -72,6 +73,19 @@ class Gate:
         if self._control is not None:
             self._control.set_flag(1)
 
+    def hold(self, seconds: float) -> None:
+        """Make the guest sleep `seconds` at its next safepoint (throttling, thread-safe): a
+        guest that dirties memory faster than a migration can send it is slowed down."""
+        self._hold = seconds
+        self.armed = True
+        if self._control is not None:
+            self._control.set_flag(1)
+
+    def _held(self) -> None:
+        seconds, self._hold = self._hold, 0.0
+        self.armed = self.requested or self.rewinding
+        time.sleep(seconds)
+
     def unwind_now(self) -> None:
         """From inside a host call on the guest's thread (durable sleep): unwind as the call
         returns; the call runs again after the rewind."""
@@ -82,6 +96,8 @@ class Gate:
         if self.rewinding:
             self._finish_rewind()
             return False
+        if self._hold:
+            self._held()
         if self.requested:
             self._start_unwind()
             return True
@@ -91,7 +107,10 @@ class Gate:
         """The `roost.safepoint` import: called by a loop poll when the flag byte is set."""
         if self.rewinding:
             self._finish_rewind()
-        elif self.requested:
+            return
+        if self._hold:
+            self._held()
+        if self.requested:
             self._start_unwind()
         elif self._control is not None:
             self._control.set_flag(0)   # a stale flag from an already served request
@@ -110,7 +129,7 @@ class Gate:
         assert self._control is not None
         self._control.stop_rewind()
         self.rewinding = False
-        self.armed = self.requested
+        self.armed = self.requested or bool(self._hold)
         self.resumed_at = time.monotonic()      # the interrupted call now runs for real
         self.resumed.set()
 

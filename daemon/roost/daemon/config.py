@@ -45,6 +45,26 @@ class Config:
     checkpoint_every_seconds: float = 60.0       # default period (bounds replay after a crash)
     checkpoint_retain: int = 2                   # checkpoints kept per execution
     cache_dir: Path | None = None                # prepared-module artifacts (default data_dir/cache)
+    advertise: str = ""                          # the address peers and clients reach us at (default: listen)
+    replication_factor: int = -1                 # peers each execution is replicated to (-1: every peer)
+    replication_ack: str = "async"               # async | one | all: what a checkpoint waits for
+    migration_downtime_seconds: float = 0.02     # live migration: stop-and-copy when the rest fits
+    migration_max_rounds: int = 10               # pre-copy rounds at most
+    tls_ca: str = ""                             # mutual TLS: CA certificate (PEM) peers and
+    tls_cert: str = ""                           # clients must be signed by, this daemon's
+    tls_key: str = ""                            # certificate and key; all empty: plaintext
+
+    def __post_init__(self) -> None:
+        if self.replication_ack not in ("async", "one", "all"):
+            raise InvalidRequest(f"replication.ack must be async, one or all, not {self.replication_ack!r}")
+        tls = [bool(self.tls_ca), bool(self.tls_cert), bool(self.tls_key)]
+        if any(tls) and not all(tls):
+            raise InvalidRequest("tls: ca, cert and key are needed together")
+
+    @property
+    def address(self) -> str:
+        """Where others reach this daemon."""
+        return self.advertise or self.listen
 
     def merge(self, values: dict[str, Any], origin: str) -> "Config":
         """Return a copy with `values` applied; unknown keys are an error naming `origin`."""
@@ -80,7 +100,12 @@ SECTION_ALIASES = {"limits_memory_bytes": "memory_limit_bytes",
                    "limits_asyncify_stack_bytes": "asyncify_stack_bytes",
                    "checkpoints_durable_sleep_seconds": "durable_sleep_seconds",
                    "checkpoints_every_seconds": "checkpoint_every_seconds",
-                   "checkpoints_retain": "checkpoint_retain"}
+                   "checkpoints_retain": "checkpoint_retain",
+                   "replication_factor": "replication_factor",
+                   "replication_ack": "replication_ack",
+                   "migration_downtime_seconds": "migration_downtime_seconds",
+                   "migration_max_rounds": "migration_max_rounds",
+                   "tls_ca": "tls_ca", "tls_cert": "tls_cert", "tls_key": "tls_key"}
 
 
 def default_config_file() -> Path | None:

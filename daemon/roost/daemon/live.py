@@ -36,6 +36,9 @@ class Live:
     page_map: PageMap = field(default_factory=PageMap)   # of the latest committed checkpoint
     streamed: tuple[int, int] = (0, 0)   # (checkpoint, frames received) of one being streamed
     writes: list = field(default_factory=list)   # futures of its parts being written
+    standby: bool = False                # a live migration's target, not running yet
+    applied: int = 0                     # standby: the checkpoint its memory holds
+    applied_versions: set = field(default_factory=set)   # standby: versions sent to it
     requests: dict = field(default_factory=dict)  # request id -> checkpoint result (None: pending)
     next_request: int = 0
     changed: threading.Condition = field(default_factory=threading.Condition)

@@ -20,11 +20,15 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from roost.v1 import control_pb2
+from roost.v1 import control_pb2, peer_pb2
 
-from . import api, config as config_mod, dirty, metrics, notify
+from . import api, config as config_mod, dirty, metrics, notify, peerapi, tls
 from .errors import RoostError
+from .handover import Handovers
+from .migration import Migrations
 from .modules import ModuleRegistry
+from .peers import Peers
+from .replication import Pusher, Replicas, Replicator
 from .store import Store
 from .supervisor import Supervisor
 from .workers import WorkerPool
@@ -40,6 +44,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--metrics-listen", help="Prometheus /metrics HOST:PORT (default 127.0.0.1:9464; '' disables)")
     p.add_argument("--node-id", help="this daemon's name in a cluster (default: host name)")
     p.add_argument("--peer", action="append", dest="peers", help="a peer roostd HOST:PORT (repeatable)")
+    p.add_argument("--advertise", help="the HOST:PORT peers and clients reach this daemon at (default: --listen)")
+    p.add_argument("--tls-ca", help="mutual TLS: the CA certificate (PEM) peers and clients must be signed by")
+    p.add_argument("--tls-cert", help="mutual TLS: this daemon's certificate (PEM)")
+    p.add_argument("--tls-key", help="mutual TLS: this daemon's private key (PEM)")
     p.add_argument("--log-level", default="INFO")
     return p.parse_args(argv)
 
@@ -57,10 +65,23 @@ class Daemon:
         self.pool = WorkerPool(cfg.spare_workers)
         self.supervisor = Supervisor(self.store, self.modules, self.pool, cfg.node_id,
                                      cfg.memory_limit_bytes, cfg.durable_sleep_seconds,
-                                     cfg.checkpoint_every_seconds, cfg.checkpoint_retain)
+                                     cfg.checkpoint_every_seconds, cfg.checkpoint_retain,
+                                     address=cfg.address)
+        self.credentials = tls.from_paths(cfg.tls_ca, cfg.tls_cert, cfg.tls_key)
+        self.peers = Peers(self.credentials, cfg.node_id, cfg.address)
+        self.pusher = Pusher(self.supervisor)
+        self.replicator = Replicator(self.supervisor, self.pusher,
+                                     [self.peers.client(a) for a in cfg.peers if a != cfg.address],
+                                     cfg.replication_factor, cfg.replication_ack)
+        self.supervisor.on_commit = self.replicator.committed
+        self.replicas = Replicas(self.supervisor, cfg.checkpoint_retain)
+        self.handovers = Handovers(self.supervisor, self.peers)
+        self.migrations = Migrations(self.supervisor, self.peers, self.pusher, self.handovers,
+                                     cfg.migration_downtime_seconds, cfg.migration_max_rounds)
         resumed = self.supervisor.recover()
         if resumed:
             log.info("resumed %d executions that were running when roostd last stopped", resumed)
+        self.handovers.recover()
         self.supervisor.timers.start()
         metrics.register_states(self.supervisor.state_counts)
         metrics.DIRTY_TRACKER.info({"tracker": "uffd-wp-async" if dirty.probe() is None else "hash",
@@ -75,18 +96,25 @@ class Daemon:
                 ("grpc.so_reuseport", 0)]
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=self.cfg.grpc_threads,
                                                         thread_name_prefix="grpc"), options=opts)
-        server.add_generic_rpc_handlers((api.handlers(api.ControlService(self.supervisor, self.modules)),))
+        control = api.ControlService(self.supervisor, self.modules, self.migrations, self.replicator)
+        peer = peerapi.PeerService(self.supervisor, self.modules, self.replicas, self.handovers)
+        server.add_generic_rpc_handlers((api.handlers(control), peerapi.handlers(peer)))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         names = (control_pb2.DESCRIPTOR.services_by_name["Control"].full_name,
+                 peer_pb2.DESCRIPTOR.services_by_name["Peer"].full_name,
                  health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
         reflection.enable_server_reflection(names, server)
-        if server.add_insecure_port(self.cfg.listen) == 0:
+        if self.credentials is not None:
+            bound = server.add_secure_port(self.cfg.listen, self.credentials.server())
+        else:
+            bound = server.add_insecure_port(self.cfg.listen)
+        if bound == 0:
             raise RoostError(f"cannot listen on {self.cfg.listen}")
         return server
 
     def start(self) -> None:
         self.server.start()
-        for name in ("", "roost.v1.Control"):
+        for name in ("", "roost.v1.Control", "roost.v1.Peer"):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("roostd %s listening on %s (data in %s, metrics on %s)", self.cfg.node_id,
                  self.cfg.listen, self.cfg.data_dir, self.cfg.metrics_listen or "off")
@@ -98,8 +126,10 @@ class Daemon:
         log.info("stopping")
         self.health.enter_graceful_shutdown()
         stopping = self.server.stop(grace=2.0)
+        self.replicator.stop()
         self.supervisor.shutdown()
         self.pool.close()
+        self.peers.close()
         stopping.wait(5)
         if self.metrics_server is not None:
             self.metrics_server.shutdown()
@@ -113,7 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     overrides = {"data_dir": args.data_dir, "listen": args.listen, "node_id": args.node_id,
-                 "metrics_listen": args.metrics_listen, "peers": args.peers}
+                 "metrics_listen": args.metrics_listen, "peers": args.peers,
+                 "advertise": args.advertise, "tls_ca": args.tls_ca, "tls_cert": args.tls_cert,
+                 "tls_key": args.tls_key}
     try:
         cfg = config_mod.load(args.config, overrides)
         daemon = Daemon(cfg)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, Info, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -58,6 +58,21 @@ CHECKPOINT_WAIT = Histogram("roost_checkpoint_wait_seconds", "A checkpoint waiti
                             registry=REGISTRY, buckets=(0, .001, .01, .05, .1, .5, 1, 5))
 CHECKPOINTS = Counter("roost_checkpoints", "Checkpoints committed, by reason", ["reason"],
                       registry=REGISTRY)
+REPLICATION_LAG_SECONDS = Gauge("roost_replication_lag_seconds", "Age of the oldest committed "
+                                "checkpoint a replica peer has not acknowledged yet", ["peer"],
+                                registry=REGISTRY)
+REPLICATION_LAG_BYTES = Gauge("roost_replication_lag_bytes", "Stored bytes of the checkpoints a "
+                              "replica peer has not acknowledged yet", ["peer"], registry=REGISTRY)
+REPLICATION_BYTES = Counter("roost_replication_bytes", "Bytes pushed to peers (checkpoints, "
+                            "modules, records), by peer", ["peer"], registry=REGISTRY)
+MIGRATIONS = Counter("roost_migrations", "Migrations this daemon drove, by mode and result",
+                     ["mode", "result"], registry=REGISTRY)
+MIGRATION_DOWNTIME = Histogram("roost_migration_downtime_seconds", "Guest stopped on the source "
+                               "to running on the target", registry=REGISTRY,
+                               buckets=(.005, .01, .02, .05, .1, .25, .5, 1, 2.5, 5, 10))
+MIGRATION_BYTES = Histogram("roost_migration_bytes", "Bytes a migration sent to its target",
+                            registry=REGISTRY,
+                            buckets=(1 << 20, 16 << 20, 64 << 20, 256 << 20, 1 << 30, 4 << 30))
 LOG_BYTES = Counter("roost_log_bytes", "Guest output bytes made durable, by stream", ["stream"],
                     registry=REGISTRY)
 

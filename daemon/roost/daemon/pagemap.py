@@ -77,6 +77,17 @@ def successor(previous: PageMap, number: int, pages: int, stored: Iterable[int],
     return page_map, page_map.apply(number, stored, zeroed)
 
 
+def difference(previous: PageMap, current: PageMap) -> Delta:
+    """The delta that turns `previous` into `current` (memory only grows)."""
+    old = np.zeros(current.pages, np.uint32)
+    old[:previous.pages] = previous.versions[:current.pages]
+    pages = np.flatnonzero(old != current.versions)
+    delta = np.empty((len(pages), 2), np.uint32)
+    delta[:, 0] = pages
+    delta[:, 1] = current.versions[pages]
+    return delta
+
+
 def encode_full(m: PageMap) -> bytes:
     return _HEAD.pack(b"RPMF", *FORMAT_VERSION, m.pages) + \
         zstandard.ZstdCompressor(level=1).compress(m.versions.astype("<u4").tobytes())

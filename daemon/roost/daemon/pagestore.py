@@ -68,11 +68,13 @@ class PageStore:
                          exec_id.encode() + b"\x01")
 
     def put(self, record: ExecutionRecord, manifest: dict, frames: list[bytes], host: bytes,
-            stack: bytes, page_map: PageMap, delta: pagemap.Delta, retain: int,
-            wake_at_ns: int = 0, streamed: int = 0) -> None:
+            stack: bytes, page_map: PageMap, delta: pagemap.Delta | None, retain: int,
+            wake_at_ns: int = 0, streamed: int = 0, also=None) -> None:
         """Commit one checkpoint with its map (delta or compacted full), the record that counts
         it and its durable-sleep timer; garbage-collect in the same transaction. `streamed`:
-        frames already stored by `put_frames`; `frames` follow them."""
+        frames already stored by `put_frames`; `frames` follow them. `delta` None: worked out
+        from the previous checkpoint's map (a replica's). `also(txn)` writes more in the same
+        transaction (a replica's log and journal records)."""
         exec_id, number = record.id, manifest["number"]
         base = log_key(exec_id, number)
         self.store.check_room(f"storing checkpoint {number} of {exec_id}")
@@ -81,6 +83,9 @@ class PageStore:
                                     db=self.dbs["pages"]) is None:
                 raise StoreError(f"checkpoint {number} of {exec_id}: its streamed pages are missing")
             prev = self._manifest(txn, exec_id, number - 1)
+            if delta is None:
+                delta = pagemap.difference(self._map(txn, exec_id, number - 1), page_map) \
+                    if prev is not None else pagemap.difference(PageMap(), page_map)
             full = (prev is None or number - prev["map_base"] >= pagemap.COMPACT_EVERY
                     or 2 * (prev.get("chain_entries", 0) + len(delta)) > page_map.pages)
             manifest["map_base"] = number if full else prev["map_base"]
@@ -97,6 +102,8 @@ class PageStore:
             txn.put(exec_id.encode(), record.to_json(), db=self.dbs["executions"])
             if wake_at_ns:
                 txn.put(exec_id.encode(), _SEQ.pack(wake_at_ns), db=self.dbs["timers"])
+            if also is not None:
+                also(txn)
             referenced = frozenset(page_map.referenced())
             self._collect_garbage(txn, exec_id, retain, (number, referenced))
         self._referenced[(exec_id, number)] = referenced
@@ -109,16 +116,20 @@ class PageStore:
         referenced: set[int] = set(kept)
         for n in kept:
             referenced |= new[1] if n == new[0] else self._referenced_by(txn, exec_id, n)
-        for n in numbers:
-            if n not in kept:
-                self._referenced.pop((exec_id, n), None)
+        # Versions as the pages hold them, not as manifests name them: a replica holds frames
+        # of versions it never had a checkpoint of (pushed because a newer map names them).
+        for n in self._versions(txn, exec_id):
             base = log_key(exec_id, n)
             if n not in referenced:
                 delete_prefix(txn, self.dbs["pages"], base + b"/")
             elif n not in kept:                  # its pages live on; its host state does not
                 txn.delete(base + b"/host", db=self.dbs["pages"])
                 txn.delete(base + b"/stack", db=self.dbs["pages"])
+        for n in numbers:
+            if n not in kept:
+                self._referenced.pop((exec_id, n), None)
             if n < needed_maps and n not in referenced:
+                base = log_key(exec_id, n)
                 txn.delete(base, db=self.dbs["pagemaps"])
                 txn.delete(base, db=self.dbs["checkpoints"])
         oldest = self._manifest(txn, exec_id, kept[0])
@@ -130,6 +141,64 @@ class PageStore:
         if key not in self._referenced:
             self._referenced[key] = frozenset(self._map(txn, exec_id, number).referenced())
         return self._referenced[key]
+
+    def _versions(self, txn, exec_id: str, upto: int = (1 << 64) - 1) -> list[int]:
+        """Checkpoint numbers with anything under `pages` (up to `upto`): one seek each."""
+        prefix = exec_id.encode() + b"\x00"
+        cur = txn.cursor(db=self.dbs["pages"])
+        out, n = [], 0
+        while n <= upto and cur.set_range(prefix + _SEQ.pack(n)):
+            key = cur.key()
+            if not key.startswith(prefix):
+                break
+            n = _SEQ.unpack(key[len(prefix):len(prefix) + 8])[0]
+            if n > upto:
+                break
+            out.append(n)
+            n += 1
+        return out
+
+    def held_versions(self, exec_id: str) -> list[int]:
+        """Versions whose frames this store holds complete: those its committed checkpoints'
+        maps name (a push that broke off left frames no committed map names)."""
+        with self.store.txn(f"reading checkpoints of {exec_id}") as txn:
+            held: set[int] = set()
+            for n in self._numbers(txn, exec_id):
+                if txn.get(log_key(exec_id, n), db=self.dbs["pagemaps"]) is not None:
+                    try:
+                        held |= self._referenced_by(txn, exec_id, n)
+                    except NotFound:             # an old map whose chain is collected
+                        continue
+            present = set(self._versions(txn, exec_id))
+            return sorted(held & present)
+
+    def iter_frames(self, exec_id: str, version: int, batch_bytes: int = 8 << 20):
+        """(index, frame) of a version, read in short transactions (a push of GiBs must not hold
+        one read transaction open: it would keep LMDB from reusing freed pages meanwhile)."""
+        index = 0
+        while True:
+            batch, size = [], 0
+            with self.store.txn(f"reading frames of {exec_id} version {version}") as txn:
+                cur = txn.cursor(db=self.dbs["pages"])
+                prefix = log_key(exec_id, version) + b"/f"
+                if cur.set_range(prefix + struct.pack(">I", index)):
+                    for key, value in cur:
+                        if not key.startswith(prefix) or size >= batch_bytes:
+                            break
+                        batch.append((struct.unpack(">I", key[len(prefix):])[0], bytes(value)))
+                        size += len(value)
+            if not batch:
+                return
+            yield from batch
+            index = batch[-1][0] + 1
+
+    def page_map(self, exec_id: str, number: int) -> PageMap:
+        with self.store.txn(f"reading the page map of {exec_id} checkpoint {number}") as txn:
+            return self._map(txn, exec_id, number)
+
+    def manifest(self, exec_id: str, number: int) -> dict | None:
+        with self.store.txn(f"reading checkpoint {number} of {exec_id}") as txn:
+            return self._manifest(txn, exec_id, number)
 
     def _numbers(self, txn, exec_id: str) -> list[int]:
         prefix = exec_id.encode() + b"\x00"
@@ -167,6 +236,13 @@ class PageStore:
                 if txn.get(log_key(exec_id, n) + b"/host", db=self.dbs["pages"]) is not None:
                     return self._manifest(txn, exec_id, n)
         return None
+
+    def stack(self, exec_id: str, number: int) -> bytes:
+        with self.store.txn(f"reading checkpoint {number} of {exec_id}") as txn:
+            raw = txn.get(log_key(exec_id, number) + b"/stack", db=self.dbs["pages"])
+        if raw is None:
+            raise NotFound(f"checkpoint {number} of {exec_id} has no stack")
+        return bytes(raw)
 
     def host_state(self, exec_id: str, number: int) -> bytes:
         with self.store.txn(f"reading checkpoint {number} of {exec_id}") as txn:

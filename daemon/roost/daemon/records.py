@@ -67,6 +67,20 @@ class ExecutionRecord:
     checkpoints: int = 0
     dirty_tracker: str = ""       # how the latest checkpoint found written pages
     restore_seconds: float = 0.0  # the latest restore: rebuilding memory and state in a worker
+    # Ownership (see `handover`): the node that runs it, at which epoch; a daemon runs an
+    # execution only while it is its owner, and every handover bumps the epoch.
+    owner: str = ""
+    epoch: int = 1
+    owner_address: str = ""       # where the owner serves its API
+    replicas: list[str] = field(default_factory=list)   # nodes holding its checkpoints
+    # A migration in progress. On the source, `migration` is "<epoch> <target node> <target
+    # address>" from the final stop until the decision; after deciding to give the execution
+    # up, `handing_over` is that epoch until the target confirms (retried until it does). On the
+    # target, `prepared` is "<epoch> <source node> <source address>" from PREPARE to COMMIT or
+    # ABORT (asked of the source again after a restart).
+    migration: str = ""
+    handing_over: int = 0
+    prepared: str = ""
 
     def to_json(self) -> bytes:
         d = dataclasses.asdict(self)

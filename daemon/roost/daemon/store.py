@@ -83,6 +83,13 @@ class Store:
                 raise FormatError(f"store format {major}.{minor} is not supported by this roostd "
                                   f"(reads {FORMAT_VERSION[0]}.0 to {FORMAT_VERSION[0]}.{FORMAT_VERSION[1]})")
 
+    def node_id(self, current: str) -> str:
+        """The node id this store was last used by; `current` from now on."""
+        with self.txn("recording the node id", write=True) as txn:
+            previous = txn.get(b"node_id", db=self.dbs["meta"])
+            txn.put(b"node_id", current.encode(), db=self.dbs["meta"])
+        return previous.decode() if previous is not None else current
+
     # ---- modules ----
     def put_module(self, record: ModuleRecord, data: bytes) -> None:
         with self.txn(f"storing module {record.sha256}", write=True) as txn:
@@ -179,6 +186,15 @@ class Store:
             for i, (stream, data) in enumerate(chunks):
                 txn.put(log_key(record.id, log_seq + i), bytes((stream,)) + data, db=self.dbs["logs"])
             txn.put(record.id.encode(), record.to_json(), db=self.dbs["executions"])
+
+    def put_records(self, txn, exec_id: str, logs: list[tuple[int, bytes]],
+                    journal: list[tuple[int, bytes]]) -> None:
+        """Output and journal records at the seqs their owner gave them (a replica's), in the
+        caller's transaction."""
+        for seq, raw in logs:
+            txn.put(log_key(exec_id, seq), raw, db=self.dbs["logs"])
+        for seq, raw in journal:
+            txn.put(log_key(exec_id, seq), raw, db=self.dbs["journal"])
 
     def next_seq(self, db: str, exec_id: str) -> int:
         """One past the last seq stored for `exec_id` in `db` ("logs" or "journal")."""

@@ -29,7 +29,8 @@ from .records import ExecutionRecord, State
 from .store import Store
 from .timers import Timers
 from .vfs import Entry, Vfs
-from .workerlink import CHECKPOINT, CONTROL, END, JOURNAL, OUTPUT, PAGES, READY, START, STATS, Frame
+from .workerlink import (APPLIED, APPLY, CHECKPOINT, CONTROL, END, GO, JOURNAL, OUTPUT, PAGES, READY,
+                         START, STATS, Frame)
 from .workers import WorkerPool
 
 log = logging.getLogger(__name__)
@@ -57,11 +58,17 @@ class Supervisor:
     def __init__(self, store: Store, modules: ModuleRegistry, pool: WorkerPool,
                  node_id: str, default_memory_limit_bytes: int,
                  durable_sleep_seconds: float = 2.0,
-                 checkpoint_every_seconds: float = 0.0, checkpoint_retain: int = 2) -> None:
+                 checkpoint_every_seconds: float = 0.0, checkpoint_retain: int = 2,
+                 address: str = "") -> None:
         self.store = store
         self.modules = modules
         self.pool = pool
         self.node_id = node_id
+        self.address = address
+        # Called after every committed checkpoint (replication), and when an execution stops
+        # being this daemon's (waiters follow it to its new owner).
+        self.on_commit: Callable[[ExecutionRecord, int], None] = lambda record, number: None
+        self._standby: dict[str, Live] = {}
         self.default_memory_limit_bytes = default_memory_limit_bytes
         self._live: dict[str, Live] = {}
         self._lock = threading.Lock()
@@ -82,7 +89,14 @@ class Supervisor:
         """Resume every execution a previous daemon left running, from its latest checkpoint and
         journal. PAUSED ones wait for `resume`; SLEEPING ones for their timer."""
         n = 0
+        previous = self.store.node_id(self.node_id)     # this data dir's node, last time
         for record in self.store.list_executions():
+            if record.owner in ("", previous) and (record.owner, record.owner_address) != \
+                    (self.node_id, self.address):    # ours (renamed, moved, or from before
+                record.owner, record.owner_address = self.node_id, self.address   # ownership)
+                self.store.put_execution(record)
+            if not self.owns(record) or record.migration:
+                continue                         # a replica, or a migration (handover.recover)
             if record.state.ended or record.state in (State.PAUSED, State.SLEEPING):
                 continue
             try:
@@ -93,9 +107,15 @@ class Supervisor:
                 self._fail(record, f"could not be resumed: {e}")
         return n
 
+    def owns(self, record: ExecutionRecord) -> bool:
+        """This daemon runs `record`'s execution (nobody else may)."""
+        return record.owner in ("", self.node_id)
+
     def _wake(self, exec_id: str) -> None:
         """A durable sleep's deadline: restore the guest inside the poll it slept in."""
         record = self.store.get_execution(exec_id)
+        if not self.owns(record) or record.migration:
+            return          # its new owner wakes it; or `take_back` sets the timer again
         if record.state == State.SLEEPING and exec_id not in self._live and not self._stopping:
             self._launch(record, restore=True, requested=time.monotonic())
         self.store.clear_timer(exec_id)
@@ -141,7 +161,7 @@ class Supervisor:
             mounts=[m for m, _ in spec.mounts], created_at=time.time(),
             memory_limit_bytes=limit, cooperative=spec.cooperative,
             checkpoint_every_seconds=spec.checkpoint_every_seconds or self.checkpoint_every_seconds,
-            node_id=self.node_id)
+            node_id=self.node_id, owner=self.node_id, owner_address=self.address)
         self.store.create_execution(record, spec.stdin, vfs.to_bytes())
         try:
             self._launch(record, restore=False, requested=requested)
@@ -181,6 +201,13 @@ class Supervisor:
         else:
             record.started_at = time.time()
         self.store.put_execution(record)
+        start, blobs = self._start_message(record, artifact, manifest, ckpt, replay, live)
+        worker.link.send(START, start, blobs)
+        threading.Thread(target=self._pump, args=(live,), name=f"pump-{record.id}", daemon=True).start()
+
+    def _start_message(self, record: ExecutionRecord, artifact, manifest: dict, ckpt: dict | None,
+                       replay: list[bytes], live: Live) -> tuple[dict, list]:
+        first = ckpt["journal_seq"] if ckpt else 0
         start = {"id": record.id, "artifact": str(artifact), "manifest": manifest,
                  "argv": record.argv, "env": record.env,
                  "memory_limit_bytes": record.memory_limit_bytes,
@@ -197,8 +224,207 @@ class Supervisor:
             blobs += [saved.host, saved.stack, pagemap.encode_full(saved.page_map),
                       *(f for _, f in saved.frames)]
             live.page_map = saved.page_map
+            live.applied_versions = {v for v, _ in saved.frames}
+        return start, blobs
+
+    # ---- standbys: a live migration's target follows the checkpoints pushed to it ----
+    def follow(self, exec_id: str, number: int) -> None:
+        """A checkpoint of an execution being migrated here has been stored: hand it to the
+        standby worker that holds its memory (started now, from it, if there is none)."""
+        live = self._standby.get(exec_id)
+        if live is None:
+            self._launch_standby(exec_id, number)
+            return
+        if number <= live.applied:
+            return
+        page_map = self.pages.page_map(exec_id, number)
+        manifest = self.pages.manifest(exec_id, number)
+        new = sorted(v for v in page_map.referenced() if v not in live.applied_versions)
+        frames = [(v, f) for v in new for _, f in self.pages.iter_frames(exec_id, v)]
+        meta = {"number": number, "memory_bytes": manifest["memory_bytes"],
+                "frame_versions": [v for v, _ in frames]}
+        try:
+            live.worker.link.send(APPLY, meta, [pagemap.encode_full(page_map), *(f for _, f in frames)])
+        except OSError:
+            return                               # it died: its END frame cleans it up
+        live.applied, live.page_map = number, page_map
+        live.applied_versions |= set(new)
+
+    def _launch_standby(self, exec_id: str, number: int) -> None:
+        record = self.store.get_execution(exec_id)
+        artifact, manifest = self.modules.ensure_artifact(record.module_sha256, not record.cooperative)
+        ckpt = self.pages.manifest(exec_id, number)
+        worker = self.pool.take()
+        live = Live(record, worker, requested_at=time.monotonic(), launched_at=time.monotonic(),
+                    standby=True, applied=number)
+        start, blobs = self._start_message(record, artifact, manifest, ckpt, [], live)
+        start["standby"] = True
+        with self._lock:
+            self._standby[exec_id] = live
         worker.link.send(START, start, blobs)
-        threading.Thread(target=self._pump, args=(live,), name=f"pump-{record.id}", daemon=True).start()
+        threading.Thread(target=self._pump, args=(live,), name=f"standby-{exec_id}", daemon=True).start()
+
+    def drop_standby(self, exec_id: str) -> None:
+        """A migration here was aborted: its standby worker goes."""
+        with self._lock:
+            live = self._standby.pop(exec_id, None)
+        if live is not None:
+            live.end_reason = "standby dropped"
+            send_signal(live.worker, signal.SIGKILL)
+
+    def adopt(self, exec_id: str, epoch: int, number: int) -> float:
+        """This daemon is the execution's owner from now on, at `epoch` (a handover's COMMIT):
+        run it from checkpoint `number` — on the standby worker that already holds its memory
+        when there is one, else in a fresh worker restored from the store. Seconds until it
+        runs again."""
+        began = time.monotonic()
+        record = self.store.get_execution(exec_id)
+        record.owner, record.epoch, record.owner_address = self.node_id, epoch, self.address
+        record.prepared, record.node_id, record.error = "", self.node_id, ""
+        ckpt = self.pages.latest(exec_id)
+        if ckpt is None or ckpt["number"] != number:
+            raise StateConflict(f"execution {exec_id}: checkpoint {number} is not the latest here")
+        if ckpt.get("reason") == "sleep":        # a durable sleep: its timer wakes it here
+            self._drop_and_store(exec_id, record, State.SLEEPING)
+            self.timers.add(exec_id, ckpt.get("wake_at_ns", 0))
+            return time.monotonic() - began
+        if ckpt.get("reason") == "pause" and record.state == State.PAUSED:
+            self._drop_and_store(exec_id, record, State.PAUSED)
+            return time.monotonic() - began
+        live = self._standby.get(exec_id)
+        if live is not None:
+            self.follow(exec_id, number)
+        if live is not None and live.applied == number and live.worker.alive():
+            self._go(live, record, ckpt)
+        else:
+            self._drop_and_store(exec_id, record, record.state)
+            self._launch(record, restore=True, requested=began)
+        return time.monotonic() - began
+
+    def _drop_and_store(self, exec_id: str, record: ExecutionRecord, state: State) -> None:
+        self.drop_standby(exec_id)
+        record.state = state
+        self.store.put_execution(record)
+
+    def _go(self, live: Live, record: ExecutionRecord, ckpt: dict) -> None:
+        """The standby becomes the running execution (the checkpoint it holds is the last)."""
+        host, stack = self.pages.host_state(record.id, ckpt["number"]), self.pages.stack(record.id, ckpt["number"])
+        replay = self.store.read_journal(record.id, ckpt["journal_seq"])
+        next_seq = self.store.next_seq("logs", record.id)
+        journal_seq = self.store.next_seq("journal", record.id)
+        live.record, live.standby = record, False
+        live.next_seq, live.journal_seq = next_seq, journal_seq
+        live.launch_mark = (next_seq, journal_seq, record.checkpoints)
+        live.durable = {1: record.stdout_bytes, 2: record.stderr_bytes}
+        record.state, record.worker_pid = State.RUNNING, live.worker.pid
+        with self._lock:
+            self._standby.pop(record.id, None)
+            self._live[record.id] = live
+        self.store.put_execution(record)
+        live.worker.link.send(GO, dict(ckpt), [host, stack, journal.pack_many(replay)])
+
+    # ---- migration, the source's side ----
+    def stop_for_migration(self, exec_id: str, target: str, address: str, epoch: int,
+                           timeout: float = 60.0) -> int:
+        """Take the final checkpoint and stop the worker (a live migration's stop-and-copy, or
+        a cold migration); the execution stays this daemon's until `give_up`, and a restart
+        in between takes it back (`take_back`). The final checkpoint's number."""
+        live = self._running(exec_id)
+        live.record.migration = f"{epoch} {target} {address}"
+        n = self._ask(live, "migrate")
+        # The guest is stopped for good once this checkpoint is committed (its worker exits
+        # after it): the migration goes on from there, the worker's exit overlapping it.
+        with live.changed:
+            live.changed.wait_for(lambda: live.requests.get(n) is not None
+                                  or live.record.id not in self._live, timeout=timeout)
+            result = live.requests.pop(n, None)
+        if result is None:
+            if live.record.id in self._live:
+                raise TimedOut(f"execution {exec_id} did not reach a safepoint in {timeout:g} s")
+            raise StateConflict(f"execution {exec_id} ended ({live.record.state.value}) instead of "
+                                "stopping for its migration")
+        return int(result["number"])
+
+    def give_up(self, exec_id: str, owner: str, address: str, epoch: int) -> None:
+        """The decision of a migration: the execution is `owner`'s at `epoch` from now on;
+        this daemon will never run it again unless it is handed back."""
+        live = self._live.get(exec_id)
+        if live is not None:                     # its worker still exiting: it records its
+            with live.changed:                   # end first, this decision after
+                live.changed.wait_for(lambda: exec_id not in self._live, timeout=30)
+        record = self.store.get_execution(exec_id)
+        record.owner, record.owner_address, record.epoch = owner, address, epoch
+        record.migration, record.handing_over = "", epoch
+        if record.state == State.PAUSED and record.error == "":
+            record.state = State.RUNNING          # as its new owner runs it
+        self.timers.cancel(exec_id)
+        self.store.clear_timer(exec_id)
+        self.store.put_execution(record)
+        self._changed(exec_id)
+
+    def take_back(self, exec_id: str) -> None:
+        """A migration that did not happen: the execution stays here and, if it was running
+        (stopped for its migration), runs again from its final checkpoint."""
+        record = self.store.get_execution(exec_id)
+        record.migration = ""
+        latest = self.pages.latest(exec_id) or {}
+        live = self._live.get(exec_id)
+        if live is not None:                     # its worker still exiting after the stop
+            with live.changed:
+                live.changed.wait_for(lambda: exec_id not in self._live, timeout=30)
+            record = self.store.get_execution(exec_id)
+            record.migration = ""
+        if (record.state in (State.PAUSED, State.RUNNING) and latest.get("reason") == "migrate"
+                and exec_id not in self._live):
+            self._launch(record, restore=True, requested=time.monotonic())
+            return
+        self.store.put_execution(record)
+        if record.state == State.SLEEPING and exec_id in self.store.timers():
+            self.timers.add(exec_id, self.store.timers()[exec_id])
+
+    def mark_migrating(self, exec_id: str, target: str, address: str, epoch: int) -> None:
+        """A migration of an execution with no worker (paused, sleeping): undecided from now."""
+        record = self.store.get_execution(exec_id)
+        record.migration = f"{epoch} {target} {address}"
+        self.store.put_execution(record)
+
+    def throttle(self, exec_id: str, fraction: float) -> None:
+        """Slow a running guest to (1 - fraction) of its speed (0: full speed again)."""
+        live = self._live.get(exec_id)
+        if live is not None:
+            try:
+                live.worker.link.send(CONTROL, {"action": "throttle", "fraction": fraction})
+            except OSError:
+                pass
+
+    def superseded(self, exec_id: str, owner: str, address: str, epoch: int) -> None:
+        """Another daemon owns the execution at a newer epoch: stop running it here."""
+        record = self.get(exec_id)
+        if epoch <= record.epoch:
+            return
+        live = self._live.get(exec_id)
+        if live is not None:
+            live.end_reason = f"superseded: {owner} runs it at epoch {epoch}"
+            send_signal(live.worker, signal.SIGKILL)
+            with live.changed:
+                live.changed.wait_for(lambda: exec_id not in self._live, timeout=10)
+        record = self.store.get_execution(exec_id)
+        record.owner, record.owner_address, record.epoch = owner, address, epoch
+        self.store.put_execution(record)
+        self._changed(exec_id)
+
+    def note_replica(self, exec_id: str, node: str) -> None:
+        """`node` holds a replica of the execution (for inspect)."""
+        live = self._live.get(exec_id)
+        record = live.record if live is not None else self.store.get_execution(exec_id)
+        if node and node not in record.replicas:
+            record.replicas = sorted({*record.replicas, node})
+            if live is None:
+                self.store.put_execution(record)
+
+    def _changed(self, exec_id: str) -> None:
+        with self._ended:
+            self._ended.notify_all()
 
     # ---- the pump: worker frames -> store ----
     def _pump(self, live: Live) -> None:
@@ -247,6 +473,8 @@ class Supervisor:
                     metrics.RESTORE_SECONDS.observe(frame.meta["restore_seconds"])
             elif frame.kind == STATS:
                 self._count_calls(live, frame.meta.get("calls", {}))
+            elif frame.kind == APPLIED:
+                pass                              # a standby applied a checkpoint
             elif frame.kind == END:
                 end = frame
         if outputs or records:
@@ -318,8 +546,9 @@ class Supervisor:
         self._committed += 1
         if self._committed == faults.value(Fault.DAEMON_DIE_AFTER_CHECKPOINTS):
             faults.crash(Fault.DAEMON_DIE_AFTER_CHECKPOINTS)
-        pending = live.requests.get(meta.get("request"), False) is None
-        requested_at = live.requests.pop(("at", meta.get("request")), None) if pending else None
+        answered = [n for n in meta.get("requests", []) if live.requests.get(n, False) is None]
+        asked = [live.requests.pop(("at", n), None) for n in answered]
+        requested_at = min((t for t in asked if t is not None), default=None)
         total = time.monotonic() - requested_at if requested_at else None
         metrics.CHECKPOINTS.labels(reason=meta["reason"]).inc()
         metrics.CHECKPOINT_PAUSE.observe(meta["pause_seconds"])
@@ -329,9 +558,10 @@ class Supervisor:
         if total is not None:
             metrics.CHECKPOINT_TOTAL.observe(total)
         with live.changed:
-            if pending:
-                live.requests[meta["request"]] = {**meta, "total_seconds": total or 0.0}
+            for n, at in zip(answered, asked):
+                live.requests[n] = {**meta, "total_seconds": time.monotonic() - at if at else 0.0}
             live.changed.notify_all()
+        self.on_commit(record, meta["number"])
 
     def _ask(self, live: Live, action: str) -> int:
         """Send a checkpoint/pause/suspend request to the worker; its id (0 if the worker is gone)."""
@@ -355,6 +585,13 @@ class Supervisor:
         live.record.host_calls = sum(live.calls_seen.values())
 
     def _finish(self, live: Live, end: Frame | None) -> None:
+        if live.standby:                   # a standby that never ran: the record is a replica's
+            with self._lock:
+                if self._standby.get(live.record.id) is live:
+                    self._standby.pop(live.record.id)
+            live.worker.link.close()
+            reap(live.worker)
+            return
         record = live.record
         for write in live.writes:          # parts of an unfinished checkpoint: written (and
             write.exception()              # discarded at the next start) before it starts
@@ -394,8 +631,11 @@ class Supervisor:
             self._ended.notify_all()
         if end is not None:
             reap(live.worker)       # after answering waiters: process exit takes a while
-        log.info("execution %s ended: %s %s", record.id, record.state.value,
-                 record.exit_code if record.state == State.EXITED else record.error.splitlines()[:1])
+        if record.migration:
+            log.info("execution %s stopped for its migration to %s", record.id, record.migration.split()[1])
+        else:
+            log.info("execution %s ended: %s %s", record.id, record.state.value,
+                     record.exit_code if record.state == State.EXITED else record.error.splitlines()[:1])
 
     def _apply_end(self, live: Live, end: Frame) -> bytes | None:
         """Take the worker's END: the outcome, its counters, the final filesystem."""
@@ -433,8 +673,16 @@ class Supervisor:
         return True
 
     # ---- checkpoint, pause, resume ----
-    def _running(self, ref: str) -> Live:
+    def _owned(self, ref: str) -> ExecutionRecord:
+        """The record of an execution this daemon runs; another's is refused, naming it."""
         record = self.get(ref)
+        if not self.owns(record):
+            raise StateConflict(f"execution {record.id} runs on {record.owner} "
+                                f"({record.owner_address}): ask it there")
+        return record
+
+    def _running(self, ref: str) -> Live:
+        record = self._owned(ref)
         live = self._live.get(record.id)
         if live is None:
             raise StateConflict(f"execution {record.id} is not running (it is {record.state.value})")
@@ -467,7 +715,7 @@ class Supervisor:
         return self.store.get_execution(live.record.id)
 
     def resume(self, ref: str) -> ExecutionRecord:
-        record = self.get(ref)
+        record = self._owned(ref)
         if record.state != State.PAUSED or record.id in self._live:
             raise StateConflict(f"execution {record.id} is not paused (it is {record.state.value})")
         record.error = ""
@@ -502,7 +750,7 @@ class Supervisor:
         return dict(counts)
 
     def kill(self, ref: str) -> ExecutionRecord:
-        record = self.get(ref)
+        record = self._owned(ref)
         live = self._live.get(record.id)
         if live is None and record.state in (State.PAUSED, State.SLEEPING):
             record.state, record.exit_code, record.error = State.KILLED, -1, "killed by request"
@@ -527,8 +775,8 @@ class Supervisor:
             live = self._live.get(exec_id)
             record = live.record if live is not None else self.store.get_execution(exec_id)
             remaining = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
-            if record.state.ended or remaining <= 0 or not is_active():
-                return record
+            if record.state.ended or remaining <= 0 or not is_active() or not self.owns(record):
+                return record                    # (not ours any more: the caller follows it)
             if live is None:                    # paused or sleeping: any end wakes us
                 with self._ended:
                     self._ended.wait(timeout=remaining)
@@ -551,8 +799,15 @@ class Supervisor:
                     yield rec_seq, rec_stream, data
             if batch:
                 continue
-            if not follow or live is None:
+            if not follow:
                 return
+            if live is None:      # ended, not ours any more (the caller follows it), or between
+                record = self.store.get_execution(exec_id)       # workers: paused, sleeping
+                if record.state.ended or not self.owns(record):
+                    return
+                with self._ended:
+                    self._ended.wait(timeout=0.5)
+                continue
             with live.changed:
                 live.changed.wait_for(lambda: live.next_seq > seq or exec_id not in self._live,
                                       timeout=1.0)

@@ -35,13 +35,13 @@ from .snapshot import CorruptPage
 from .journal import Replay, ReplayDiverged
 from .vfs import Vfs
 from .wasi import GuestExit, GuestTrap, WasiHost, initial_state
-from .workerlink import CHECKPOINT, CONTROL, END, PAGES, READY, START, STATS, Link
+from .workerlink import APPLIED, APPLY, CHECKPOINT, CONTROL, END, GO, PAGES, READY, START, STATS, Link
 
 STATS_INTERVAL_SECONDS = 1.0
 PAGE_BYTES = snapshot.PAGE_BYTES
 PART_PAGES = 2048            # 8 MiB of a checkpoint's pages per streamed part
 JOURNAL_BATCH_BYTES = 64 << 10
-STOPPING = ("pause", "suspend", "sleep")    # checkpoint requests after which the worker exits
+STOPPING = ("pause", "suspend", "sleep", "migrate")   # checkpoints after which the worker exits
 
 
 class Output:
@@ -171,13 +171,21 @@ class Kicked:
 
 
 class Request:
-    """A pending checkpoint request: why, who asked (supervisor's id), and when."""
+    """A pending checkpoint request: why, who asked (the supervisor's ids: requests that come
+    while one is pending are served by the same checkpoint), and when."""
 
     def __init__(self, action: str, request_id: int) -> None:
-        self.action = action             # checkpoint | pause | suspend (daemon stopping) | sleep
-        self.request_id = request_id
+        self.action = action             # checkpoint | pause | suspend (daemon stopping) | sleep | migrate
+        self.request_ids = [request_id] if request_id else []
         self.at = time.monotonic()
         self.wake_at_ns = 0              # sleep: unix ns when the guest's sleep ends
+
+    def join(self, action: str, request_id: int) -> None:
+        """Another request before this one was served: a stopping one wins."""
+        if action in STOPPING:
+            self.action = action
+        if request_id:
+            self.request_ids.append(request_id)
 
 
 class Guest:
@@ -211,26 +219,89 @@ class Guest:
         restore_began = time.monotonic()
         if ckpt:
             self._restore(ckpt, blobs)
+        self._stdin = stdin
         self._background = Background()
-        if self.runner is not None:
-            self.runner.copy_memory = False         # only dirty pages are copied (PageTracking)
-            self.pages = PageTracking(self._memory_span, restored=bool(ckpt),
-                                      max_bytes=int(spec.get("memory_limit_bytes") or 1 << 32))
-            self.encoder = snapshot.Encoder(threads=min(2, os.cpu_count() or 1))
-        self._precopier = Kicked(self._precopy, "roost-precopy") \
-            if self.runner is not None and self.pages.stager.precopies else None
+        self._precopier: Kicked | None = None
         self._precopy_stats = (0.0, 0)
-        self.restore_seconds = time.monotonic() - restore_began if ckpt else 0.0
         self.request: Request | None = None
         self.paused = False
         self.sleeping = False
         self._lock = threading.Lock()
+        self._throttle = 0.0
+        self.checkpoints = int(ckpt["number"]) if ckpt else 0
+        # A standby (a live migration's target) holds the memory of the checkpoints pushed to
+        # its daemon, applying each (`apply`), and runs only when told to (`go`).
+        self.standby = bool(spec.get("standby"))
+        self._applied = pagemap.decode(blobs[5], None).versions if ckpt and self.standby else None
+        if not self.standby:
+            self._arm(restored=bool(ckpt))
+        self.restore_seconds = time.monotonic() - restore_began if ckpt else 0.0
+
+    def _arm(self, restored: bool) -> None:
+        """Checkpointing from here on: the dirty-page tracker takes the memory as it is now as
+        its baseline; the gate's hooks for fault points and durable sleep."""
+        spec = self.spec
+        if self.runner is not None:
+            self.runner.copy_memory = False         # only dirty pages are copied (PageTracking)
+            self.pages = PageTracking(self._memory_span, restored=restored,
+                                      max_bytes=int(spec.get("memory_limit_bytes") or 1 << 32))
+            self.encoder = snapshot.Encoder(threads=min(2, os.cpu_count() or 1))
+            if self.pages.stager.precopies:
+                self._precopier = Kicked(self._precopy, "roost-precopy")
         if self.gate is not None and faults.ARMED:
             self.gate = FaultGate(self, self.gate)
         if self.gate is not None and spec.get("durable_sleep_seconds"):
             self.host.suspend_sleep = self._suspend_sleep
             self.host.durable_sleep_ns = int(float(spec["durable_sleep_seconds"]) * 1e9)
-        self.checkpoints = int(ckpt["number"]) if ckpt else 0
+
+    # ---- standby (live migration target) ----
+    def apply(self, meta: dict, blobs: list[bytes]) -> None:
+        """A newer checkpoint of the execution this standby follows: its full page map, and
+        the frames of every version newer than the last one applied. Only pages whose version
+        changed are written (or zeroed); the memory grows to the checkpoint's size."""
+        size = int(meta["memory_bytes"])
+        have = self.memory.data_len(self.store)
+        if size > have:
+            self.memory.grow(self.store, (size - have) // 65536)
+        versions = pagemap.decode(blobs[0], None).versions
+        old = np.zeros(len(versions), np.uint32)
+        n = min(len(old), len(self._applied))
+        old[:n] = self._applied[:n]
+        changed = versions != old
+        memory = staging.guest_pages(*self._memory_span())
+        memory[:len(versions)][changed & (versions == 0)] = 0
+        snapshot.restore_pages(memory, zip(meta["frame_versions"], blobs[1:]),
+                               np.where(changed, versions, 0).astype(np.uint32))
+        self._applied = versions
+        self.checkpoints = int(meta["number"])
+
+    def go(self, ckpt: dict, blobs: list[bytes]) -> None:
+        """Become the execution: its final checkpoint's (already applied) memory, plus its
+        globals, stack, host state, journal position and output offsets."""
+        began = time.monotonic()
+        host, stack, replay = blobs[:3]
+        self.host.load(hoststate.decode(host, self._stdin))
+        self.journal.replay = self.host.replay = Replay(journal.unpack_many(replay), int(ckpt["journal_seq"]))
+        self.output.offsets = {1: int(ckpt["stdout_offset"]), 2: int(ckpt["stderr_offset"])}
+        image = capture.GuestImage(b"", tuple(tuple(g) for g in ckpt["globals"]), stack)
+        self.runner.restore(image, memory_bytes=int(ckpt["memory_bytes"]))
+        self.checkpoints = int(ckpt["number"])
+        self.standby = False
+        self._arm(restored=True)
+        self.restore_seconds = time.monotonic() - began
+
+    def throttle(self, fraction: float) -> None:
+        """Slow the guest to (1 - fraction) of its speed: a hold at a safepoint every 20 ms."""
+        start = self._throttle == 0 and fraction > 0
+        self._throttle = min(max(fraction, 0.0), 0.95)
+        if start:
+            threading.Thread(target=self._throttling, name="roost-throttle", daemon=True).start()
+
+    def _throttling(self, period: float = 0.02) -> None:
+        while self._throttle > 0 and self.gate is not None:
+            f = self._throttle
+            time.sleep(period * (1 - f))
+            self.gate.hold(period * f)
 
     def _restore(self, ckpt: dict, blobs: list[bytes]) -> None:
         """Write the checkpoint's pages straight into the guest's memory: no full-size image
@@ -252,8 +323,10 @@ class Guest:
         if self.gate is None:
             return False
         with self._lock:
-            if self.request is None or action in STOPPING:
+            if self.request is None:
                 self.request = Request(action, request_id)
+            else:
+                self.request.join(action, request_id)
         if self._precopier is not None:
             self._precopier.kick()            # pre-copy, then request the unwind
         else:
@@ -273,10 +346,13 @@ class Guest:
 
     def _suspend_sleep(self, deadline_ns: int) -> None:
         """Called inside poll_oneoff (guest thread): unwind right there for a durable sleep."""
-        request = Request("sleep", 0)
-        request.wake_at_ns = time.time_ns() + max(0, deadline_ns - self.host.clocks.monotonic_ns())
+        wake_at_ns = time.time_ns() + max(0, deadline_ns - self.host.clocks.monotonic_ns())
         with self._lock:
-            self.request = request
+            if self.request is None:
+                self.request = Request("sleep", 0)
+            else:                            # pending requests are answered by this one
+                self.request.join("sleep", 0)
+            self.request.wake_at_ns = wake_at_ns
         self.gate.unwind_now()
 
     def _on_unwound(self, image: capture.GuestImage) -> bool:
@@ -295,7 +371,7 @@ class Guest:
         precopy_seconds, precopied = self._precopy_stats if self.pages.stager.precopied else (0.0, 0)
         staged, runs, waited = self.pages.stager.finish(base, size)
         state = self.host.save()
-        meta = {"number": self.checkpoints, "reason": request.action, "request": request.request_id,
+        meta = {"number": self.checkpoints, "reason": request.action, "requests": request.request_ids,
                 "journal_seq": self.journal.position, "stdout_offset": self.output.offsets[1],
                 "stderr_offset": self.output.offsets[2], "memory_bytes": size,
                 "globals": [list(g) for g in image.globals], "created_at": time.time(),
@@ -472,14 +548,33 @@ def _stats_loop(link: Link, guest: Guest, done: threading.Event) -> None:
 
 
 def _control_loop(link: Link, guest: Guest) -> None:
-    """CONTROL frames from the supervisor: checkpoint and pause requests."""
+    """CONTROL frames from the supervisor: checkpoint, pause and throttle requests."""
     while True:
         frames = link.read_batch()
         if frames is None:
             return
         for frame in frames:
-            if frame.kind == CONTROL:
+            if frame.kind != CONTROL:
+                continue
+            if frame.meta["action"] == "throttle":
+                guest.throttle(float(frame.meta.get("fraction", 0.0)))
+            else:
                 guest.ask(frame.meta["action"], int(frame.meta.get("request", 0)))
+
+
+def _follow_standby(link: Link, guest: Guest) -> bool:
+    """A standby's life before it runs: APPLY every newer checkpoint, until GO (True) or the
+    supervisor lets it go (False)."""
+    while True:
+        frame = link.read_one()
+        if frame is None:
+            return False
+        if frame.kind == APPLY:
+            guest.apply(frame.meta, frame.blobs)
+            link.send(APPLIED, {"number": frame.meta["number"]})
+        elif frame.kind == GO:
+            guest.go(frame.meta, frame.blobs)
+            return True
 
 
 def _periodic(guest: Guest, every: float, done: threading.Event) -> None:
@@ -505,10 +600,15 @@ def serve(link: Link) -> int:
                         "error": f"restoring checkpoint {frame.meta['checkpoint']['number']}: {e}"},
                   [frame.blobs[1]])
         return 0
-    link.send(READY, {"pid": os.getpid(), "setup_seconds": time.monotonic() - began,
-                      "checkpointable": guest.gate is not None,
-                      "restore_seconds": guest.restore_seconds,
-                      "tracker": guest.pages.tracker.name if guest.runner is not None else ""})
+    link.send(READY, _ready(guest, began))
+    if guest.standby:
+        try:
+            if not _follow_standby(link, guest):
+                return 0
+        except (CorruptPage, ValueError, wasmtime.WasmtimeError) as e:
+            link.send(END, {"state": "FAILED", "exit_code": -1, "error": f"standby: {e}"}, [b""])
+            return 0
+        link.send(READY, _ready(guest, began))
     done = threading.Event()
     threading.Thread(target=_stats_loop, args=(link, guest, done), daemon=True).start()
     threading.Thread(target=_control_loop, args=(link, guest), daemon=True).start()
@@ -522,6 +622,13 @@ def serve(link: Link) -> int:
     guest.journal.flush()
     link.send(END, outcome, [guest.host.vfs.to_bytes()])
     return 0
+
+
+def _ready(guest: Guest, began: float) -> dict:
+    return {"pid": os.getpid(), "setup_seconds": time.monotonic() - began,
+            "checkpointable": guest.gate is not None, "standby": guest.standby,
+            "restore_seconds": guest.restore_seconds,
+            "tracker": guest.pages.tracker.name if guest.runner is not None and not guest.standby else ""}
 
 
 def _die_with_parent() -> None:

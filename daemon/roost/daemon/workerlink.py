@@ -6,9 +6,12 @@
               any other:    u32 meta length, meta JSON, then blobs as (u64 length, bytes)*
 
 Kinds: START (supervisor -> worker: spec, stdin, filesystem, journal to replay, checkpoint to
-restore) and CONTROL (checkpoint / pause requests); READY, OUTPUT, JOURNAL, PAGES (a part of a
-checkpoint's page frames, sent while the rest is compressed), CHECKPOINT (meta, host state,
-asyncify stack, page lists, the last page frames), STATS and END (worker -> supervisor). OUTPUT carries the byte offset of the data in its
+restore) and CONTROL (checkpoint / pause / throttle requests); for a standby worker (a live
+migration's target), APPLY (a newer checkpoint: page map and new frames) and GO (run: the
+final checkpoint's host state, stack and journal), answered by APPLIED; READY, OUTPUT,
+JOURNAL, PAGES (a part of a checkpoint's page frames, sent while the rest is compressed),
+CHECKPOINT (meta, host state, asyncify stack, page lists, the last page frames), STATS and END
+(worker -> supervisor). OUTPUT carries the byte offset of the data in its
 stream, so output that a recovering guest produces again is recognised and not stored twice. The reader returns every complete frame it has buffered, so one LMDB
 transaction can absorb a burst of guest output.
 """
@@ -23,6 +26,8 @@ from dataclasses import dataclass, field
 START, READY, OUTPUT, JOURNAL, STATS, END = b"S", b"R", b"O", b"J", b"T", b"E"
 CONTROL, CHECKPOINT = b"C", b"K"      # supervisor -> worker request; worker -> supervisor checkpoint
 PAGES = b"P"                          # worker -> supervisor: a part of a checkpoint's page frames
+APPLY, GO = b"A", b"G"                # supervisor -> standby worker: a newer checkpoint; run it
+APPLIED = b"D"                        # standby -> supervisor: a checkpoint applied
 _HEAD = struct.Struct("<Qc")
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
@@ -152,7 +157,7 @@ class Link:
             if not got:
                 return None
             have += got
-        return _decode(kind, view, views=kind in (CHECKPOINT, PAGES))
+        return _decode(kind, view, views=kind in (CHECKPOINT, PAGES, APPLY))
 
     def read_one(self) -> Frame | None:
         """The next frame; any others already received stay queued for read_batch."""

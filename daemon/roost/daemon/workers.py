@@ -31,6 +31,9 @@ class WorkerProcess:
     def pid(self) -> int:
         return self.proc.pid
 
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
 
 def spawn() -> WorkerProcess:
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -54,24 +54,28 @@ class WasiHost:
         """`journal` receives every world-reading call's encoded record (`journal.encode`) before
         its result reaches the guest; `replay` (on recovery) answers those calls until it runs
         out."""
-        self.argv = list(state.argv)
-        self.env = list(state.env)
-        self.stdin = Stdin.restore(state.stdin)
-        self.clocks = Clocks.restore(state.clocks)
-        self.fds = FdTable.restore(state.fds)
-        self.vfs = Vfs.restore(state.vfs)
+        self.load(state)
         self.output = output
         self.calls: collections.Counter[str] = collections.Counter()
         self.durable = Durable(self)
         self.journal = journal or (lambda record: None)
         self.replay = replay
         self.gate = NoGate()          # capture.Gate when the module is prepared for checkpoints
-        self.poll_started_ns = state.poll_started_ns
         # Durable sleep (set by the worker when the guest can be checkpointed): a poll that would
         # sleep longer than durable_sleep_ns calls suspend_sleep(deadline) instead.
         self.suspend_sleep: Callable[[int], None] | None = None
         self.durable_sleep_ns = 0
         self.mem = self._unbound
+
+    def load(self, state: WasiState) -> None:
+        """Take `state` as this host's (a standby worker adopting the checkpoint it runs)."""
+        self.argv = list(state.argv)
+        self.env = list(state.env)
+        self.stdin = Stdin.restore(state.stdin)
+        self.clocks = Clocks.restore(state.clocks)
+        self.fds = FdTable.restore(state.fds)
+        self.vfs = Vfs.restore(state.vfs)
+        self.poll_started_ns = state.poll_started_ns
 
     @classmethod
     def restore(cls, state: WasiState, output: Callable[[int, bytes], None]) -> WasiHost:

@@ -1,0 +1,195 @@
+"""Handing an execution from one roostd to another: ownership moves with an epoch bump, and the
+execution runs on at most one daemon at any time, whatever dies when.
+
+Two phases, the source deciding:
+
+    source                                           target
+    final checkpoint committed, worker gone
+    record.migration = "<epoch> <target>"
+    PushCheckpoint (the final one) ------------->    stored
+    PREPARE(epoch, checkpoint) ----------------->    holds that checkpoint? record.prepared =
+                                <-----------------   "<epoch> <source> <address>"; ok
+    decision: record.owner = target, epoch,
+    handing_over = epoch  (from now on the source never runs it)
+    COMMIT ------------------------------------->    record.owner = itself at epoch: runs it
+                                <-----------------   ok (its guest is running)
+    handing_over = 0
+
+- The target dies before answering PREPARE: the source takes the execution back (ABORT, run it
+  again from its final checkpoint). A target that comes back prepared asks the source
+  (`Decision`): ABORTED, it forgets.
+- The target dies after PREPARE: the source has decided; it retries COMMIT until the target is
+  back (the target, restarted and prepared, also asks and gets COMMITTED).
+- The source dies after deciding: on restart it retries COMMIT. Before deciding: on restart it
+  takes the execution back and tells the target ABORT.
+
+A daemon refuses pushes and handovers carrying an epoch older than the one it knows, and one
+that learns of a newer epoch for an execution it runs stops it (`Supervisor.superseded`).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from roost.v1 import peer_pb2 as pb
+
+from .errors import NotFound, StateConflict
+from .peers import PeerError, Peers
+from .supervisor import Supervisor
+
+log = logging.getLogger(__name__)
+Phase = pb.HandoverRequest.Phase
+
+
+class Handovers:
+    def __init__(self, supervisor: Supervisor, peers: Peers) -> None:
+        self.supervisor = supervisor
+        self.store = supervisor.store
+        self.peers = peers
+
+    # ---- the source's side ----
+    def hand_over(self, exec_id: str, number: int, epoch: int, target: str, address: str,
+                  migration: str, commit_timeout: float = 30.0) -> float:
+        """PREPARE, decide, COMMIT: the execution is `target`'s at `epoch` when this returns
+        (the target's seconds to run it again). A PREPARE that fails raises, and nothing was
+        decided; a COMMIT that fails after the decision is retried in the background."""
+        client = self.peers.client(address)
+        request = pb.HandoverRequest(id=exec_id, source=self.supervisor.node_id,
+                                     source_address=self.supervisor.address, epoch=epoch,
+                                     checkpoint=number, migration=migration)
+        request.phase = Phase.PREPARE
+        if not client.handover(request).ok:
+            raise StateConflict(f"handover of {exec_id}: {address} did not prepare")
+        self.supervisor.give_up(exec_id, target, address, epoch)
+        request.phase = Phase.COMMIT
+        deadline = time.monotonic() + commit_timeout
+        while True:
+            try:
+                response = client.handover(request)
+                self._confirmed(exec_id, epoch)
+                return response.restore_seconds
+            except PeerError as e:
+                if time.monotonic() > deadline:
+                    log.warning("handover of %s to %s: %s; retrying in the background", exec_id, address, e)
+                    self._retry_commit(exec_id, epoch, address)
+                    return 0.0
+                time.sleep(0.2)
+
+    def abort(self, exec_id: str, address: str, epoch: int) -> None:
+        """Tell a target to forget a handover that will not happen (best effort: a target that
+        does not hear it asks `Decision` when it comes back)."""
+        try:
+            self.peers.client(address).handover(pb.HandoverRequest(
+                id=exec_id, phase=Phase.ABORT, epoch=epoch, source=self.supervisor.node_id), timeout=5.0)
+        except PeerError as e:
+            log.info("abort of the handover of %s to %s: %s", exec_id, address, e)
+
+    def decision(self, exec_id: str, epoch: int) -> pb.DecisionResponse.Outcome:
+        """Asked by a target left prepared: what this source decided for `epoch`."""
+        Outcome = pb.DecisionResponse.Outcome
+        try:
+            record = self.supervisor.get(exec_id)
+        except NotFound:
+            return Outcome.ABORTED
+        if not self.supervisor.owns(record) and record.epoch >= epoch:
+            return Outcome.COMMITTED
+        if record.migration and record.migration.split()[0] == str(epoch):
+            return Outcome.UNDECIDED
+        return Outcome.ABORTED
+
+    def _confirmed(self, exec_id: str, epoch: int) -> None:
+        record = self.store.get_execution(exec_id)
+        if record.handing_over == epoch:
+            record.handing_over = 0
+            self.store.put_execution(record)
+
+    def _retry_commit(self, exec_id: str, epoch: int, address: str) -> None:
+        def run() -> None:
+            request = pb.HandoverRequest(id=exec_id, phase=Phase.COMMIT, epoch=epoch,
+                                         source=self.supervisor.node_id,
+                                         source_address=self.supervisor.address)
+            backoff = 0.5
+            while True:
+                try:
+                    self.peers.client(address).handover(request)
+                    self._confirmed(exec_id, epoch)
+                    return
+                except PeerError:
+                    time.sleep(backoff)
+                    backoff = min(backoff * 2, 10.0)
+        threading.Thread(target=run, name=f"commit-{exec_id}", daemon=True).start()
+
+    # ---- the target's side ----
+    def prepare(self, request: pb.HandoverRequest) -> pb.HandoverResponse:
+        record = self.store.get_execution(request.id)
+        if request.epoch <= record.epoch and not (record.prepared and
+                                                  record.prepared.split()[0] == str(request.epoch)):
+            raise StateConflict(f"handover of {request.id} at epoch {request.epoch}: stale, "
+                                f"this daemon knows epoch {record.epoch}")
+        latest = self.supervisor.pages.latest(request.id)
+        if latest is None or latest["number"] != request.checkpoint:
+            raise StateConflict(f"handover of {request.id}: checkpoint {request.checkpoint} is not "
+                                f"the latest here ({latest['number'] if latest else 'none'})")
+        record.prepared = f"{request.epoch} {request.source} {request.source_address}"
+        self.store.put_execution(record)
+        return pb.HandoverResponse(ok=True)
+
+    def commit(self, request: pb.HandoverRequest) -> pb.HandoverResponse:
+        record = self.store.get_execution(request.id)
+        if record.owner == self.supervisor.node_id and record.epoch == request.epoch:
+            return pb.HandoverResponse(ok=True)          # a retry: it runs here already
+        if not record.prepared or record.prepared.split()[0] != str(request.epoch):
+            raise StateConflict(f"handover of {request.id}: not prepared for epoch {request.epoch}")
+        latest = self.supervisor.pages.latest(request.id)
+        seconds = self.supervisor.adopt(request.id, request.epoch, latest["number"])
+        return pb.HandoverResponse(ok=True, restore_seconds=seconds)
+
+    def forget(self, request: pb.HandoverRequest) -> pb.HandoverResponse:
+        try:
+            record = self.store.get_execution(request.id)
+        except NotFound:
+            return pb.HandoverResponse(ok=True)
+        if record.prepared and record.prepared.split()[0] == str(request.epoch):
+            record.prepared = ""
+            self.store.put_execution(record)
+        self.supervisor.drop_standby(request.id)
+        return pb.HandoverResponse(ok=True)
+
+    # ---- after a restart ----
+    def recover(self) -> None:
+        """Finish what a restart interrupted: a target's prepared handovers (ask the source), a
+        source's undecided migrations (take the execution back) and unconfirmed commits."""
+        for record in self.store.list_executions():
+            if record.prepared:
+                threading.Thread(target=self._ask_source, args=(record.id,), daemon=True,
+                                 name=f"decision-{record.id}").start()
+            elif record.migration and self.supervisor.owns(record):
+                epoch, _, address = (record.migration.split(" ", 2) + ["", ""])[:3]
+                if address:
+                    self.abort(record.id, address, int(epoch))
+                self.supervisor.take_back(record.id)
+            elif record.handing_over:
+                self._retry_commit(record.id, record.handing_over, record.owner_address)
+
+    def _ask_source(self, exec_id: str) -> None:
+        Outcome = pb.DecisionResponse.Outcome
+        backoff = 0.5
+        while True:
+            record = self.store.get_execution(exec_id)
+            if not record.prepared:
+                return
+            epoch, source, address = (record.prepared.split(" ", 2) + ["", ""])[:3]
+            try:
+                outcome = self.peers.client(address).decision(exec_id, int(epoch)).outcome
+            except PeerError:
+                outcome = Outcome.UNDECIDED
+            if outcome == Outcome.COMMITTED:
+                latest = self.supervisor.pages.latest(exec_id)
+                self.supervisor.adopt(exec_id, int(epoch), latest["number"])
+                return
+            if outcome == Outcome.ABORTED:
+                self.forget(pb.HandoverRequest(id=exec_id, epoch=int(epoch)))
+                return
+            time.sleep(backoff)
+            backoff = min(backoff * 2, 10.0)

@@ -1,0 +1,363 @@
+"""Checkpoint replication between roostds: push what a peer lacks, store what a peer pushes.
+
+After every checkpoint it commits of an execution it owns, a daemon pushes that checkpoint to
+the execution's replica peers (`replication.factor` of its configured peers), one background
+thread per peer (`Replicator`):
+
+    ReplicaStatus -> [PushModule] -> PushCheckpoint(header, frames of the page versions the
+                                                     peer lacks, output and journal records
+                                                     after those it holds)
+
+so a peer that holds the previous checkpoint receives only the new version's frames, and one
+that was away catches up from whatever it holds. A peer's stream that breaks is retried with
+backoff from what the peer then says it holds. Per peer, only the newest committed checkpoint
+of each execution waits to be pushed (a newer one replaces an older one still waiting), and a
+push reads frames from the store as it sends them (gRPC's flow control holds the rest back): a
+slow peer costs lag, never memory. Lag per peer is a metric (seconds since the oldest checkpoint
+it has not acknowledged, and the bytes of those checkpoints).
+
+The receiving side (`Replicas`) stores a push like a local checkpoint — frames in parts as
+they arrive, then map, manifest, host state, record, output and journal records in one
+transaction — and refuses one whose epoch is older than what it knows of the execution.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator
+
+from roost.v1 import peer_pb2 as pb
+
+from . import metrics, pagemap
+from .errors import InvalidRequest, NotFound, StateConflict
+from .pagestore import PageStore
+from .peers import PeerClient, PeerError
+from .records import ExecutionRecord
+from .store import Store
+from .supervisor import Supervisor
+
+log = logging.getLogger(__name__)
+MODULE_CHUNK = 1 << 20
+LOG_BATCH_BYTES = 4 << 20
+PART_BYTES = 8 << 20           # frames stored in transactions of about this much on receipt
+
+
+class Superseded(StateConflict):
+    """The peer knows the execution at a newer epoch: someone else owns it now."""
+
+    def __init__(self, owner: str, address: str, epoch: int) -> None:
+        super().__init__(f"execution is owned by {owner} at epoch {epoch}")
+        self.owner, self.address, self.epoch = owner, address, epoch
+
+
+# ---------------------------------------------------------------- sending
+
+class Pusher:
+    """Pushes checkpoints of this daemon's executions; one push per (peer, execution) at once."""
+
+    def __init__(self, supervisor: Supervisor) -> None:
+        self.supervisor = supervisor
+        self.store: Store = supervisor.store
+        self.pages: PageStore = supervisor.pages
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def push(self, client: PeerClient, exec_id: str, number: int | None = None,
+             migration: str = "") -> int:
+        """Push checkpoint `number` (the latest if None) and what the peer lacks with it; the
+        bytes sent (0 when the peer holds it already and no migration follows it)."""
+        with self._lock(client.address, exec_id):
+            sent = self._push(client, exec_id, number, migration)
+        metrics.REPLICATION_BYTES.labels(peer=client.address).inc(sent)
+        return sent
+
+    def _lock(self, address: str, exec_id: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault((address, exec_id), threading.Lock())
+
+    def _push(self, client: PeerClient, exec_id: str, number: int | None, migration: str) -> int:
+        record = self.store.get_execution(exec_id)
+        status = client.status(exec_id, record.module_sha256)
+        if status.found and status.epoch > record.epoch:
+            raise Superseded(status.owner, status.owner_address, status.epoch)
+        if number is None:
+            latest = self.pages.latest(exec_id)
+            if latest is None:
+                return 0
+            number = latest["number"]
+        if status.latest_checkpoint >= number and not migration:
+            return 0
+        sent = 0
+        if not status.has_module:
+            sent += self._push_module(client, record.module_sha256)
+        counter = [0]
+        response = client.push_checkpoint(self._chunks(record, number, status, migration, counter))
+        return sent + counter[0] if response.number == number else sent
+
+    def _push_module(self, client: PeerClient, sha256: str) -> int:
+        module = self.store.get_module(sha256)
+        data = self.store.module_bytes(sha256)
+
+        def chunks() -> Iterator[pb.ModuleChunk]:
+            yield pb.ModuleChunk(header=pb.ModuleHeaderPeer(sha256=sha256, name=module.name,
+                                                             size_bytes=len(data)))
+            for off in range(0, len(data), MODULE_CHUNK):
+                yield pb.ModuleChunk(chunk=data[off:off + MODULE_CHUNK])
+        client.push_module(chunks())
+        return len(data)
+
+    def _chunks(self, record: ExecutionRecord, number: int, status: pb.ReplicaStatusResponse,
+                migration: str, counter: list[int]) -> Iterator[pb.CheckpointChunk]:
+        """The push's messages, read from the store as gRPC asks for them."""
+        exec_id = record.id
+        manifest = self.pages.manifest(exec_id, number)
+        if manifest is None:
+            raise NotFound(f"checkpoint {number} of {exec_id} is gone")
+        page_map = self.pages.page_map(exec_id, number)
+        header = pb.CheckpointHeader(
+            id=exec_id, owner=record.owner, epoch=record.epoch, number=number,
+            record=record.to_json(), manifest=json.dumps(manifest).encode(),
+            page_map=pagemap.encode_full(page_map), host=self.pages.host_state(exec_id, number),
+            stack=self.pages.stack(exec_id, number), migration=migration)
+        if not status.found:
+            header.stdin = self.store.stdin(exec_id)
+            header.initial_vfs = self.store.initial_vfs(exec_id)
+            header.has_inputs = True
+        counter[0] += header.ByteSize()
+        yield pb.CheckpointChunk(header=header)
+        held = set(status.versions)
+        for version in sorted(page_map.referenced() - held):
+            for index, frame in self.pages.iter_frames(exec_id, version):
+                counter[0] += len(frame)
+                yield pb.CheckpointChunk(frame=pb.PageFrame(version=version, index=index, data=frame))
+        for seq, stream, data in self._logs(exec_id, status.log_records):
+            counter[0] += len(data)
+            yield pb.CheckpointChunk(log=pb.LogRecord(seq=seq, stream=stream, data=data))
+        first = max(status.journal_records, manifest["journal_seq"])
+        for i, raw in enumerate(self.store.read_journal(exec_id, first)):
+            counter[0] += len(raw)
+            yield pb.CheckpointChunk(journal=pb.JournalRecord(seq=first + i, data=raw))
+
+    def _logs(self, exec_id: str, first: int) -> Iterator[tuple[int, int, bytes]]:
+        seq = first
+        while True:
+            batch = self.store.read_logs(exec_id, seq, LOG_BATCH_BYTES)
+            if not batch:
+                return
+            yield from batch
+            seq = batch[-1][0] + 1
+
+
+class Replicator:
+    """Keeps this daemon's replica peers up to date with the checkpoints it commits."""
+
+    def __init__(self, supervisor: Supervisor, pusher: Pusher, clients: list[PeerClient],
+                 factor: int, ack: str) -> None:
+        self.supervisor, self.pusher = supervisor, pusher
+        self.targets = clients if factor < 0 else clients[:factor]
+        self.ack = ack
+        self._pending: dict[str, dict[str, tuple[int, float, int]]] = {c.address: {} for c in self.targets}
+        self._acked: dict[tuple[str, str], int] = {}
+        self._changed = threading.Condition()
+        self._stopped = False
+        for client in self.targets:
+            threading.Thread(target=self._run, args=(client,), name=f"replicate-{client.address}",
+                             daemon=True).start()
+
+    def committed(self, record: ExecutionRecord, number: int) -> None:
+        """A checkpoint of an execution this daemon owns was committed (supervisor hook)."""
+        if not self.targets or not self.supervisor.owns(record):
+            return
+        manifest = self.supervisor.pages.manifest(record.id, number) or {}
+        with self._changed:
+            for address, pending in self._pending.items():
+                since = pending.get(record.id, (0, time.monotonic(), 0))[1]
+                pending[record.id] = (number, since, int(manifest.get("stored_bytes", 0)))
+            self._changed.notify_all()
+
+    def wait_acked(self, exec_id: str, number: int, timeout: float = 60.0) -> list[str]:
+        """Per `replication.ack`: wait until one (`one`) or every (`all`) replica peer holds
+        checkpoint `number`; the addresses that do."""
+        need = {"async": 0, "one": 1, "all": len(self.targets)}[self.ack]
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                have = [c.address for c in self.targets
+                        if self._acked.get((c.address, exec_id), 0) >= number]
+                left = deadline - time.monotonic()
+                if len(have) >= need or left <= 0:
+                    return have
+                self._changed.wait(left)
+
+    def stop(self) -> None:
+        with self._changed:
+            self._stopped = True
+            self._changed.notify_all()
+
+    def _run(self, client: PeerClient) -> None:
+        backoff = 0.2
+        while True:
+            with self._changed:
+                while not self._pending[client.address] and not self._stopped:
+                    self._changed.wait(1.0)
+                    self._lag(client.address)
+                if self._stopped:
+                    return
+                exec_id, (number, since, size) = min(self._pending[client.address].items(),
+                                                     key=lambda kv: kv[1][1])
+            try:
+                self.pusher.push(client, exec_id, number)
+            except Superseded as e:
+                self.supervisor.superseded(exec_id, e.owner, e.address, e.epoch)
+                self._done(client.address, exec_id, number)
+            except (PeerError, StateConflict, NotFound, InvalidRequest, OSError) as e:
+                log.warning("replicating %s checkpoint %d to %s: %s", exec_id, number, client.address, e)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            backoff = 0.2
+            self._done(client.address, exec_id, number)
+            self.supervisor.note_replica(exec_id, client.hello())
+
+    def _done(self, address: str, exec_id: str, number: int) -> None:
+        with self._changed:
+            self._acked[(address, exec_id)] = max(number, self._acked.get((address, exec_id), 0))
+            pending = self._pending[address]
+            if exec_id in pending and pending[exec_id][0] <= number:
+                del pending[exec_id]
+            self._lag(address)
+            self._changed.notify_all()
+
+    def _lag(self, address: str) -> None:
+        pending = self._pending[address].values()
+        oldest = min((since for _, since, _ in pending), default=None)
+        metrics.REPLICATION_LAG_SECONDS.labels(peer=address).set(
+            time.monotonic() - oldest if oldest is not None else 0.0)
+        metrics.REPLICATION_LAG_BYTES.labels(peer=address).set(sum(size for _, _, size in pending))
+
+
+# ---------------------------------------------------------------- receiving
+
+class Replicas:
+    """The receiving side: what this daemon holds of other daemons' executions."""
+
+    def __init__(self, supervisor: Supervisor, retain: int) -> None:
+        self.supervisor = supervisor
+        self.store: Store = supervisor.store
+        self.pages: PageStore = supervisor.pages
+        self.retain = retain
+
+    def status(self, exec_id: str, module_sha256: str) -> pb.ReplicaStatusResponse:
+        out = pb.ReplicaStatusResponse(has_module=bool(module_sha256) and self.store.has_module(module_sha256))
+        try:
+            record = self.store.get_execution(exec_id)
+        except NotFound:
+            return out
+        latest = self.pages.latest(exec_id)
+        out.found, out.owner, out.epoch = True, record.owner, record.epoch
+        out.owner_address = record.owner_address
+        out.latest_checkpoint = latest["number"] if latest else 0
+        out.versions.extend(self.pages.held_versions(exec_id))
+        out.log_records = self.store.next_seq("logs", exec_id)
+        out.journal_records = self.store.next_seq("journal", exec_id)
+        out.module_sha256 = record.module_sha256
+        out.has_module = self.store.has_module(record.module_sha256)
+        out.prepared = record.prepared
+        return out
+
+    def receive(self, chunks: Iterator[pb.CheckpointChunk]) -> pb.PushCheckpointResponse:
+        first = next(chunks, None)
+        if first is None or first.WhichOneof("part") != "header":
+            raise InvalidRequest("push: the first message must be the checkpoint's header")
+        header = first.header
+        record = self._accept(header)
+        number, received = header.number, first.ByteSize()
+        if self.pages.manifest(header.id, number) is not None:
+            for _ in chunks:                      # held already (an ack that was lost)
+                pass
+        else:
+            received += self._store(header, record, chunks)
+        if header.migration:
+            self.supervisor.follow(header.id, number)
+        return pb.PushCheckpointResponse(number=number, bytes=received)
+
+    def _accept(self, header: pb.CheckpointHeader) -> ExecutionRecord:
+        """The record this push updates; refuses stale epochs, and stops a local run that a
+        newer owner supersedes."""
+        try:
+            local = self.store.get_execution(header.id)
+        except NotFound:
+            local = None
+        if local is not None and header.epoch < local.epoch:
+            raise StateConflict(f"push of {header.id} at epoch {header.epoch}: stale, this daemon "
+                                f"knows epoch {local.epoch} (owner {local.owner})")
+        try:
+            pushed = ExecutionRecord.from_json(header.record)
+        except (ValueError, TypeError, KeyError) as e:
+            raise InvalidRequest(f"push of {header.id}: its record does not parse: {e}") from None
+        pushed.owner, pushed.epoch = header.owner, header.epoch
+        if local is None:
+            if not header.has_inputs:
+                raise StateConflict(f"push of {header.id}: its inputs are needed first")
+            if not self.store.has_module(pushed.module_sha256):
+                raise StateConflict(f"push of {header.id}: module {pushed.module_sha256} is missing")
+            pushed.prepared = pushed.migration = ""
+            pushed.handing_over = 0
+            self.store.create_execution(pushed, header.stdin, header.initial_vfs)
+            return pushed
+        if self.supervisor.owns(local) and header.owner != self.supervisor.node_id:
+            if header.epoch == local.epoch:
+                raise StateConflict(f"push of {header.id}: this daemon owns it at epoch {local.epoch}")
+            self.supervisor.superseded(header.id, header.owner, pushed.owner_address, header.epoch)
+        pushed.prepared = local.prepared
+        pushed.migration, pushed.handing_over = "", 0
+        return pushed
+
+    def _store(self, header: pb.CheckpointHeader, record: ExecutionRecord,
+               chunks: Iterator[pb.CheckpointChunk]) -> int:
+        """Frames are written as they come, in transactions of about PART_BYTES (the disk
+        writes while more arrives); the last ones of the checkpoint's own version ride with
+        the commit of the rest (a small push is one transaction)."""
+        exec_id, number = header.id, header.number
+        received, streamed = 0, 0
+        batch: list[bytes] = []
+        batch_version, batch_first, batch_bytes = -1, 0, 0
+        logs: list[pb.LogRecord] = []
+        journal: list[pb.JournalRecord] = []
+
+        def flush() -> None:
+            nonlocal batch, batch_bytes, streamed
+            if batch:
+                self.pages.put_frames(exec_id, batch_version, batch_first, batch)
+                if batch_version == number:
+                    streamed = batch_first + len(batch)
+            batch, batch_bytes = [], 0
+
+        for chunk in chunks:
+            kind = chunk.WhichOneof("part")
+            received += chunk.ByteSize()
+            if kind == "frame":
+                frame = chunk.frame
+                if frame.version != batch_version or batch_bytes >= PART_BYTES:
+                    flush()
+                    batch_version, batch_first = frame.version, frame.index
+                batch.append(frame.data)
+                batch_bytes += len(frame.data)
+            elif kind == "log":
+                logs.append(chunk.log)
+            elif kind == "journal":
+                journal.append(chunk.journal)
+        if batch_version != number:
+            flush()
+        manifest = json.loads(header.manifest)
+        manifest.update(owner=header.owner, epoch=header.epoch)
+        page_map = pagemap.decode(header.page_map, None)
+
+        def also(txn) -> None:
+            self.store.put_records(txn, exec_id, [(r.seq, bytes((r.stream,)) + r.data) for r in logs],
+                                   [(r.seq, r.data) for r in journal])
+        self.pages.put(record, manifest, batch, header.host, header.stack, page_map, None,
+                       self.retain, streamed=streamed, also=also)
+        return received

@@ -1,0 +1,228 @@
+"""Three roostds on loopback ports replicating each other's checkpoints and moving executions
+between them: live migrations back and forth, a durable sleep moved mid-sleep, kill -9 of the
+target during a migration and of the source after the handover, stale epochs refused, and a
+peer with a certificate from another CA shut out. Output is always compared byte for byte with
+a plain wasmtime run."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import threading
+import time
+
+import grpc
+import pytest
+
+from guestbuild import compile_guest
+from harness import BIN, Roostd, cluster, make_ca, make_cert, wait_until
+from native import run_native
+
+
+@pytest.fixture
+def nodes(tmp_path):
+    daemons = cluster(tmp_path / "cluster")
+    yield daemons
+    for d in daemons:
+        if d.proc is not None and d.proc.poll() is None:
+            d.stop()
+
+
+def inspect(daemon: Roostd, exec_id: str) -> dict:
+    return json.loads(daemon.roost("inspect", "--json", exec_id, check=True).stdout)
+
+
+def start(daemon: Roostd, wasm, *args: str, opts: tuple = ()) -> str:
+    return daemon.roost("run", "--detach", *opts, str(wasm), "--", *args, check=True).stdout.decode().strip()
+
+
+def migrate(daemon: Roostd, exec_id: str, to: Roostd, *opts: str) -> dict:
+    """`roost migrate --json` through `daemon`; the report."""
+    done = daemon.roost("migrate", exec_id, "--to", to.addr, "--json", *opts, timeout=180)
+    assert done.returncode == 0, done.stderr.decode()
+    return json.loads(done.stdout)
+
+
+def owner_of(nodes: list[Roostd], exec_id: str) -> Roostd:
+    node_id = inspect(nodes[0], exec_id)["owner"]   # (inspect follows the execution)
+    return next(d for d in nodes if d.node_id == node_id)
+
+
+def same_output(daemon: Roostd, exec_id: str, native) -> None:
+    logs = daemon.roost("logs", exec_id)
+    assert (logs.stdout, logs.stderr) == (native.stdout, native.stderr)
+
+
+def test_replicas_follow_the_owners_checkpoints(nodes):
+    """Every committed checkpoint reaches both peers (only what they lack), with the output so
+    far; inspect names the replicas; each peer's lag shows in the owner's metrics."""
+    a, b, c = nodes
+    wasm = compile_guest("spin_print")
+    exec_id = start(a, wasm, "600", "2500000", opts=("--checkpoint-every", "0.3"))
+    wait_until(lambda: sorted(inspect(a, exec_id)["replicas"]) == sorted([b.node_id, c.node_id]),
+               timeout=60, what="both replicas")
+    record = inspect(a, exec_id)
+    assert record["owner"] == a.node_id and int(record["epoch"]) == 1
+    for peer in (b, c):
+        raw = peer.roost("--json", "ps", "-a", check=True).stdout
+        replica = next(e for e in json.loads(raw) if e["id"] == exec_id)
+        assert replica["owner"] == a.node_id and int(replica.get("checkpoints", 0)) >= 1
+    text = a.metrics()
+    assert f'roost_replication_lag_seconds{{peer="{b.addr}"}}' in text
+    assert re.search(rf'roost_replication_bytes_total{{peer="{c.addr}"}} [1-9]', text)
+    assert a.roost("wait", exec_id, timeout=120).returncode == int(run_native(
+        wasm, ["spin_print", "600", "2500000"]).exit_code)
+
+
+@pytest.mark.parametrize("guest", ["compute", "files"])
+def test_live_migration_back_and_forth_ten_times(nodes, tmp_path, guest):
+    """A guest moved live ten times around the three daemons (each move asked of the daemon
+    it runs on) finishes with output byte-identical to a plain run; the CLI attached to the
+    first daemon follows it to the end; each report is consistent."""
+    if guest == "compute":
+        wasm, args, mounts, opts = compile_guest("spin_print"), ["2000", "4000000"], [], ()
+    else:
+        data = tmp_path / "data"
+        data.mkdir()
+        (data / "journal.txt").write_text("existing line\n")
+        wasm, args = compile_guest("file_journal"), ["2000", "4000000"]
+        mounts, opts = [(data, "/data")], ("--mount", f"{data}:/data")
+    native = run_native(wasm, [wasm.stem, *args], mounts=mounts, keep=tmp_path / "native")
+    a = nodes[0]
+    attached = subprocess.Popen([str(BIN / "roost"), "--addr", a.addr, "run", *opts, str(wasm),
+                                 "--", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    exec_id = wait_until(lambda: _only_execution(a), timeout=60, what="the execution")
+    here = a
+    for k in range(10):
+        there = nodes[(nodes.index(here) + 1 + k % 2) % 3]
+        report = migrate(here, exec_id, there)
+        assert report["target"] == there.node_id and int(report["epoch"]) == k + 2
+        assert not report["cold"] and int(report["rounds"]) >= 1
+        here = there
+    out, err = attached.communicate(timeout=300)
+    assert (out, err) == (native.stdout, native.stderr)
+    assert attached.returncode == native.exit_code
+    same_output(a, exec_id, native)               # asked of the first daemon: it redirects
+    assert owner_of(nodes, exec_id) is here
+    if guest == "files":
+        copied = tmp_path / "journal.txt"
+        a.roost("cp", f"{exec_id}:/data/journal.txt", str(copied), check=True)
+        assert copied.read_bytes() == (native.files["/data"] / "journal.txt").read_bytes()
+
+
+def _only_execution(daemon: Roostd) -> str:
+    listed = json.loads(daemon.roost("--json", "ps", check=True).stdout)
+    return listed[0]["id"] if listed else ""
+
+
+def test_durable_sleep_moves_ten_times_mid_sleep_and_wakes_on_time(nodes):
+    """A guest in an 8 s durable sleep (no worker anywhere) moves around the three daemons ten
+    times; the last one wakes it at the original deadline, once."""
+    wasm = compile_guest("sleeper")
+    native = run_native(wasm, ["sleeper", "8"])
+    began = time.monotonic()
+    here = nodes[0]
+    exec_id = start(here, wasm, "8")
+    wait_until(lambda: inspect(here, exec_id)["state"] == "SLEEPING", timeout=30, what="the sleep")
+    for k in range(10):
+        there = nodes[(nodes.index(here) + 1 + k % 2) % 3]
+        report = migrate(here, exec_id, there)
+        assert report["cold"] and inspect(there, exec_id)["owner"] == there.node_id
+        here = there
+    assert time.monotonic() - began < 8, "the migrations outlasted the sleep: make it longer"
+    assert nodes[0].roost("wait", exec_id, timeout=60).returncode == 0
+    assert time.monotonic() - began >= 8
+    same_output(nodes[0], exec_id, native)
+    assert int(inspect(here, exec_id)["restores"]) == 1     # woken once, where it was
+
+
+def test_kill_of_the_target_during_migration_keeps_it_on_the_source(nodes):
+    """kill -9 of the target while a 96 MiB guest is being pre-copied to it: the migration
+    fails, the guest goes on where it was, and the target, restarted, never runs it."""
+    a, b, _ = nodes
+    wasm = compile_guest("big_rewrite")
+    args = ["96", "40", "50"]
+    native = run_native(wasm, ["big_rewrite", *args])
+    exec_id = start(a, wasm, *args)
+    wait_until(lambda: int(inspect(a, exec_id)["stdout_bytes"]) > 0, timeout=60, what="first round")
+    failed: list = []
+    mover = threading.Thread(target=lambda: failed.append(a.roost(
+        "migrate", exec_id, "--to", b.addr, timeout=180)))
+    mover.start()
+    time.sleep(0.4)
+    b.kill9()
+    mover.join()
+    assert failed[0].returncode != 0
+    b.restart()
+    assert a.roost("wait", exec_id, timeout=300).returncode == native.exit_code
+    same_output(a, exec_id, native)
+    record = inspect(a, exec_id)
+    assert record["owner"] == a.node_id and int(record["epoch"]) == 1
+    on_b = [e for e in json.loads(b.roost("--json", "ps", "-a").stdout or b"[]") if e["id"] == exec_id]
+    assert all(e["owner"] == a.node_id for e in on_b), on_b
+
+
+def test_kill_of_the_source_after_the_handover_leaves_it_on_the_target(nodes):
+    a, b, _ = nodes
+    wasm = compile_guest("spin_print")
+    args = ["1500", "4000000"]
+    native = run_native(wasm, ["spin_print", *args])
+    exec_id = start(a, wasm, *args)
+    time.sleep(1)
+    migrate(a, exec_id, b)
+    a.kill9()
+    assert b.roost("wait", exec_id, timeout=300).returncode == native.exit_code
+    same_output(b, exec_id, native)
+    a.restart()                                   # it knows the execution moved: no second run
+    assert inspect(a, exec_id)["owner"] == b.node_id
+    same_output(a, exec_id, native)
+
+
+def test_stale_epochs_are_refused(nodes):
+    """After a handover the old owner's epoch is stale: a push carrying it is refused, and the
+    daemon answers FAILED_PRECONDITION."""
+    from roost.v1 import peer_pb2 as pb, peer_pb2_grpc
+    a, b, _ = nodes
+    wasm = compile_guest("spin_print")
+    exec_id = start(a, wasm, "1500", "4000000")
+    time.sleep(0.5)
+    migrate(a, exec_id, b)
+    stale = pb.CheckpointHeader(id=exec_id, owner=a.node_id, epoch=1, number=1)
+    with b.channel() as channel:
+        with pytest.raises(grpc.RpcError) as refused:
+            peer_pb2_grpc.PeerStub(channel).PushCheckpoint(iter([pb.CheckpointChunk(header=stale)]))
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "stale" in refused.value.details()
+    b.roost("kill", exec_id)
+
+
+def test_mutual_tls_shuts_out_another_ca(tmp_path):
+    """Daemons with certificates from one CA replicate and migrate over mutual TLS; a daemon
+    (or a CLI) whose certificate comes from another CA can neither push, nor migrate, nor
+    call the API, and a plaintext client is refused too."""
+    ours, theirs = make_ca(tmp_path / "pki", "ours"), make_ca(tmp_path / "pki", "theirs")
+    good = [make_cert(ours, tmp_path / "pki", f"node{i}") for i in range(2)]
+    a, b = cluster(tmp_path / "tls", n=2, tls=good)
+    stranger = Roostd(tmp_path / "stranger" / "data", "--peer", a.addr,
+                      tls=make_cert(theirs, tmp_path / "pki", "stranger")).start()
+    try:
+        wasm = compile_guest("spin_print")
+        args = ["800", "3000000"]
+        native = run_native(wasm, ["spin_print", *args])
+        exec_id = start(a, wasm, *args, opts=("--checkpoint-every", "0.3"))
+        wait_until(lambda: inspect(a, exec_id)["replicas"] == [b.node_id], timeout=60,
+                   what="the replica over TLS")
+        migrate(a, exec_id, b)
+        assert b.roost("wait", exec_id, timeout=120).returncode == native.exit_code
+        same_output(b, exec_id, native)
+        for target in (a, b):                     # the stranger's CLI and its migrations
+            assert stranger.roost("--addr", target.addr, "ps").returncode != 0
+        other = start(stranger, wasm, *args)
+        assert stranger.roost("migrate", other, "--to", a.addr).returncode != 0
+        plain = subprocess.run([str(BIN / "roost"), "--addr", a.addr, "ps"], capture_output=True)
+        assert plain.returncode != 0
+        assert other not in a.roost("--json", "ps", "-a", check=True).stdout.decode()
+        assert stranger.roost("wait", other, timeout=120).returncode == native.exit_code
+    finally:
+        for d in (a, b, stranger):
+            d.stop()
