@@ -226,3 +226,22 @@ def test_mutual_tls_shuts_out_another_ca(tmp_path):
     finally:
         for d in (a, b, stranger):
             d.stop()
+
+
+def test_ack_all_makes_a_checkpoint_wait_for_the_replicas(tmp_path):
+    """replication.ack = "all": when `roost checkpoint` returns, the peer holds that checkpoint
+    already (no waiting on the background push)."""
+    a, b = cluster(tmp_path / "acked", n=2, config_text='[replication]\nack = "all"\n')
+    try:
+        wasm = compile_guest("spin_print")
+        exec_id = start(a, wasm, "1500", "4000000")
+        time.sleep(0.5)
+        for _ in range(3):
+            done = json.loads(a.roost("--json", "checkpoint", exec_id, check=True).stdout)
+            replica = next(e for e in json.loads(b.roost("--json", "ps", "-a", check=True).stdout)
+                           if e["id"] == exec_id)
+            assert int(replica["checkpoints"]) >= int(done["number"]), (replica, done)
+        a.roost("kill", exec_id)
+    finally:
+        a.stop()
+        b.stop()

@@ -50,16 +50,17 @@ class Handovers:
 
     # ---- the source's side ----
     def hand_over(self, exec_id: str, number: int, epoch: int, target: str, address: str,
-                  migration: str, commit_timeout: float = 30.0) -> float:
-        """PREPARE, decide, COMMIT: the execution is `target`'s at `epoch` when this returns
-        (the target's seconds to run it again). A PREPARE that fails raises, and nothing was
-        decided; a COMMIT that fails after the decision is retried in the background."""
+                  migration: str, prepared: bool = False, commit_timeout: float = 30.0) -> float:
+        """PREPARE (unless the final checkpoint's push `prepared` the target already), decide,
+        COMMIT: the execution is `target`'s at `epoch` when this returns (the target's seconds
+        to run it again). A PREPARE that fails raises, and nothing was decided; a COMMIT that
+        fails after the decision is retried in the background."""
         client = self.peers.client(address)
         request = pb.HandoverRequest(id=exec_id, source=self.supervisor.node_id,
                                      source_address=self.supervisor.address, epoch=epoch,
                                      checkpoint=number, migration=migration)
         request.phase = Phase.PREPARE
-        if not client.handover(request).ok:
+        if not prepared and not client.handover(request).ok:
             raise StateConflict(f"handover of {exec_id}: {address} did not prepare")
         self.supervisor.give_up(exec_id, target, address, epoch)
         request.phase = Phase.COMMIT
@@ -67,7 +68,7 @@ class Handovers:
         while True:
             try:
                 response = client.handover(request)
-                self._confirmed(exec_id, epoch)
+                threading.Thread(target=self._confirmed, args=(exec_id, epoch), daemon=True).start()
                 return response.restore_seconds
             except PeerError as e:
                 if time.monotonic() > deadline:
@@ -121,12 +122,16 @@ class Handovers:
         threading.Thread(target=run, name=f"commit-{exec_id}", daemon=True).start()
 
     # ---- the target's side ----
+    def check_prepare(self, exec_id: str, epoch: int, known: int) -> None:
+        """A handover to this daemon at `epoch` must be newer than the epoch it knows."""
+        if epoch <= known:
+            raise StateConflict(f"handover of {exec_id} at epoch {epoch}: stale, this daemon "
+                                f"knows epoch {known}")
+
     def prepare(self, request: pb.HandoverRequest) -> pb.HandoverResponse:
         record = self.store.get_execution(request.id)
-        if request.epoch <= record.epoch and not (record.prepared and
-                                                  record.prepared.split()[0] == str(request.epoch)):
-            raise StateConflict(f"handover of {request.id} at epoch {request.epoch}: stale, "
-                                f"this daemon knows epoch {record.epoch}")
+        if not (record.prepared and record.prepared.split()[0] == str(request.epoch)):
+            self.check_prepare(request.id, request.epoch, record.epoch)
         latest = self.supervisor.pages.latest(request.id)
         if latest is None or latest["number"] != request.checkpoint:
             raise StateConflict(f"handover of {request.id}: checkpoint {request.checkpoint} is not "

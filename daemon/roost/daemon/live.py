@@ -39,6 +39,7 @@ class Live:
     standby: bool = False                # a live migration's target, not running yet
     applied: int = 0                     # standby: the checkpoint its memory holds
     applied_versions: set = field(default_factory=set)   # standby: versions sent to it
+    holds: int = 0                       # standby: the checkpoint its memory holds (acknowledged)
     requests: dict = field(default_factory=dict)  # request id -> checkpoint result (None: pending)
     next_request: int = 0
     changed: threading.Condition = field(default_factory=threading.Condition)

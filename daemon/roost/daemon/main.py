@@ -74,8 +74,8 @@ class Daemon:
                                      [self.peers.client(a) for a in cfg.peers if a != cfg.address],
                                      cfg.replication_factor, cfg.replication_ack)
         self.supervisor.on_commit = self.replicator.committed
-        self.replicas = Replicas(self.supervisor, cfg.checkpoint_retain)
         self.handovers = Handovers(self.supervisor, self.peers)
+        self.replicas = Replicas(self.supervisor, cfg.checkpoint_retain, self.handovers)
         self.migrations = Migrations(self.supervisor, self.peers, self.pusher, self.handovers,
                                      cfg.migration_downtime_seconds, cfg.migration_max_rounds)
         resumed = self.supervisor.recover()

@@ -112,12 +112,13 @@ class _Run:
                 self._precopy()
             final = self._stop()
             stopped = time.time()
-            final_bytes = self.m.pusher.push(self.client, self.exec_id, final, migration=self.id)
+            final_bytes = self.m.pusher.push(self.client, self.exec_id, final, migration=self.id,
+                                             prepare_epoch=self.epoch)
             self.sent += final_bytes
             pushed = time.time()
             self._say("handover")
             resume_seconds = self.m.handovers.hand_over(self.exec_id, final, self.epoch, self.target,
-                                                        self.address, self.id)
+                                                        self.address, self.id, prepared=True)
         except Exception as e:
             self._abort(e)
             raise
@@ -138,20 +139,17 @@ class _Run:
     def _precopy(self) -> None:
         """Rounds of checkpoint + push while the guest runs, until a round's pages would cross
         the link in half the downtime budget (the final round carries about as many). The
-        link's rate is what the rounds measured, the best of them (the first, bulk one, mostly);
-        a round whose dirty set did not shrink throttles the guest a step more."""
-        sup, last_dirty, rate = self.m.supervisor, None, 0.0
+        link's rate is what pushes to the target measured (`Pusher.rate`); a round whose dirty
+        set did not shrink throttles the guest a step more."""
+        sup, last_dirty = self.m.supervisor, None
         while self.rounds < self.max_rounds:
             result = sup.checkpoint(self.exec_id)
             self.rounds += 1
-            pushed = time.monotonic()
             sent = self.m.pusher.push(self.client, self.exec_id, result["number"], migration=self.id)
-            seconds = max(time.monotonic() - pushed, 1e-3)
             self.sent += sent
-            rate = max(rate, sent / seconds)
             dirty = int(result.get("dirty_pages", 0)) * 4096
             self._say("precopy", dirty)
-            if sent <= rate * self.budget / 2:
+            if sent <= self.m.pusher.rate(self.address) * self.budget / 2:
                 return
             if last_dirty is not None and dirty >= SHRINKING * last_dirty:
                 if self.throttle >= THROTTLE_MAX:

@@ -47,6 +47,10 @@ class PageStore:
         # garbage collection needs them at every checkpoint, and rebuilding them means decoding
         # a map chain of up to 512 K entries per retained checkpoint.
         self._referenced: dict[tuple[str, int], frozenset[int]] = {}
+        # The newest map stored per execution, decoded (read-only): replication, migration
+        # and the next checkpoint's delta all start from it, and decoding its chain means
+        # up to 512 K entries a time.
+        self._latest_map: dict[str, tuple[int, PageMap]] = {}
 
     def put_frames(self, exec_id: str, number: int, first: int, frames: list) -> None:
         """Store frames `first`, `first+1`, ... of checkpoint `number`, not yet committed."""
@@ -107,6 +111,7 @@ class PageStore:
             referenced = frozenset(page_map.referenced())
             self._collect_garbage(txn, exec_id, retain, (number, referenced))
         self._referenced[(exec_id, number)] = referenced
+        self._latest_map[exec_id] = (number, page_map)
 
     def _collect_garbage(self, txn, exec_id: str, retain: int,
                          new: tuple[int, frozenset[int]]) -> None:
@@ -216,7 +221,11 @@ class PageStore:
         return json.loads(raw) if raw is not None else None
 
     def _map(self, txn, exec_id: str, number: int) -> PageMap:
-        """The full map of checkpoint `number`: its chain's full map plus the deltas after it."""
+        """The full map of checkpoint `number`: its chain's full map plus the deltas after it
+        (read-only: the newest one is shared)."""
+        cached = self._latest_map.get(exec_id)
+        if cached is not None and cached[0] == number:
+            return cached[1]
         manifest = self._manifest(txn, exec_id, number)
         if manifest is None:
             raise NotFound(f"checkpoint {number} of {exec_id} is gone")

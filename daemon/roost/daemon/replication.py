@@ -57,19 +57,40 @@ class Superseded(StateConflict):
 class Pusher:
     """Pushes checkpoints of this daemon's executions; one push per (peer, execution) at once."""
 
+    KNOWN_SECONDS = 10.0     # how long what a push left a peer holding is trusted without asking
+
     def __init__(self, supervisor: Supervisor) -> None:
         self.supervisor = supervisor
         self.store: Store = supervisor.store
         self.pages: PageStore = supervisor.pages
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._guard = threading.Lock()
+        # What each peer holds of each execution after our last push to it (a subset of the
+        # truth: the versions the pushed map names, which its retention keeps): the next push
+        # (a migration's next round) skips asking.
+        self._known: dict[tuple[str, str], tuple[float, pb.ReplicaStatusResponse]] = {}
+        self.rates: dict[str, float] = {}     # bytes/s the best large push to each peer made
+
+    def rate(self, address: str) -> float:
+        """The link to a peer, as pushes measured it (100 MB/s until one did)."""
+        return self.rates.get(address, 100e6)
 
     def push(self, client: PeerClient, exec_id: str, number: int | None = None,
-             migration: str = "") -> int:
+             migration: str = "", prepare_epoch: int = 0) -> int:
         """Push checkpoint `number` (the latest if None) and what the peer lacks with it; the
-        bytes sent (0 when the peer holds it already and no migration follows it)."""
+        bytes sent (0 when the peer holds it already and no migration follows it). With
+        `prepare_epoch`, the peer also prepares to take the execution at that epoch."""
+        began = time.monotonic()
         with self._lock(client.address, exec_id):
-            sent = self._push(client, exec_id, number, migration)
+            try:
+                sent = self._push(client, exec_id, number, migration, prepare_epoch)
+            except BaseException:
+                self._known.pop((client.address, exec_id), None)
+                raise
+        seconds = time.monotonic() - began
+        if sent >= 1 << 20:
+            self.rates[client.address] = max(self.rate(client.address) if client.address in self.rates
+                                             else 0.0, sent / seconds)
         metrics.REPLICATION_BYTES.labels(peer=client.address).inc(sent)
         return sent
 
@@ -77,9 +98,10 @@ class Pusher:
         with self._guard:
             return self._locks.setdefault((address, exec_id), threading.Lock())
 
-    def _push(self, client: PeerClient, exec_id: str, number: int | None, migration: str) -> int:
+    def _push(self, client: PeerClient, exec_id: str, number: int | None, migration: str,
+              prepare_epoch: int) -> int:
         record = self.store.get_execution(exec_id)
-        status = client.status(exec_id, record.module_sha256)
+        status = self._status(client, record)
         if status.found and status.epoch > record.epoch:
             raise Superseded(status.owner, status.owner_address, status.epoch)
         if number is None:
@@ -87,14 +109,26 @@ class Pusher:
             if latest is None:
                 return 0
             number = latest["number"]
-        if status.latest_checkpoint >= number and not migration:
+        if status.latest_checkpoint >= number and not migration and not prepare_epoch:
             return 0
         sent = 0
         if not status.has_module:
             sent += self._push_module(client, record.module_sha256)
         counter = [0]
-        response = client.push_checkpoint(self._chunks(record, number, status, migration, counter))
+        after = pb.ReplicaStatusResponse(found=True, owner=record.owner, epoch=record.epoch,
+                                         latest_checkpoint=number, has_module=True,
+                                         module_sha256=record.module_sha256)
+        response = client.push_checkpoint(self._chunks(record, number, status, migration, counter,
+                                                       prepare_epoch, after))
+        if response.number == number:
+            self._known[(client.address, exec_id)] = (time.monotonic(), after)
         return sent + counter[0] if response.number == number else sent
+
+    def _status(self, client: PeerClient, record: ExecutionRecord) -> pb.ReplicaStatusResponse:
+        known = self._known.get((client.address, record.id))
+        if known is not None and time.monotonic() - known[0] < self.KNOWN_SECONDS:
+            return known[1]
+        return client.status(record.id, record.module_sha256)
 
     def _push_module(self, client: PeerClient, sha256: str) -> int:
         module = self.store.get_module(sha256)
@@ -109,18 +143,23 @@ class Pusher:
         return len(data)
 
     def _chunks(self, record: ExecutionRecord, number: int, status: pb.ReplicaStatusResponse,
-                migration: str, counter: list[int]) -> Iterator[pb.CheckpointChunk]:
-        """The push's messages, read from the store as gRPC asks for them."""
+                migration: str, counter: list[int], prepare_epoch: int,
+                after: pb.ReplicaStatusResponse) -> Iterator[pb.CheckpointChunk]:
+        """The push's messages, read from the store as gRPC asks for them; `after` learns
+        what the peer will hold once it has them."""
         exec_id = record.id
         manifest = self.pages.manifest(exec_id, number)
         if manifest is None:
             raise NotFound(f"checkpoint {number} of {exec_id} is gone")
         page_map = self.pages.page_map(exec_id, number)
+        base, raw_map = self._map_for(exec_id, page_map, status)
         header = pb.CheckpointHeader(
             id=exec_id, owner=record.owner, epoch=record.epoch, number=number,
             record=record.to_json(), manifest=json.dumps(manifest).encode(),
-            page_map=pagemap.encode_full(page_map), host=self.pages.host_state(exec_id, number),
-            stack=self.pages.stack(exec_id, number), migration=migration)
+            page_map=raw_map, page_map_base=base, host=self.pages.host_state(exec_id, number),
+            stack=self.pages.stack(exec_id, number), migration=migration,
+            prepare_epoch=prepare_epoch, source_address=self.supervisor.address)
+        after.versions.extend(sorted(page_map.referenced()))
         if not status.found:
             header.stdin = self.store.stdin(exec_id)
             header.initial_vfs = self.store.initial_vfs(exec_id)
@@ -132,13 +171,31 @@ class Pusher:
             for index, frame in self.pages.iter_frames(exec_id, version):
                 counter[0] += len(frame)
                 yield pb.CheckpointChunk(frame=pb.PageFrame(version=version, index=index, data=frame))
+        after.log_records = status.log_records
         for seq, stream, data in self._logs(exec_id, status.log_records):
             counter[0] += len(data)
+            after.log_records = seq + 1
             yield pb.CheckpointChunk(log=pb.LogRecord(seq=seq, stream=stream, data=data))
         first = max(status.journal_records, manifest["journal_seq"])
+        after.journal_records = first
         for i, raw in enumerate(self.store.read_journal(exec_id, first)):
             counter[0] += len(raw)
+            after.journal_records = first + i + 1
             yield pb.CheckpointChunk(journal=pb.JournalRecord(seq=first + i, data=raw))
+
+    def _map_for(self, exec_id: str, page_map, status: pb.ReplicaStatusResponse) -> tuple[int, bytes]:
+        """The map to send: a delta from the peer's latest checkpoint when this daemon still
+        holds that one's map (a migration's rounds: a few entries instead of all of them),
+        else the full map."""
+        base = status.latest_checkpoint if status.found else 0
+        if base:
+            try:
+                previous = self.pages.page_map(exec_id, base)
+            except NotFound:
+                base = 0
+        if not base:
+            return 0, pagemap.encode_full(page_map)
+        return base, pagemap.encode_delta(page_map.pages, pagemap.difference(previous, page_map))
 
     def _logs(self, exec_id: str, first: int) -> Iterator[tuple[int, int, bytes]]:
         seq = first
@@ -243,11 +300,12 @@ class Replicator:
 class Replicas:
     """The receiving side: what this daemon holds of other daemons' executions."""
 
-    def __init__(self, supervisor: Supervisor, retain: int) -> None:
+    def __init__(self, supervisor: Supervisor, retain: int, handovers) -> None:
         self.supervisor = supervisor
         self.store: Store = supervisor.store
         self.pages: PageStore = supervisor.pages
         self.retain = retain
+        self.handovers = handovers
 
     def status(self, exec_id: str, module_sha256: str) -> pb.ReplicaStatusResponse:
         out = pb.ReplicaStatusResponse(has_module=bool(module_sha256) and self.store.has_module(module_sha256))
@@ -274,9 +332,14 @@ class Replicas:
         header = first.header
         record = self._accept(header)
         number, received = header.number, first.ByteSize()
+        if header.prepare_epoch:
+            self.handovers.check_prepare(header.id, header.prepare_epoch, record.epoch)
+            record.prepared = f"{header.prepare_epoch} {header.owner} {header.source_address}"
         if self.pages.manifest(header.id, number) is not None:
             for _ in chunks:                      # held already (an ack that was lost)
                 pass
+            if header.prepare_epoch:
+                self.store.put_execution(record)
         else:
             received += self._store(header, record, chunks)
         if header.migration:
@@ -315,12 +378,27 @@ class Replicas:
         pushed.migration, pushed.handing_over = "", 0
         return pushed
 
+    def _page_map(self, header: pb.CheckpointHeader):
+        """The pushed checkpoint's full map: as sent, or this store's map of the base checkpoint
+        with the sent delta applied."""
+        if not header.page_map_base:
+            return pagemap.decode(header.page_map, None)
+        try:
+            base = self.pages.page_map(header.id, header.page_map_base).copy()
+        except NotFound:
+            raise StateConflict(f"push of {header.id}: its map is a delta from checkpoint "
+                                f"{header.page_map_base}, which this daemon no longer holds") from None
+        return pagemap.decode(header.page_map, base)
+
     def _store(self, header: pb.CheckpointHeader, record: ExecutionRecord,
                chunks: Iterator[pb.CheckpointChunk]) -> int:
         """Frames are written as they come, in transactions of about PART_BYTES (the disk
         writes while more arrives); the last ones of the checkpoint's own version ride with
-        the commit of the rest (a small push is one transaction)."""
+        the commit of the rest (a small push is one transaction). A migration's standby gets
+        the new pages before that commit, from what arrived (it need not wait for the disk)."""
         exec_id, number = header.id, header.number
+        following = bool(header.migration) and self.supervisor.has_standby(exec_id)
+        arrived: dict[int, list[bytes]] = {}
         received, streamed = 0, 0
         batch: list[bytes] = []
         batch_version, batch_first, batch_bytes = -1, 0, 0
@@ -345,6 +423,8 @@ class Replicas:
                     batch_version, batch_first = frame.version, frame.index
                 batch.append(frame.data)
                 batch_bytes += len(frame.data)
+                if following:
+                    arrived.setdefault(frame.version, []).append(frame.data)
             elif kind == "log":
                 logs.append(chunk.log)
             elif kind == "journal":
@@ -353,7 +433,9 @@ class Replicas:
             flush()
         manifest = json.loads(header.manifest)
         manifest.update(owner=header.owner, epoch=header.epoch)
-        page_map = pagemap.decode(header.page_map, None)
+        page_map = self._page_map(header)
+        if following:
+            self.supervisor.apply_arrived(exec_id, number, manifest["memory_bytes"], page_map, arrived)
 
         def also(txn) -> None:
             self.store.put_records(txn, exec_id, [(r.seq, bytes((r.stream,)) + r.data) for r in logs],

@@ -129,12 +129,15 @@ class Store:
             txn.put(key + b"/vfs", vfs, db=self.dbs["inputs"])
             txn.put(key, vfs, db=self.dbs["vfs"])
 
-    def put_execution(self, record: ExecutionRecord, vfs: bytes | None = None) -> None:
+    def put_execution(self, record: ExecutionRecord, vfs: bytes | None = None,
+                      clear_timer: bool = False) -> None:
         key = record.id.encode()
         with self.txn(f"updating execution {record.id}", write=True) as txn:
             txn.put(key, record.to_json(), db=self.dbs["executions"])
             if vfs is not None:
                 txn.put(key, vfs, db=self.dbs["vfs"])
+            if clear_timer:
+                txn.delete(key, db=self.dbs["timers"])
 
     def get_execution(self, exec_id: str) -> ExecutionRecord:
         with self.txn(f"reading execution {exec_id}") as txn:

@@ -228,29 +228,57 @@ class Supervisor:
         return start, blobs
 
     # ---- standbys: a live migration's target follows the checkpoints pushed to it ----
-    def follow(self, exec_id: str, number: int) -> None:
+    def follow(self, exec_id: str, number: int, timeout: float = 120.0) -> None:
         """A checkpoint of an execution being migrated here has been stored: hand it to the
-        standby worker that holds its memory (started now, from it, if there is none)."""
+        standby worker that holds its memory (started now, from it, if there is none), and
+        wait until it holds it — so a migration's next round starts from a standby that is
+        ready, and its stop-and-copy only waits for the last pages."""
         live = self._standby.get(exec_id)
         if live is None:
-            self._launch_standby(exec_id, number)
+            live = self._launch_standby(exec_id, number)
+        elif number > live.applied:
+            self._apply(live, exec_id, number)
+        with live.changed:
+            live.changed.wait_for(lambda: live.holds >= number or not live.worker.alive(),
+                                  timeout=timeout)
+
+    def has_standby(self, exec_id: str) -> bool:
+        return exec_id in self._standby
+
+    def apply_arrived(self, exec_id: str, number: int, memory_bytes: int,
+                      page_map: pagemap.PageMap, arrived: dict[int, list[bytes]]) -> None:
+        """A pushed checkpoint's pages, handed to the standby before they are stored, when
+        they are all it lacks (else `follow` reads them from the store after)."""
+        live = self._standby.get(exec_id)
+        if live is None or number <= live.applied:
             return
-        if number <= live.applied:
+        new = sorted(v for v in page_map.referenced() if v not in live.applied_versions)
+        if not set(new) <= set(arrived):
             return
+        frames = [(v, f) for v in new for f in arrived[v]]
+        self._send_apply(live, number, memory_bytes, page_map, frames, new)
+
+    def _apply(self, live: Live, exec_id: str, number: int) -> None:
         page_map = self.pages.page_map(exec_id, number)
         manifest = self.pages.manifest(exec_id, number)
         new = sorted(v for v in page_map.referenced() if v not in live.applied_versions)
         frames = [(v, f) for v in new for _, f in self.pages.iter_frames(exec_id, v)]
-        meta = {"number": number, "memory_bytes": manifest["memory_bytes"],
-                "frame_versions": [v for v, _ in frames]}
+        self._send_apply(live, number, manifest["memory_bytes"], page_map, frames, new)
+
+    def _send_apply(self, live: Live, number: int, memory_bytes: int, page_map: pagemap.PageMap,
+                    frames: list[tuple[int, bytes]], new: list[int]) -> None:
+        """The pages whose version changed since the standby's map, as a delta."""
+        delta = pagemap.difference(live.page_map, page_map)
+        meta = {"number": number, "memory_bytes": memory_bytes, "frame_versions": [v for v, _ in frames]}
         try:
-            live.worker.link.send(APPLY, meta, [pagemap.encode_full(page_map), *(f for _, f in frames)])
+            live.worker.link.send(APPLY, meta, [pagemap.encode_delta(page_map.pages, delta),
+                                                *(f for _, f in frames)])
         except OSError:
             return                               # it died: its END frame cleans it up
         live.applied, live.page_map = number, page_map
         live.applied_versions |= set(new)
 
-    def _launch_standby(self, exec_id: str, number: int) -> None:
+    def _launch_standby(self, exec_id: str, number: int) -> Live:
         record = self.store.get_execution(exec_id)
         artifact, manifest = self.modules.ensure_artifact(record.module_sha256, not record.cooperative)
         ckpt = self.pages.manifest(exec_id, number)
@@ -261,8 +289,9 @@ class Supervisor:
         start["standby"] = True
         with self._lock:
             self._standby[exec_id] = live
-        worker.link.send(START, start, blobs)
         threading.Thread(target=self._pump, args=(live,), name=f"standby-{exec_id}", daemon=True).start()
+        worker.link.send(START, start, blobs)
+        return live
 
     def drop_standby(self, exec_id: str) -> None:
         """A migration here was aborted: its standby worker goes."""
@@ -320,8 +349,10 @@ class Supervisor:
         with self._lock:
             self._standby.pop(record.id, None)
             self._live[record.id] = live
-        self.store.put_execution(record)
+        # Run first, record after (off the handover's path): a crash in between finds the
+        # handover prepared, asks the source again and takes it over from the same checkpoint.
         live.worker.link.send(GO, dict(ckpt), [host, stack, journal.pack_many(replay)])
+        threading.Thread(target=self.store.put_execution, args=(record,), daemon=True).start()
 
     # ---- migration, the source's side ----
     def stop_for_migration(self, exec_id: str, target: str, address: str, epoch: int,
@@ -348,18 +379,14 @@ class Supervisor:
     def give_up(self, exec_id: str, owner: str, address: str, epoch: int) -> None:
         """The decision of a migration: the execution is `owner`'s at `epoch` from now on;
         this daemon will never run it again unless it is handed back."""
-        live = self._live.get(exec_id)
-        if live is not None:                     # its worker still exiting: it records its
-            with live.changed:                   # end first, this decision after
-                live.changed.wait_for(lambda: exec_id not in self._live, timeout=30)
-        record = self.store.get_execution(exec_id)
-        record.owner, record.owner_address, record.epoch = owner, address, epoch
+        live = self._live.get(exec_id)         # its worker may still be exiting: its end is
+        record = live.record if live is not None else self.store.get_execution(exec_id)  # recorded
+        record.owner, record.owner_address, record.epoch = owner, address, epoch   # on this too
         record.migration, record.handing_over = "", epoch
         if record.state == State.PAUSED and record.error == "":
             record.state = State.RUNNING          # as its new owner runs it
         self.timers.cancel(exec_id)
-        self.store.clear_timer(exec_id)
-        self.store.put_execution(record)
+        self.store.put_execution(record, clear_timer=True)
         self._changed(exec_id)
 
     def take_back(self, exec_id: str) -> None:
@@ -464,6 +491,10 @@ class Supervisor:
                     self._append(live, outputs, records)
                     outputs, records = [], []
                 self._store_checkpoint(live, frame)
+            elif frame.kind == READY and live.standby:   # a standby restored its first one
+                with live.changed:
+                    live.holds = live.applied if not live.holds else live.holds
+                    live.changed.notify_all()
             elif frame.kind == READY:
                 metrics.START_SECONDS.observe(time.monotonic() - live.requested_at)
                 live.checkpointable = bool(frame.meta.get("checkpointable"))
@@ -473,8 +504,10 @@ class Supervisor:
                     metrics.RESTORE_SECONDS.observe(frame.meta["restore_seconds"])
             elif frame.kind == STATS:
                 self._count_calls(live, frame.meta.get("calls", {}))
-            elif frame.kind == APPLIED:
-                pass                              # a standby applied a checkpoint
+            elif frame.kind == APPLIED:                  # a standby applied a checkpoint
+                with live.changed:
+                    live.holds = int(frame.meta["number"])
+                    live.changed.notify_all()
             elif frame.kind == END:
                 end = frame
         if outputs or records:
@@ -631,7 +664,9 @@ class Supervisor:
             self._ended.notify_all()
         if end is not None:
             reap(live.worker)       # after answering waiters: process exit takes a while
-        if record.migration:
+        if not self.owns(record):
+            log.info("execution %s handed over to %s", record.id, record.owner)
+        elif record.migration:
             log.info("execution %s stopped for its migration to %s", record.id, record.migration.split()[1])
         else:
             log.info("execution %s ended: %s %s", record.id, record.state.value,
@@ -641,6 +676,8 @@ class Supervisor:
         """Take the worker's END: the outcome, its counters, the final filesystem."""
         record = live.record
         self._count_calls(live, end.meta.get("calls", {}))
+        if not self.owns(record):                  # handed over while its worker exited
+            return end.blobs[0] if end.blobs else None
         record.state = State(end.meta["state"])
         if record.state == State.PAUSED and live.end_reason == SHUTDOWN:
             record.state = State.RUNNING           # suspended by the shutdown: resumed at start

@@ -256,20 +256,20 @@ class Guest:
 
     # ---- standby (live migration target) ----
     def apply(self, meta: dict, blobs: list[bytes]) -> None:
-        """A newer checkpoint of the execution this standby follows: its full page map, and
-        the frames of every version newer than the last one applied. Only pages whose version
-        changed are written (or zeroed); the memory grows to the checkpoint's size."""
+        """A newer checkpoint of the execution this standby follows: the delta from the map it
+        holds to the new one, and the frames of every version newer than the last one applied.
+        Only the pages the delta names are written (or zeroed); memory grows to the new size."""
         size = int(meta["memory_bytes"])
         have = self.memory.data_len(self.store)
         if size > have:
             self.memory.grow(self.store, (size - have) // 65536)
-        versions = pagemap.decode(blobs[0], None).versions
-        old = np.zeros(len(versions), np.uint32)
-        n = min(len(old), len(self._applied))
-        old[:n] = self._applied[:n]
-        changed = versions != old
+        applied = pagemap.PageMap(self._applied.copy())
+        versions = pagemap.decode(blobs[0], applied).versions
+        changed = np.zeros(len(versions), bool)
+        delta = pagemap.delta_pages(blobs[0])
+        changed[delta] = True
         memory = staging.guest_pages(*self._memory_span())
-        memory[:len(versions)][changed & (versions == 0)] = 0
+        memory[delta[versions[delta] == 0]] = 0
         snapshot.restore_pages(memory, zip(meta["frame_versions"], blobs[1:]),
                                np.where(changed, versions, 0).astype(np.uint32))
         self._applied = versions
