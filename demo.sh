@@ -8,7 +8,7 @@ cd "$(dirname "$0")"
 . tests/env.sh
 work=$(mktemp -d)
 second=""
-trap 'kill $daemon $second 2>/dev/null; wait $daemon $second 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'kill $daemon $second 2>/dev/null || true; wait $daemon $second 2>/dev/null || true; rm -rf "$work"' EXIT
 
 echo "== compiling examples/sieve.c to WASI with zig (python -m ziglang cc -target wasm32-wasi)"
 python -m ziglang cc -target wasm32-wasi -O2 -o "$work/sieve.wasm" examples/sieve.c
@@ -46,4 +46,4 @@ roost inspect "$id" | grep -E "state|owner|epoch"
 echo "== roost ps -a"
 roost ps -a
 echo "== stopping both roostds (SIGTERM)"
-kill -TERM $daemon $second; wait $daemon $second
+kill -TERM $daemon $second; wait $daemon || echo "roostd exited with $?"; wait $second || echo "second roostd exited with $?"

@@ -191,11 +191,12 @@ def _age(seconds_since_epoch: float, now: float) -> str:
 def execution_row(e: pb.Execution, now: float) -> list[str]:
     """One `ps` row: ID, NAME, STATE, EXIT, MODULE, AGE, RUNTIME."""
     runtime = display.runtime_seconds(e, now)
+    elsewhere = bool(moved(e))
     return [
         e.id,
         e.name or "-",
-        display.state_name(e.state),
-        str(e.exit_code) if e.state == pb.EXITED else "-",
+        f"on {e.owner}" if elsewhere else display.state_name(e.state),
+        str(e.exit_code) if e.state == pb.EXITED and not elsewhere else "-",
         e.module_name or e.module_sha256[:12],
         _age(e.created_at, now),
         display.human_duration(runtime) if runtime is not None else "-",
