@@ -47,10 +47,10 @@ class PageStore:
         # garbage collection needs them at every checkpoint, and rebuilding them means decoding
         # a map chain of up to 512 K entries per retained checkpoint.
         self._referenced: dict[tuple[str, int], frozenset[int]] = {}
-        # The newest map stored per execution, decoded (read-only): replication, migration
-        # and the next checkpoint's delta all start from it, and decoding its chain means
-        # up to 512 K entries a time.
-        self._latest_map: dict[str, tuple[int, PageMap]] = {}
+        # The two newest maps stored per execution, decoded (read-only): replication,
+        # migration (a delta from the previous round's map) and the next checkpoint's delta
+        # start from them, and decoding a chain means up to 512 K entries a time.
+        self._recent_maps: dict[str, list[tuple[int, PageMap]]] = {}
 
     def put_frames(self, exec_id: str, number: int, first: int, frames: list) -> None:
         """Store frames `first`, `first+1`, ... of checkpoint `number`, not yet committed."""
@@ -111,7 +111,8 @@ class PageStore:
             referenced = frozenset(page_map.referenced())
             self._collect_garbage(txn, exec_id, retain, (number, referenced))
         self._referenced[(exec_id, number)] = referenced
-        self._latest_map[exec_id] = (number, page_map)
+        recent = [(n, m) for n, m in self._recent_maps.get(exec_id, []) if n != number]
+        self._recent_maps[exec_id] = (recent + [(number, page_map)])[-2:]
 
     def _collect_garbage(self, txn, exec_id: str, retain: int,
                          new: tuple[int, frozenset[int]]) -> None:
@@ -223,9 +224,9 @@ class PageStore:
     def _map(self, txn, exec_id: str, number: int) -> PageMap:
         """The full map of checkpoint `number`: its chain's full map plus the deltas after it
         (read-only: the newest one is shared)."""
-        cached = self._latest_map.get(exec_id)
-        if cached is not None and cached[0] == number:
-            return cached[1]
+        for n, cached in self._recent_maps.get(exec_id, []):
+            if n == number:
+                return cached
         manifest = self._manifest(txn, exec_id, number)
         if manifest is None:
             raise NotFound(f"checkpoint {number} of {exec_id} is gone")
