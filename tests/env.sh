@@ -7,7 +7,8 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$VENV/bin/pip" install -q --upgrade pip
 fi
 stamp="$VENV/.roost-installed"
-newer_proto=$(find proto -name '*.proto' -newer "$stamp" 2>/dev/null | head -1)
+newer_proto=""
+[ -f "$stamp" ] && newer_proto=$(find proto -name '*.proto' -newer "$stamp" | head -1)
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ -n "$newer_proto" ] \
    || ! "$VENV/bin/python" -c "import roost.v1.control_pb2, roost.v1.peer_pb2, roost.daemon, roost.client" 2>/dev/null; then
   echo "== installing roost into $VENV"
