@@ -68,11 +68,13 @@ class Handovers:
         while True:
             try:
                 response = client.handover(request)
+                self.supervisor.release(exec_id)
                 threading.Thread(target=self._confirmed, args=(exec_id, epoch), daemon=True).start()
                 return response.restore_seconds
             except PeerError as e:
                 if time.monotonic() > deadline:
                     log.warning("handover of %s to %s: %s; retrying in the background", exec_id, address, e)
+                    self.supervisor.release(exec_id)
                     self._retry_commit(exec_id, epoch, address)
                     return 0.0
                 time.sleep(0.2)

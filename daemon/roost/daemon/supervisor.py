@@ -389,18 +389,36 @@ class Supervisor:
         self.store.put_execution(record, clear_timer=True)
         self._changed(exec_id)
 
+    def release(self, exec_id: str) -> None:
+        """The execution runs elsewhere now: the worker that held its stopped guest exits."""
+        self._decide(exec_id, "release")
+
+    def _decide(self, exec_id: str, decision: str) -> bool:
+        live = self._live.get(exec_id)
+        if live is None:
+            return False
+        try:
+            live.worker.link.send(CONTROL, {"action": decision})
+        except OSError:
+            return False
+        return True
+
     def take_back(self, exec_id: str) -> None:
         """A migration that did not happen: the execution stays here and, if it was running
-        (stopped for its migration), runs again from its final checkpoint."""
+        (stopped for its migration), runs on — in the worker that held it when there is one,
+        else again from its final checkpoint."""
+        live = self._live.get(exec_id)
+        if live is not None and live.record.migration:
+            live.record.migration = ""
+            if self._decide(exec_id, "resume"):
+                self.store.put_execution(live.record)
+                return
+        if live is not None:                     # its worker exiting after the stop
+            with live.changed:
+                live.changed.wait_for(lambda: exec_id not in self._live, timeout=30)
         record = self.store.get_execution(exec_id)
         record.migration = ""
         latest = self.pages.latest(exec_id) or {}
-        live = self._live.get(exec_id)
-        if live is not None:                     # its worker still exiting after the stop
-            with live.changed:
-                live.changed.wait_for(lambda: exec_id not in self._live, timeout=30)
-            record = self.store.get_execution(exec_id)
-            record.migration = ""
         if (record.state in (State.PAUSED, State.RUNNING) and latest.get("reason") == "migrate"
                 and exec_id not in self._live):
             self._launch(record, restore=True, requested=time.monotonic())

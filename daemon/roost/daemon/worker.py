@@ -228,6 +228,7 @@ class Guest:
         self.sleeping = False
         self._lock = threading.Lock()
         self._throttle = 0.0
+        self._decision, self._decided = "release", threading.Event()
         self.checkpoints = int(ckpt["number"]) if ckpt else 0
         # A standby (a live migration's target) holds the memory of the checkpoints pushed to
         # its daemon, applying each (`apply`), and runs only when told to (`go`).
@@ -385,9 +386,25 @@ class Guest:
             meta["pause_seconds"] = time.monotonic() - stopped
         self._background.submit(self._send_checkpoint, meta, state, image.asyncify, staged, stopped,
                                 continuing)
+        if request.action == "migrate":
+            continuing = self._held_for_migration()
         self.paused = not continuing
         self.sleeping = request.action == "sleep"
         return continuing
+
+    def _held_for_migration(self, timeout: float = 600.0) -> bool:
+        """After a migration's final checkpoint the guest stays stopped here, its memory
+        held, until the supervisor says: `resume` (the migration failed: go on, no restore)
+        or `release` (it runs elsewhere now: exit — after the handover, so that this
+        process's teardown does not compete with it). True to resume."""
+        self._background.wait()
+        self._decided.wait(timeout)
+        return self._decision == "resume"
+
+    def decide(self, decision: str) -> None:
+        """`resume` or `release` a guest held for its migration (control thread)."""
+        self._decision = decision
+        self._decided.set()
 
     def _send_checkpoint(self, meta: dict, state, stack: bytes, staged: staging.Staged,
                          stopped: float, continuing: bool) -> None:
@@ -558,6 +575,8 @@ def _control_loop(link: Link, guest: Guest) -> None:
                 continue
             if frame.meta["action"] == "throttle":
                 guest.throttle(float(frame.meta.get("fraction", 0.0)))
+            elif frame.meta["action"] in ("resume", "release"):
+                guest.decide(frame.meta["action"])
             else:
                 guest.ask(frame.meta["action"], int(frame.meta.get("request", 0)))
 
