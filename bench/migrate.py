@@ -3,6 +3,8 @@ gRPC bandwidth measured in the same run.
 
     .venv/bin/python bench/migrate.py [--sizes 256,1024] [--rates 1,10,100] [--repeat 2]
 
+(ROOST_BENCH_LOGS=word,... prints the daemons' log lines holding those words at the end.)
+
 For each size (MiB) and dirty rate (MB/s) a guest (bench/guests/dirtier.c) fills its memory,
 then rewrites the same set of pages every 100 ms — rate x 0.1 s of them, spread evenly — and
 stays quiet in between. Then:
@@ -20,6 +22,7 @@ back to a replica <= 2 x the bytes dirtied since.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
 import sys
@@ -128,6 +131,14 @@ def run_case(a: Roostd, b: Roostd, sha: str, wasm: Path, mib: int, rate: float) 
             "dirtied_since_bytes": dirtied}
 
 
+def print_logs(*daemons: Roostd) -> None:
+    """With ROOST_BENCH_LOGS=word,word: the daemons' log lines holding any of the words."""
+    words = [w for w in os.environ.get("ROOST_BENCH_LOGS", "").split(",") if w]
+    for d in daemons if words else ():
+        lines = d.log_path.read_text().splitlines()
+        print(f"--- {d.addr}\n" + "\n".join(ln for ln in lines if any(w in ln for w in words)))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="256,1024")
@@ -169,11 +180,7 @@ def main() -> None:
         finally:
             a.stop()
             b.stop()
-            for d in (a, b):
-                import os
-                if os.environ.get("ROOST_BENCH_LOGS"):
-                    print(f"--- {d.addr}\n" + "\n".join(l for l in d.log_path.read_text().splitlines()
-                                                      if any(w in l for w in os.environ["ROOST_BENCH_LOGS"].split(","))))
+            print_logs(a, b)
     rows = []
     for case in results:
         for which in ("first", "back"):

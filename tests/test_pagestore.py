@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from roost.daemon import pagemap, snapshot
 from roost.daemon.pagemap import PageMap
-from roost.daemon.pagestore import PageStore
+from roost.daemon.pagestore import PageStore, Uncommitted
 from roost.daemon.records import ExecutionRecord
 from roost.daemon.snapshot import PAGE_BYTES, CorruptPage
 from roost.daemon.store import Store, log_key
@@ -153,3 +153,35 @@ def test_frames_of_format_1_0_still_restore():
     bad[16 + 8 + 2] ^= 1                        # a page crc
     with pytest.raises(CorruptPage):
         snapshot.image_from_versions([(1, bytes(bad))], [1, 0, 1], 3 * PAGE_BYTES)
+
+
+def test_uncommitted_checkpoint_reads_as_it_will_be_stored(tmp_path):
+    """A migration pushes its final checkpoint while the daemon commits it: read through
+    `Uncommitted`, its frames are the ones the store gives once committed, in the same order,
+    whether read before or after the commit (parts streamed earlier come from the store)."""
+    store = Store(tmp_path, 1 << 30)
+    guest = Guest(store)
+    guest.grow(3 * snapshot.FRAME_PAGES)
+    guest.checkpoint()
+    for p in range(0, len(guest.memory) // PAGE_BYTES, 2):
+        guest.write(p, 0, p % 250 + 1)
+    number = guest.number + 1
+    staged = [(p, bytes(guest.memory[p * PAGE_BYTES:(p + 1) * PAGE_BYTES])) for p in sorted(guest.dirty)]
+    frames, stored, zeroed = snapshot.encode_pages(staged)
+    assert len(frames) >= 2
+    streamed = 1
+    guest.pages.put_frames("e1", number, 0, frames[:streamed])
+    page_map, delta = pagemap.successor(guest.page_map, number, len(guest.memory) // PAGE_BYTES,
+                                        stored, zeroed)
+    manifest = {"number": number, "journal_seq": 0, "memory_bytes": len(guest.memory)}
+    pending = Uncommitted("e1", number, dict(manifest), page_map, b"host", b"stack",
+                          frames[streamed:], streamed, guest.record.to_json(),
+                          frozenset(page_map.referenced()))
+    before = list(pending.iter_frames(guest.pages, number))
+    guest.pages.put(guest.record, manifest, frames[streamed:], b"host", b"stack", page_map, delta,
+                    RETAIN, streamed=streamed)
+    after = list(pending.iter_frames(guest.pages, number))
+    stored_frames = list(guest.pages.iter_frames("e1", number))
+    assert before == after == stored_frames == list(enumerate(frames))
+    assert list(pending.iter_frames(guest.pages, 1)) == list(guest.pages.iter_frames("e1", 1))
+    assert pending.referenced == guest.pages.referenced("e1", number)

@@ -40,8 +40,10 @@ class Live:
     applied: int = 0                     # standby: the checkpoint its memory holds
     applied_versions: set = field(default_factory=set)   # standby: versions sent to it
     holds: int = 0                       # standby: the checkpoint its memory holds (acknowledged)
+    running: bool = False                # its guest runs (READY after START, or after GO)
     requests: dict = field(default_factory=dict)  # request id -> checkpoint result (None: pending)
     next_request: int = 0
+    migrate_request: int = 0             # the request of a migration's final checkpoint
     changed: threading.Condition = field(default_factory=threading.Condition)
 
 

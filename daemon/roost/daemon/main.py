@@ -22,7 +22,7 @@ from grpc_reflection.v1alpha import reflection
 
 from roost.v1 import control_pb2, peer_pb2
 
-from . import api, config as config_mod, dirty, metrics, notify, peerapi, tls
+from . import api, config as config_mod, dirty, gctuning, metrics, notify, peerapi, tls
 from .errors import RoostError
 from .handover import Handovers
 from .migration import Migrations
@@ -153,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     except (RoostError, OSError) as e:
         print(f"roostd: {e}", file=sys.stderr)
         return 1
+    gctuning.freeze_startup_objects()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -10,9 +10,10 @@ Live (the default), iterative pre-copy while the guest keeps running:
     ...      until the next round's pages would go in the downtime budget, or they stop
              shrinking (then the guest is throttled: slowed so that it dirties memory slower
              than the link sends it), or after `max_rounds`;
-    stop-and-copy: the final checkpoint stops the guest (its worker exits), its pages are
-             pushed, and the handover (`handover`) makes the target the owner at a new epoch;
-             the standby applies the last pages and runs.
+    stop-and-copy: the final checkpoint stops the guest (its worker holds it until the
+             handover is decided), its pages are pushed while this daemon commits them, and
+             the handover (`handover`) makes the target the owner at a new epoch; the standby
+             applies the last pages and runs.
 
 A round's checkpoint pauses the guest for about a millisecond (its pages are pre-copied while
 it runs, see `staging`); the downtime is the final stop to the guest running on the target.
@@ -33,6 +34,7 @@ from dataclasses import dataclass, field
 from . import metrics
 from .errors import InvalidRequest, RoostError, StateConflict
 from .handover import Handovers
+from .pagestore import Uncommitted
 from .peers import PeerError, Peers
 from .records import State
 from .replication import Pusher
@@ -104,6 +106,7 @@ class _Run:
         self.began = time.monotonic()
         self.sent, self.rounds, self.throttle = 0, 0, 0.0
         self.stopped = False
+        self.uncommitted: Uncommitted | None = None   # the final checkpoint while it commits
 
     def go(self) -> dict:
         sup = self.m.supervisor
@@ -113,7 +116,9 @@ class _Run:
             final = self._stop()
             stopped = time.time()
             final_bytes = self.m.pusher.push(self.client, self.exec_id, final, migration=self.id,
-                                             prepare_epoch=self.epoch)
+                                             prepare_epoch=self.epoch, uncommitted=self.uncommitted)
+            if self.uncommitted is not None:      # stored here before anything is decided
+                self.uncommitted.committed.result()
             self.sent += final_bytes
             pushed = time.time()
             self._say("handover")
@@ -166,9 +171,10 @@ class _Run:
         self.memory_bytes = record.memory_bytes
         self.stopped_at = time.time()
         if record.state == State.RUNNING:
-            final = sup.stop_for_migration(self.exec_id, self.target, self.address, self.epoch)
-            manifest = sup.pages.manifest(self.exec_id, final) or {}
-            self.stopped_at = float(manifest.get("created_at", self.stopped_at))
+            self.uncommitted = sup.stop_for_migration(self.exec_id, self.target, self.address, self.epoch)
+            manifest = self.uncommitted.manifest
+            final = self.uncommitted.number
+            self.stopped_at = float(manifest.get("stopped_at", manifest.get("created_at", self.stopped_at)))
             self.memory_bytes = int(manifest.get("memory_bytes", self.memory_bytes))
         else:
             latest = sup.pages.latest(self.exec_id)

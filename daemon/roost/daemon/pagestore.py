@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import json
 import struct
-from dataclasses import dataclass
+from concurrent.futures import Future
+from dataclasses import dataclass, field
 
 from . import pagemap
 from .errors import NotFound, StoreError
@@ -37,6 +38,35 @@ class Restore:
     frames: list[tuple[int, bytes]]       # (version, frame) for every version the map names
     host: bytes
     stack: bytes
+
+
+@dataclass
+class Uncommitted:
+    """A checkpoint on its way into the store, readable before it commits: a migration's final
+    checkpoint is pushed to the target while this daemon still writes it (the push ends only
+    once `committed` is done, so no peer holds a checkpoint its source could lose)."""
+    exec_id: str
+    number: int
+    manifest: dict
+    page_map: PageMap
+    host: bytes
+    stack: bytes
+    frames: list[bytes]                   # frames `streamed`, `streamed + 1`, ... (the rest are
+    streamed: int                         # stored already, by `put_frames`)
+    record_json: bytes
+    referenced: frozenset[int]
+    committed: Future = field(default_factory=Future)
+
+    def iter_frames(self, pages: "PageStore", version: int):
+        """(index, frame) of `version` as `PageStore.iter_frames` gives them once committed."""
+        if version != self.number:
+            yield from pages.iter_frames(self.exec_id, version)
+            return
+        for index, frame in pages.iter_frames(self.exec_id, version):
+            if index >= self.streamed:           # committed meanwhile: those are below
+                break
+            yield index, frame
+        yield from enumerate(self.frames, self.streamed)
 
 
 class PageStore:
@@ -73,12 +103,14 @@ class PageStore:
 
     def put(self, record: ExecutionRecord, manifest: dict, frames: list[bytes], host: bytes,
             stack: bytes, page_map: PageMap, delta: pagemap.Delta | None, retain: int,
-            wake_at_ns: int = 0, streamed: int = 0, also=None) -> None:
+            wake_at_ns: int = 0, streamed: int = 0, also=None,
+            referenced: frozenset[int] | None = None) -> None:
         """Commit one checkpoint with its map (delta or compacted full), the record that counts
         it and its durable-sleep timer; garbage-collect in the same transaction. `streamed`:
         frames already stored by `put_frames`; `frames` follow them. `delta` None: worked out
         from the previous checkpoint's map (a replica's). `also(txn)` writes more in the same
-        transaction (a replica's log and journal records)."""
+        transaction (a replica's log and journal records). `referenced`: the versions the map
+        needs, if known already."""
         exec_id, number = record.id, manifest["number"]
         base = log_key(exec_id, number)
         self.store.check_room(f"storing checkpoint {number} of {exec_id}")
@@ -108,7 +140,8 @@ class PageStore:
                 txn.put(exec_id.encode(), _SEQ.pack(wake_at_ns), db=self.dbs["timers"])
             if also is not None:
                 also(txn)
-            referenced = frozenset(page_map.referenced())
+            if referenced is None:
+                referenced = frozenset(page_map.referenced())
             self._collect_garbage(txn, exec_id, retain, (number, referenced))
         self._referenced[(exec_id, number)] = referenced
         recent = [(n, m) for n, m in self._recent_maps.get(exec_id, []) if n != number]
@@ -141,6 +174,15 @@ class PageStore:
         oldest = self._manifest(txn, exec_id, kept[0])
         delete_range(txn, self.dbs["journal"], log_key(exec_id, 0),
                      log_key(exec_id, oldest["journal_seq"]))
+
+    def referenced(self, exec_id: str, number: int) -> frozenset[int]:
+        """The versions checkpoint `number`'s map needs (kept from its commit: counting them
+        walks the whole map, ~1 ms per GiB of memory)."""
+        key = (exec_id, number)
+        if key in self._referenced:
+            return self._referenced[key]
+        with self.store.txn(f"reading the page map of {exec_id} checkpoint {number}") as txn:
+            return self._referenced_by(txn, exec_id, number)
 
     def _referenced_by(self, txn, exec_id: str, number: int) -> frozenset[int]:
         key = (exec_id, number)

@@ -32,7 +32,7 @@ from roost.v1 import peer_pb2 as pb
 
 from . import metrics, pagemap
 from .errors import InvalidRequest, NotFound, StateConflict
-from .pagestore import PageStore
+from .pagestore import PageStore, Uncommitted
 from .peers import PeerClient, PeerError
 from .records import ExecutionRecord
 from .store import Store
@@ -76,14 +76,17 @@ class Pusher:
         return self.rates.get(address, 100e6)
 
     def push(self, client: PeerClient, exec_id: str, number: int | None = None,
-             migration: str = "", prepare_epoch: int = 0) -> int:
+             migration: str = "", prepare_epoch: int = 0, uncommitted: Uncommitted | None = None) -> int:
         """Push checkpoint `number` (the latest if None) and what the peer lacks with it; the
         bytes sent (0 when the peer holds it already and no migration follows it). With
-        `prepare_epoch`, the peer also prepares to take the execution at that epoch."""
+        `prepare_epoch`, the peer also prepares to take the execution at that epoch. With
+        `uncommitted` (checkpoint `number` being committed here), its parts are read from
+        memory and the push ends only once it is committed: the peer stores it then, never
+        before this daemon does."""
         began = time.monotonic()
         with self._lock(client.address, exec_id):
             try:
-                sent = self._push(client, exec_id, number, migration, prepare_epoch)
+                sent = self._push(client, exec_id, number, migration, prepare_epoch, uncommitted)
             except BaseException:
                 self._known.pop((client.address, exec_id), None)
                 raise
@@ -99,7 +102,7 @@ class Pusher:
             return self._locks.setdefault((address, exec_id), threading.Lock())
 
     def _push(self, client: PeerClient, exec_id: str, number: int | None, migration: str,
-              prepare_epoch: int) -> int:
+              prepare_epoch: int, uncommitted: Uncommitted | None) -> int:
         record = self.store.get_execution(exec_id)
         status = self._status(client, record)
         if status.found and status.epoch > record.epoch:
@@ -119,7 +122,7 @@ class Pusher:
                                          latest_checkpoint=number, has_module=True,
                                          module_sha256=record.module_sha256)
         response = client.push_checkpoint(self._chunks(record, number, status, migration, counter,
-                                                       prepare_epoch, after))
+                                                       prepare_epoch, after, uncommitted))
         if response.number == number:
             self._known[(client.address, exec_id)] = (time.monotonic(), after)
         return sent + counter[0] if response.number == number else sent
@@ -144,22 +147,27 @@ class Pusher:
 
     def _chunks(self, record: ExecutionRecord, number: int, status: pb.ReplicaStatusResponse,
                 migration: str, counter: list[int], prepare_epoch: int,
-                after: pb.ReplicaStatusResponse) -> Iterator[pb.CheckpointChunk]:
-        """The push's messages, read from the store as gRPC asks for them; `after` learns
-        what the peer will hold once it has them."""
+                after: pb.ReplicaStatusResponse, uncommitted: Uncommitted | None
+                ) -> Iterator[pb.CheckpointChunk]:
+        """The push's messages, read from the store (or `uncommitted`) as gRPC asks for them;
+        `after` learns what the peer will hold once it has them."""
         exec_id = record.id
-        manifest = self.pages.manifest(exec_id, number)
+        source = uncommitted if uncommitted is not None and uncommitted.number == number else None
+        manifest = source.manifest if source else self.pages.manifest(exec_id, number)
         if manifest is None:
             raise NotFound(f"checkpoint {number} of {exec_id} is gone")
-        page_map = self.pages.page_map(exec_id, number)
+        page_map = source.page_map if source else self.pages.page_map(exec_id, number)
         base, raw_map = self._map_for(exec_id, page_map, status)
         header = pb.CheckpointHeader(
             id=exec_id, owner=record.owner, epoch=record.epoch, number=number,
-            record=record.to_json(), manifest=json.dumps(manifest).encode(),
-            page_map=raw_map, page_map_base=base, host=self.pages.host_state(exec_id, number),
-            stack=self.pages.stack(exec_id, number), migration=migration,
-            prepare_epoch=prepare_epoch, source_address=self.supervisor.address)
-        after.versions.extend(sorted(page_map.referenced()))
+            record=source.record_json if source else record.to_json(),
+            manifest=json.dumps(manifest).encode(), page_map=raw_map, page_map_base=base,
+            host=source.host if source else self.pages.host_state(exec_id, number),
+            stack=source.stack if source else self.pages.stack(exec_id, number),
+            migration=migration, prepare_epoch=prepare_epoch,
+            source_address=self.supervisor.address)
+        referenced = source.referenced if source else self.pages.referenced(exec_id, number)
+        after.versions.extend(sorted(referenced))
         if not status.found:
             header.stdin = self.store.stdin(exec_id)
             header.initial_vfs = self.store.initial_vfs(exec_id)
@@ -167,8 +175,10 @@ class Pusher:
         counter[0] += header.ByteSize()
         yield pb.CheckpointChunk(header=header)
         held = set(status.versions)
-        for version in sorted(page_map.referenced() - held):
-            for index, frame in self.pages.iter_frames(exec_id, version):
+        for version in sorted(referenced - held):
+            frames = source.iter_frames(self.pages, version) if source else \
+                self.pages.iter_frames(exec_id, version)
+            for index, frame in frames:
                 counter[0] += len(frame)
                 yield pb.CheckpointChunk(frame=pb.PageFrame(version=version, index=index, data=frame))
         after.log_records = status.log_records
@@ -182,6 +192,8 @@ class Pusher:
             counter[0] += len(raw)
             after.journal_records = first + i + 1
             yield pb.CheckpointChunk(journal=pb.JournalRecord(seq=first + i, data=raw))
+        if source is not None:
+            source.committed.result()            # a failure here breaks the push off
 
     def _map_for(self, exec_id: str, page_map, status: pb.ReplicaStatusResponse) -> tuple[int, bytes]:
         """The map to send: a delta from the peer's latest checkpoint when this daemon still

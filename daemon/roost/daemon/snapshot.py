@@ -68,12 +68,17 @@ class Encoder:
     (and the daemon) leave idle, which is "the second core when it is free" decided by the
     scheduler at every moment instead of guessed once per checkpoint. The threads are kept: a
     checkpoint is frequent, a thread start is not free.
+
+    A checkpoint after which the guest does not run on (a migration's stop, a pause) is
+    `urgent`: nothing is left for low priority to protect, and its compression is downtime, so
+    it runs on threads at normal priority (started the first time one is needed).
     """
 
     def __init__(self, threads: int = 2) -> None:
         self.threads = max(1, threads)
         self._pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="roost-zstd",
                                         initializer=_lowest_priority)
+        self._urgent_pool: ThreadPoolExecutor | None = None
         self._local = threading.local()
 
     def encode(self, indexes: np.ndarray, pages: np.ndarray) -> tuple[list[bytes], np.ndarray, np.ndarray]:
@@ -81,13 +86,19 @@ class Encoder:
         stored: the page map points them at version 0."""
         return self.submit([(indexes, pages)]).result()
 
-    def submit(self, pieces: list[tuple[np.ndarray, np.ndarray]]) -> "Encoding":
+    def submit(self, pieces: list[tuple[np.ndarray, np.ndarray]], urgent: bool = False) -> "Encoding":
         """Start encoding pieces of (indexes, (n, 4096) pages); `result()` waits for it. A
         frame never spans two pieces (their pages are not adjacent in the staging buffer)."""
         tasks = [(indexes[k:k + FRAME_PAGES], pages[k:k + FRAME_PAGES])
                  for indexes, pages in pieces for k in range(0, len(indexes), FRAME_PAGES)]
         share = max(1, -(-len(tasks) // self.threads))
-        return Encoding([self._pool.submit(self._frames, tasks[k:k + share])
+        pool = self._pool
+        if urgent:
+            if self._urgent_pool is None:
+                self._urgent_pool = ThreadPoolExecutor(max_workers=self.threads,
+                                                       thread_name_prefix="roost-zstd-urgent")
+            pool = self._urgent_pool
+        return Encoding([pool.submit(self._frames, tasks[k:k + share])
                          for k in range(0, len(tasks), share)])
 
     def _frames(self, tasks: list[tuple[np.ndarray, np.ndarray]]) -> tuple[list[bytes], list, list]:
@@ -111,6 +122,8 @@ class Encoder:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False)
+        if self._urgent_pool is not None:
+            self._urgent_pool.shutdown(wait=False)
 
 
 class Encoding:

@@ -24,7 +24,7 @@ from .errors import InvalidRequest, NotFound, StateConflict, StoreError, TimedOu
 from .faults import Fault
 from .live import Live, describe_exit, fresh_output, merge_output, reap, send_signal
 from .modules import ModuleRegistry
-from .pagestore import PageStore
+from .pagestore import PageStore, Uncommitted
 from .records import ExecutionRecord, State
 from .store import Store
 from .timers import Timers
@@ -252,23 +252,24 @@ class Supervisor:
         live = self._standby.get(exec_id)
         if live is None or number <= live.applied:
             return
-        new = sorted(v for v in page_map.referenced() if v not in live.applied_versions)
+        delta = pagemap.difference(live.page_map, page_map)
+        new = _unsent_versions(live, delta)
         if not set(new) <= set(arrived):
             return
         frames = [(v, f) for v in new for f in arrived[v]]
-        self._send_apply(live, number, memory_bytes, page_map, frames, new)
+        self._send_apply(live, number, memory_bytes, page_map, delta, frames, new)
 
     def _apply(self, live: Live, exec_id: str, number: int) -> None:
         page_map = self.pages.page_map(exec_id, number)
         manifest = self.pages.manifest(exec_id, number)
-        new = sorted(v for v in page_map.referenced() if v not in live.applied_versions)
+        delta = pagemap.difference(live.page_map, page_map)
+        new = _unsent_versions(live, delta)
         frames = [(v, f) for v in new for _, f in self.pages.iter_frames(exec_id, v)]
-        self._send_apply(live, number, manifest["memory_bytes"], page_map, frames, new)
+        self._send_apply(live, number, manifest["memory_bytes"], page_map, delta, frames, new)
 
     def _send_apply(self, live: Live, number: int, memory_bytes: int, page_map: pagemap.PageMap,
-                    frames: list[tuple[int, bytes]], new: list[int]) -> None:
+                    delta: pagemap.Delta, frames: list[tuple[int, bytes]], new: list[int]) -> None:
         """The pages whose version changed since the standby's map, as a delta."""
-        delta = pagemap.difference(live.page_map, page_map)
         meta = {"number": number, "memory_bytes": memory_bytes, "frame_versions": [v for v, _ in frames]}
         try:
             live.worker.link.send(APPLY, meta, [pagemap.encode_delta(page_map.pages, delta),
@@ -353,18 +354,21 @@ class Supervisor:
         # handover prepared, asks the source again and takes it over from the same checkpoint.
         live.worker.link.send(GO, dict(ckpt), [host, stack, journal.pack_many(replay)])
         threading.Thread(target=self.store.put_execution, args=(record,), daemon=True).start()
+        with live.changed:                       # the handover ends with the guest running
+            live.changed.wait_for(lambda: live.running or not live.worker.alive(), timeout=30)
 
     # ---- migration, the source's side ----
     def stop_for_migration(self, exec_id: str, target: str, address: str, epoch: int,
-                           timeout: float = 60.0) -> int:
-        """Take the final checkpoint and stop the worker (a live migration's stop-and-copy, or
+                           timeout: float = 60.0) -> Uncommitted:
+        """Take the final checkpoint and stop the guest (a live migration's stop-and-copy, or
         a cold migration); the execution stays this daemon's until `give_up`, and a restart
-        in between takes it back (`take_back`). The final checkpoint's number."""
+        in between takes it back (`take_back`). The final checkpoint, as soon as it is being
+        committed (it can be pushed meanwhile; its `committed` says when it is stored)."""
         live = self._running(exec_id)
         live.record.migration = f"{epoch} {target} {address}"
-        n = self._ask(live, "migrate")
-        # The guest is stopped for good once this checkpoint is committed (its worker exits
-        # after it): the migration goes on from there, the worker's exit overlapping it.
+        n = live.migrate_request = self._ask(live, "migrate")
+        # Answered as soon as the checkpoint is being committed, its worker holding the
+        # stopped guest until `release` or `take_back`.
         with live.changed:
             live.changed.wait_for(lambda: live.requests.get(n) is not None
                                   or live.record.id not in self._live, timeout=timeout)
@@ -374,7 +378,7 @@ class Supervisor:
                 raise TimedOut(f"execution {exec_id} did not reach a safepoint in {timeout:g} s")
             raise StateConflict(f"execution {exec_id} ended ({live.record.state.value}) instead of "
                                 "stopping for its migration")
-        return int(result["number"])
+        return result["uncommitted"]
 
     def give_up(self, exec_id: str, owner: str, address: str, epoch: int) -> None:
         """The decision of a migration: the execution is `owner`'s at `epoch` from now on;
@@ -514,6 +518,9 @@ class Supervisor:
                     live.holds = live.applied if not live.holds else live.holds
                     live.changed.notify_all()
             elif frame.kind == READY:
+                with live.changed:
+                    live.running = True
+                    live.changed.notify_all()
                 metrics.START_SECONDS.observe(time.monotonic() - live.requested_at)
                 live.checkpointable = bool(frame.meta.get("checkpointable"))
                 live.record.dirty_tracker = frame.meta.get("tracker", "")
@@ -584,12 +591,23 @@ class Supervisor:
         page_map, delta = pagemap.successor(live.page_map, meta["number"],
                                             meta["memory_bytes"] // snapshot.PAGE_BYTES, stored, zeroed)
         record.checkpoints += 1
+        uncommitted = None
+        if meta["reason"] == "migrate":          # pushed while it is written: answer now
+            uncommitted = Uncommitted(record.id, meta["number"], dict(meta), page_map, host, stack,
+                                      frames, streamed, record.to_json(),
+                                      frozenset(page_map.referenced()))
+            self._answer(live, {**meta, "uncommitted": uncommitted}, only=live.migrate_request)
         try:
             self.pages.put(record, meta, frames, host, stack, page_map, delta, self.checkpoint_retain,
-                           meta.get("wake_at_ns", 0), streamed=streamed)
-        except StoreError:
+                           meta.get("wake_at_ns", 0), streamed=streamed,
+                           referenced=uncommitted.referenced if uncommitted else None)
+        except StoreError as e:
             record.checkpoints -= 1
+            if uncommitted is not None:
+                uncommitted.committed.set_exception(e)
             raise
+        if uncommitted is not None:
+            uncommitted.committed.set_result(None)
         live.page_map = page_map
         metrics.CHECKPOINT_WAIT.observe(meta.get("waited_seconds", 0.0))
         metrics.CHECKPOINT_BYTES.labels(kind="dirty").inc(meta.get("dirty_pages", 0) * snapshot.PAGE_BYTES)
@@ -597,22 +615,26 @@ class Supervisor:
         self._committed += 1
         if self._committed == faults.value(Fault.DAEMON_DIE_AFTER_CHECKPOINTS):
             faults.crash(Fault.DAEMON_DIE_AFTER_CHECKPOINTS)
-        answered = [n for n in meta.get("requests", []) if live.requests.get(n, False) is None]
-        asked = [live.requests.pop(("at", n), None) for n in answered]
-        requested_at = min((t for t in asked if t is not None), default=None)
-        total = time.monotonic() - requested_at if requested_at else None
         metrics.CHECKPOINTS.labels(reason=meta["reason"]).inc()
         metrics.CHECKPOINT_PAUSE.observe(meta["pause_seconds"])
         metrics.TIME_TO_SAFEPOINT.observe(meta["time_to_safepoint_seconds"])
         metrics.CHECKPOINT_BYTES.labels(kind="memory").inc(meta["memory_bytes"])
         metrics.CHECKPOINT_BYTES.labels(kind="stored").inc(meta["stored_bytes"])
-        if total is not None:
-            metrics.CHECKPOINT_TOTAL.observe(total)
+        self._answer(live, meta)
+        self.on_commit(record, meta["number"])
+
+    def _answer(self, live: Live, result: dict, only: int | None = None) -> None:
+        """The checkpoint answers the requests it merged (`only` that one), their waiters wake."""
+        answered = [n for n in result.get("requests", []) if live.requests.get(n, False) is None
+                    and only in (None, n)]
+        asked = [live.requests.pop(("at", n), None) for n in answered]
+        requested_at = min((t for t in asked if t is not None), default=None)
+        if requested_at is not None:
+            metrics.CHECKPOINT_TOTAL.observe(time.monotonic() - requested_at)
         with live.changed:
             for n, at in zip(answered, asked):
-                live.requests[n] = {**meta, "total_seconds": time.monotonic() - at if at else 0.0}
+                live.requests[n] = {**result, "total_seconds": time.monotonic() - at if at else 0.0}
             live.changed.notify_all()
-        self.on_commit(record, meta["number"])
 
     def _ask(self, live: Live, action: str) -> int:
         """Send a checkpoint/pause/suspend request to the worker; its id (0 if the worker is gone)."""
@@ -886,3 +908,10 @@ class Supervisor:
                 host = self.pages.host_state(record.id, ckpt["number"])
                 return Vfs.restore(hoststate.decode(host, b"").vfs)
         return Vfs.from_bytes(self.store.vfs(record.id))
+
+
+def _unsent_versions(live: Live, delta: pagemap.Delta) -> list[int]:
+    """The versions a standby needs frames of to apply `delta`: a page whose version changed
+    since the map it holds now comes from a newer checkpoint (or from none: zeros), so these
+    are the delta's versions it was not sent yet — found without counting the whole map."""
+    return sorted(set(np.unique(delta[:, 1]).tolist()) - live.applied_versions - {0})

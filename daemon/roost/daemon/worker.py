@@ -28,7 +28,7 @@ from collections.abc import Callable
 import numpy as np
 import wasmtime
 
-from . import capture, dirty, engine, faults, hoststate, journal, pagemap, snapshot, staging
+from . import capture, dirty, engine, faults, gctuning, hoststate, journal, pagemap, snapshot, staging
 from .errors import LimitExceeded
 from .faults import Fault
 from .snapshot import CorruptPage
@@ -234,8 +234,11 @@ class Guest:
         # its daemon, applying each (`apply`), and runs only when told to (`go`).
         self.standby = bool(spec.get("standby"))
         self._applied = pagemap.decode(blobs[5], None).versions if ckpt and self.standby else None
-        if not self.standby:
-            self._arm(restored=bool(ckpt))
+        # A standby arms now, not at GO: registering and protecting a GiB of memory takes tens
+        # of milliseconds, which must not fall in a migration's downtime. The pages it applies
+        # later are then reported dirty at its first checkpoint after GO: saved again, never
+        # missed.
+        self._arm(restored=bool(ckpt))
         self.restore_seconds = time.monotonic() - restore_began if ckpt else 0.0
 
     def _arm(self, restored: bool) -> None:
@@ -288,7 +291,6 @@ class Guest:
         self.runner.restore(image, memory_bytes=int(ckpt["memory_bytes"]))
         self.checkpoints = int(ckpt["number"])
         self.standby = False
-        self._arm(restored=True)
         self.restore_seconds = time.monotonic() - began
 
     def throttle(self, fraction: float) -> None:
@@ -376,6 +378,7 @@ class Guest:
                 "journal_seq": self.journal.position, "stdout_offset": self.output.offsets[1],
                 "stderr_offset": self.output.offsets[2], "memory_bytes": size,
                 "globals": [list(g) for g in image.globals], "created_at": time.time(),
+                "stopped_at": time.time() - (time.monotonic() - stopped),
                 "time_to_safepoint_seconds": stopped - request.at, "wake_at_ns": request.wake_at_ns,
                 "prepare_version": self.spec["manifest"].get("prepare_version"),
                 "dirty_runs": runs, "waited_seconds": waited, "precopy_seconds": precopy_seconds,
@@ -427,7 +430,7 @@ class Guest:
         staged = staged.resolved()
         meta["dirty_pages"] = len(staged)
         parts = staged.parts(PART_PAGES)
-        encodings = [self.encoder.submit(part) for part in parts[:2]]
+        encodings = [self.encoder.submit(part, urgent=not continuing) for part in parts[:2]]
         stored, zeroed, sent, stored_bytes = [], [], 0, 0
         waits = sends = 0.0                  # where the background's time went (manifest)
         for i in range(len(parts)):
@@ -435,7 +438,7 @@ class Guest:
             frames, part_stored, part_zeroed = encodings[i].result()
             waits += time.monotonic() - t
             if i + 2 < len(parts):           # keep one part compressing ahead of the send
-                encodings.append(self.encoder.submit(parts[i + 2]))
+                encodings.append(self.encoder.submit(parts[i + 2], urgent=not continuing))
             stored.append(part_stored)
             zeroed.append(part_zeroed)
             stored_bytes += sum(len(f) for f in frames)
@@ -604,6 +607,7 @@ def _periodic(guest: Guest, every: float, done: threading.Event) -> None:
 def serve(link: Link) -> int:
     """Wait for START, run the guest, report END with the final filesystem."""
     eng = engine.make_engine()
+    gctuning.freeze_startup_objects()        # a spare does it before it has work
     frame = link.read_one()
     if frame is None or frame.kind != START:
         return 0     # supervisor went away before giving us work (a spare at shutdown)

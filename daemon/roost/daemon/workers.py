@@ -35,8 +35,15 @@ class WorkerProcess:
         return self.proc.poll() is None
 
 
+LINK_BUFFER_BYTES = 4 << 20     # the kernel caps it at net.core.wmem_max
+
+
 def spawn() -> WorkerProcess:
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    # Room for a checkpoint's last pages (or a standby's APPLY) in the socket itself: the
+    # sender goes on at once instead of waiting, part by part, for the reader to drain it.
+    for end in (parent, child):
+        end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, LINK_BUFFER_BYTES)
     try:
         proc = subprocess.Popen([sys.executable, "-m", "roost.daemon.worker", str(child.fileno())],
                                 pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL,
