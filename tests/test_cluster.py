@@ -1,8 +1,8 @@
 """Three roostds on loopback ports replicating each other's checkpoints and moving executions
 between them: live migrations back and forth, a durable sleep moved mid-sleep, kill -9 of the
-target during a migration and of the source after the handover, stale epochs refused, and a
-peer with a certificate from another CA shut out. Output is always compared byte for byte with
-a plain wasmtime run."""
+target during a migration, of the source after the handover, and of the source mid-pre-copy
+(the target's standby goes), stale epochs refused, and a peer with a certificate from another
+CA shut out. Output is always compared byte for byte with a plain wasmtime run."""
 from __future__ import annotations
 
 import json
@@ -160,6 +160,41 @@ def test_kill_of_the_target_during_migration_keeps_it_on_the_source(nodes):
     assert record["owner"] == a.node_id and int(record["epoch"]) == 1
     on_b = [e for e in json.loads(b.roost("--json", "ps", "-a").stdout or b"[]") if e["id"] == exec_id]
     assert all(e["owner"] == a.node_id for e in on_b), on_b
+
+
+def standby_workers(daemon: Roostd) -> float:
+    found = re.search(r"^roost_standby_workers (\S+)$", daemon.metrics(), re.M)
+    return float(found.group(1)) if found else -1.0
+
+
+def test_a_standby_whose_source_died_goes_and_never_runs(tmp_path):
+    """kill -9 of the source mid-pre-copy, and it stays away: the target's standby worker
+    (as big as the guest) goes after migration.standby_timeout_seconds, the target never runs
+    the execution, and the source, back, runs it to the end with the right output."""
+    a, b = cluster(tmp_path / "cluster", n=2,
+                   config_text="[migration]\nstandby_timeout_seconds = 2\n")
+    try:
+        wasm = compile_guest("big_rewrite")
+        args = ["96", "40", "50"]
+        native = run_native(wasm, ["big_rewrite", *args])
+        exec_id = start(a, wasm, *args)
+        wait_until(lambda: int(inspect(a, exec_id)["stdout_bytes"]) > 0, timeout=60, what="first round")
+        mover = threading.Thread(target=lambda: a.roost("migrate", exec_id, "--to", b.addr, timeout=180))
+        mover.start()
+        wait_until(lambda: standby_workers(b) == 1, timeout=60, what="a standby on the target")
+        a.kill9()
+        mover.join()
+        wait_until(lambda: standby_workers(b) == 0, timeout=30, what="the idle standby to go")
+        on_b = [e for e in json.loads(b.roost("--json", "ps", "-a").stdout or b"[]") if e["id"] == exec_id]
+        assert all(e["owner"] == a.node_id for e in on_b), on_b
+        a.restart()
+        assert a.roost("wait", exec_id, timeout=300).returncode == native.exit_code
+        same_output(a, exec_id, native)
+        assert inspect(a, exec_id)["owner"] == a.node_id
+    finally:
+        for d in (a, b):
+            if d.proc is not None and d.proc.poll() is None:
+                d.stop()
 
 
 def test_kill_of_the_source_after_the_handover_leaves_it_on_the_target(nodes):

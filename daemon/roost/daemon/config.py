@@ -50,6 +50,7 @@ class Config:
     replication_ack: str = "async"               # async | one | all: what a checkpoint waits for
     migration_downtime_seconds: float = 0.02     # live migration: stop-and-copy when the rest fits
     migration_max_rounds: int = 10               # pre-copy rounds at most
+    migration_standby_timeout_seconds: float = 120.0   # a target's standby with no round for this long goes
     tls_ca: str = ""                             # mutual TLS: CA certificate (PEM) peers and
     tls_cert: str = ""                           # clients must be signed by, this daemon's
     tls_key: str = ""                            # certificate and key; all empty: plaintext
@@ -105,6 +106,7 @@ SECTION_ALIASES = {"limits_memory_bytes": "memory_limit_bytes",
                    "replication_ack": "replication_ack",
                    "migration_downtime_seconds": "migration_downtime_seconds",
                    "migration_max_rounds": "migration_max_rounds",
+                   "migration_standby_timeout_seconds": "migration_standby_timeout_seconds",
                    "tls_ca": "tls_ca", "tls_cert": "tls_cert", "tls_key": "tls_key"}
 
 

@@ -22,6 +22,10 @@ Two phases, the source deciding:
   back (the target, restarted and prepared, also asks and gets COMMITTED).
 - The source dies after deciding: on restart it retries COMMIT. Before deciding: on restart it
   takes the execution back and tells the target ABORT.
+- A target left prepared with no word (a source that died and stays away, an ABORT lost) asks
+  the source (`Decision`) after DECISION_WAIT_SECONDS, and again with backoff until it gets an
+  answer: it never runs the execution unless the source says COMMITTED. Its standby worker goes
+  meanwhile (`Supervisor._expire_standby`); a late COMMIT restores from the store.
 
 A daemon refuses pushes and handovers carrying an epoch older than the one it knows, and one
 that learns of a newer epoch for an execution it runs stops it (`Supervisor.superseded`).
@@ -40,6 +44,7 @@ from .supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 Phase = pb.HandoverRequest.Phase
+DECISION_WAIT_SECONDS = 10.0     # prepared with no COMMIT/ABORT this long: ask the source
 
 
 class Handovers:
@@ -47,6 +52,10 @@ class Handovers:
         self.supervisor = supervisor
         self.store = supervisor.store
         self.peers = peers
+        # A target's moves out of `prepared` (COMMIT, ABORT, the source's answer to Decision)
+        # one at a time: a COMMIT retried while the first is still being carried out, or
+        # arriving as a Decision is answered, must not start the execution twice.
+        self._deciding = threading.Lock()
 
     # ---- the source's side ----
     def hand_over(self, exec_id: str, number: int, epoch: int, target: str, address: str,
@@ -140,28 +149,43 @@ class Handovers:
                                 f"the latest here ({latest['number'] if latest else 'none'})")
         record.prepared = f"{request.epoch} {request.source} {request.source_address}"
         self.store.put_execution(record)
+        self.watch(request.id, request.epoch)
         return pb.HandoverResponse(ok=True)
 
     def commit(self, request: pb.HandoverRequest) -> pb.HandoverResponse:
-        record = self.store.get_execution(request.id)
-        if record.owner == self.supervisor.node_id and record.epoch == request.epoch:
-            return pb.HandoverResponse(ok=True)          # a retry: it runs here already
-        if not record.prepared or record.prepared.split()[0] != str(request.epoch):
-            raise StateConflict(f"handover of {request.id}: not prepared for epoch {request.epoch}")
-        latest = self.supervisor.pages.latest(request.id)
-        seconds = self.supervisor.adopt(request.id, request.epoch, latest["number"])
+        with self._deciding:
+            record = self.store.get_execution(request.id)
+            if (record.owner == self.supervisor.node_id and record.epoch == request.epoch
+                    or self.supervisor.is_running_here(request.id)):
+                return pb.HandoverResponse(ok=True)      # a retry: it runs here already
+            if not record.prepared or record.prepared.split()[0] != str(request.epoch):
+                raise StateConflict(f"handover of {request.id}: not prepared for epoch {request.epoch}")
+            latest = self.supervisor.pages.latest(request.id)
+            seconds = self.supervisor.adopt(request.id, request.epoch, latest["number"])
         return pb.HandoverResponse(ok=True, restore_seconds=seconds)
 
     def forget(self, request: pb.HandoverRequest) -> pb.HandoverResponse:
-        try:
-            record = self.store.get_execution(request.id)
-        except NotFound:
-            return pb.HandoverResponse(ok=True)
-        if record.prepared and record.prepared.split()[0] == str(request.epoch):
-            record.prepared = ""
-            self.store.put_execution(record)
-        self.supervisor.drop_standby(request.id)
+        with self._deciding:
+            try:
+                record = self.store.get_execution(request.id)
+            except NotFound:
+                return pb.HandoverResponse(ok=True)
+            if record.prepared and record.prepared.split()[0] == str(request.epoch):
+                record.prepared = ""
+                self.store.put_execution(record)
+            self.supervisor.drop_standby(request.id)
         return pb.HandoverResponse(ok=True)
+
+    def watch(self, exec_id: str, epoch: int, wait: float = DECISION_WAIT_SECONDS) -> None:
+        """Prepared at `epoch`: if no COMMIT or ABORT comes within `wait`, ask the source."""
+        def run() -> None:
+            time.sleep(wait)
+            record = self.store.get_execution(exec_id)
+            if record.prepared and record.prepared.split()[0] == str(epoch):
+                log.info("%s: prepared at epoch %d for %.0f s with no decision: asking its source",
+                         exec_id, epoch, wait)
+                self._ask_source(exec_id)
+        threading.Thread(target=run, name=f"decision-watch-{exec_id}", daemon=True).start()
 
     # ---- after a restart ----
     def recover(self) -> None:
@@ -192,8 +216,7 @@ class Handovers:
             except PeerError:
                 outcome = Outcome.UNDECIDED
             if outcome == Outcome.COMMITTED:
-                latest = self.supervisor.pages.latest(exec_id)
-                self.supervisor.adopt(exec_id, int(epoch), latest["number"])
+                self.commit(pb.HandoverRequest(id=exec_id, epoch=int(epoch)))
                 return
             if outcome == Outcome.ABORTED:
                 self.forget(pb.HandoverRequest(id=exec_id, epoch=int(epoch)))

@@ -40,6 +40,7 @@ class Live:
     applied: int = 0                     # standby: the checkpoint its memory holds
     applied_versions: set = field(default_factory=set)   # standby: versions sent to it
     holds: int = 0                       # standby: the checkpoint its memory holds (acknowledged)
+    touched: float = 0.0                 # standby: when its migration last sent it anything (monotonic)
     running: bool = False                # its guest runs (READY after START, or after GO)
     requests: dict = field(default_factory=dict)  # request id -> checkpoint result (None: pending)
     next_request: int = 0

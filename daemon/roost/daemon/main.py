@@ -66,7 +66,8 @@ class Daemon:
         self.supervisor = Supervisor(self.store, self.modules, self.pool, cfg.node_id,
                                      cfg.memory_limit_bytes, cfg.durable_sleep_seconds,
                                      cfg.checkpoint_every_seconds, cfg.checkpoint_retain,
-                                     address=cfg.address)
+                                     address=cfg.address,
+                                     standby_timeout_seconds=cfg.migration_standby_timeout_seconds)
         self.credentials = tls.from_paths(cfg.tls_ca, cfg.tls_cert, cfg.tls_key)
         self.peers = Peers(self.credentials, cfg.node_id, cfg.address)
         self.pusher = Pusher(self.supervisor)

@@ -65,6 +65,9 @@ REPLICATION_LAG_BYTES = Gauge("roost_replication_lag_bytes", "Stored bytes of th
                               "replica peer has not acknowledged yet", ["peer"], registry=REGISTRY)
 REPLICATION_BYTES = Counter("roost_replication_bytes", "Bytes pushed to peers (checkpoints, "
                             "modules, records), by peer", ["peer"], registry=REGISTRY)
+STANDBY_WORKERS = Gauge("roost_standby_workers", "Workers holding the memory of an execution being "
+                        "migrated here (a live migration's target), not running it yet",
+                        registry=REGISTRY)
 MIGRATIONS = Counter("roost_migrations", "Migrations this daemon drove, by mode and result",
                      ["mode", "result"], registry=REGISTRY)
 MIGRATION_DOWNTIME = Histogram("roost_migration_downtime_seconds", "Guest stopped on the source "

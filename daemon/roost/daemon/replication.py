@@ -356,6 +356,8 @@ class Replicas:
             received += self._store(header, record, chunks)
         if header.migration:
             self.supervisor.follow(header.id, number)
+        if header.prepare_epoch:
+            self.handovers.watch(header.id, header.prepare_epoch)
         return pb.PushCheckpointResponse(number=number, bytes=received)
 
     def _accept(self, header: pb.CheckpointHeader) -> ExecutionRecord:
@@ -419,6 +421,8 @@ class Replicas:
 
         def flush() -> None:
             nonlocal batch, batch_bytes, streamed
+            if following:
+                self.supervisor.touch_standby(exec_id)
             if batch:
                 self.pages.put_frames(exec_id, batch_version, batch_first, batch)
                 if batch_version == number:

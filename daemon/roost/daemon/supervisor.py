@@ -59,7 +59,7 @@ class Supervisor:
                  node_id: str, default_memory_limit_bytes: int,
                  durable_sleep_seconds: float = 2.0,
                  checkpoint_every_seconds: float = 0.0, checkpoint_retain: int = 2,
-                 address: str = "") -> None:
+                 address: str = "", standby_timeout_seconds: float = 120.0) -> None:
         self.store = store
         self.modules = modules
         self.pool = pool
@@ -69,6 +69,8 @@ class Supervisor:
         # being this daemon's (waiters follow it to its new owner).
         self.on_commit: Callable[[ExecutionRecord, int], None] = lambda record, number: None
         self._standby: dict[str, Live] = {}
+        self.standby_timeout_seconds = standby_timeout_seconds
+        metrics.STANDBY_WORKERS.set_function(lambda: len(self._standby))
         self.default_memory_limit_bytes = default_memory_limit_bytes
         self._live: dict[str, Live] = {}
         self._lock = threading.Lock()
@@ -241,6 +243,16 @@ class Supervisor:
         with live.changed:
             live.changed.wait_for(lambda: live.holds >= number or not live.worker.alive(),
                                   timeout=timeout)
+        live.touched = time.monotonic()
+
+    def touch_standby(self, exec_id: str) -> None:
+        """Its migration is sending it something: the standby is not idle."""
+        live = self._standby.get(exec_id)
+        if live is not None:
+            live.touched = time.monotonic()
+
+    def is_running_here(self, exec_id: str) -> bool:
+        return exec_id in self._live
 
     def has_standby(self, exec_id: str) -> bool:
         return exec_id in self._standby
@@ -285,22 +297,39 @@ class Supervisor:
         ckpt = self.pages.manifest(exec_id, number)
         worker = self.pool.take()
         live = Live(record, worker, requested_at=time.monotonic(), launched_at=time.monotonic(),
-                    standby=True, applied=number)
+                    standby=True, applied=number, touched=time.monotonic())
         start, blobs = self._start_message(record, artifact, manifest, ckpt, [], live)
         start["standby"] = True
         with self._lock:
             self._standby[exec_id] = live
         threading.Thread(target=self._pump, args=(live,), name=f"standby-{exec_id}", daemon=True).start()
+        threading.Thread(target=self._expire_standby, args=(live,), name=f"standby-expiry-{exec_id}",
+                         daemon=True).start()
         worker.link.send(START, start, blobs)
         return live
 
-    def drop_standby(self, exec_id: str) -> None:
-        """A migration here was aborted: its standby worker goes."""
+    def _expire_standby(self, live: Live) -> None:
+        """A standby whose migration sent nothing for `standby_timeout_seconds` goes: its source
+        died or gave up and its ABORT never came, and it holds as much memory as the guest. A
+        COMMIT that still comes restores the execution from the store instead (`adopt`)."""
+        exec_id = live.record.id
+        while self._standby.get(exec_id) is live:
+            idle = time.monotonic() - live.touched
+            if idle >= self.standby_timeout_seconds:
+                log.warning("%s: standby idle for %.0f s (no migration round): dropped", exec_id, idle)
+                self.drop_standby(exec_id, only=live)
+                return
+            time.sleep(min(1.0, self.standby_timeout_seconds - idle))
+
+    def drop_standby(self, exec_id: str, only: Live | None = None) -> None:
+        """A migration here was aborted (or went quiet): its standby worker goes."""
         with self._lock:
-            live = self._standby.pop(exec_id, None)
-        if live is not None:
-            live.end_reason = "standby dropped"
-            send_signal(live.worker, signal.SIGKILL)
+            live = self._standby.get(exec_id)
+            if live is None or only not in (None, live):
+                return
+            del self._standby[exec_id]
+        live.end_reason = "standby dropped"
+        send_signal(live.worker, signal.SIGKILL)
 
     def adopt(self, exec_id: str, epoch: int, number: int) -> float:
         """This daemon is the execution's owner from now on, at `epoch` (a handover's COMMIT):
