@@ -430,7 +430,8 @@ class Guest:
         staged = staged.resolved()
         meta["dirty_pages"] = len(staged)
         parts = staged.parts(PART_PAGES)
-        encodings = [self.encoder.submit(part, urgent=not continuing) for part in parts[:2]]
+        urgent, fast = not continuing, meta["reason"] == "migrate"
+        encodings = [self.encoder.submit(part, urgent, fast) for part in parts[:2]]
         stored, zeroed, sent, stored_bytes = [], [], 0, 0
         waits = sends = 0.0                  # where the background's time went (manifest)
         for i in range(len(parts)):
@@ -438,7 +439,7 @@ class Guest:
             frames, part_stored, part_zeroed = encodings[i].result()
             waits += time.monotonic() - t
             if i + 2 < len(parts):           # keep one part compressing ahead of the send
-                encodings.append(self.encoder.submit(parts[i + 2], urgent=not continuing))
+                encodings.append(self.encoder.submit(parts[i + 2], urgent, fast))
             stored.append(part_stored)
             zeroed.append(part_zeroed)
             stored_bytes += sum(len(f) for f in frames)
