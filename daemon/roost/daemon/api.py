@@ -109,20 +109,7 @@ class ControlService(control_pb2_grpc.ControlServicer):
 
     @_translated
     def UploadModule(self, request_iterator: Iterator, context) -> pb.Module:
-        first = next(request_iterator, None)
-        _check(first)
-        if first is None or first.WhichOneof("part") != "header":
-            raise InvalidRequest("upload must start with a header message")
-        header = first.header
-
-        def chunks() -> Iterator[bytes]:
-            for part in request_iterator:
-                _check(part)
-                if part.WhichOneof("part") != "chunk":
-                    raise InvalidRequest("upload: a second header after the first")
-                yield part.chunk
-        record, dedup = self.modules.receive(header.name, header.size_bytes, header.sha256, chunks())
-        return module_pb(record, dedup)
+        return module_pb(*receive_module(self.modules, request_iterator, "upload"))
 
     @_translated
     def GetModule(self, request, context) -> pb.Module:
@@ -278,6 +265,25 @@ def file_chunks(entry: Entry) -> Iterator[pb.FileChunk]:
     for off in range(0, len(entry.data), COPY_CHUNK_BYTES):
         yield pb.FileChunk(path=entry.path, kind=kind, offset=off, size_bytes=len(entry.data),
                            data=entry.data[off:off + COPY_CHUNK_BYTES])
+
+
+def receive_module(modules: ModuleRegistry, request_iterator: Iterator,
+                   what: str) -> tuple[ModuleRecord, bool]:
+    """A module streamed as a header then chunks (a client's upload, a peer's push): the
+    registry's record of it, and whether it was held already."""
+    first = next(request_iterator, None)
+    _check(first)
+    if first is None or first.WhichOneof("part") != "header":
+        raise InvalidRequest(f"{what} must start with a header message")
+    header = first.header
+
+    def chunks() -> Iterator[bytes]:
+        for part in request_iterator:
+            _check(part)
+            if part.WhichOneof("part") != "chunk":
+                raise InvalidRequest(f"{what}: a second header after the first")
+            yield part.chunk
+    return modules.receive(header.name, header.size_bytes, header.sha256, chunks())
 
 
 def module_pb(record: ModuleRecord, deduplicated: bool = False) -> pb.Module:

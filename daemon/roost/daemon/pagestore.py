@@ -40,6 +40,9 @@ class Restore:
     stack: bytes
 
 
+COMMITTED = 1 << 32                       # `Uncommitted.streamed` of a checkpoint stored whole
+
+
 @dataclass
 class Uncommitted:
     """A checkpoint on its way into the store, readable before it commits: a migration's final
@@ -52,7 +55,7 @@ class Uncommitted:
     host: bytes
     stack: bytes
     frames: list[bytes]                   # frames `streamed`, `streamed + 1`, ... (the rest are
-    streamed: int                         # stored already, by `put_frames`)
+    streamed: int                         # stored already, by `put_frames`; all: COMMITTED)
     record_json: bytes
     referenced: frozenset[int]
     committed: Future = field(default_factory=Future)
@@ -290,17 +293,16 @@ class PageStore:
         return None
 
     def stack(self, exec_id: str, number: int) -> bytes:
-        with self.store.txn(f"reading checkpoint {number} of {exec_id}") as txn:
-            raw = txn.get(log_key(exec_id, number) + b"/stack", db=self.dbs["pages"])
-        if raw is None:
-            raise NotFound(f"checkpoint {number} of {exec_id} has no stack")
-        return bytes(raw)
+        return self._blob(exec_id, number, b"/stack", "stack")
 
     def host_state(self, exec_id: str, number: int) -> bytes:
+        return self._blob(exec_id, number, b"/host", "host state")
+
+    def _blob(self, exec_id: str, number: int, suffix: bytes, what: str) -> bytes:
         with self.store.txn(f"reading checkpoint {number} of {exec_id}") as txn:
-            raw = txn.get(log_key(exec_id, number) + b"/host", db=self.dbs["pages"])
+            raw = txn.get(log_key(exec_id, number) + suffix, db=self.dbs["pages"])
         if raw is None:
-            raise NotFound(f"checkpoint {number} of {exec_id} has no host state")
+            raise NotFound(f"checkpoint {number} of {exec_id} has no {what}")
         return bytes(raw)
 
     def load(self, exec_id: str, number: int) -> Restore:

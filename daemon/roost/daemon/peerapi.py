@@ -9,7 +9,7 @@ import grpc
 from roost.v1 import peer_pb2 as pb
 from roost.v1 import peer_pb2_grpc
 
-from .api import _check, _translated, service_handlers
+from .api import _check, _translated, receive_module, service_handlers
 from .errors import InvalidRequest
 from .handover import Handovers
 from .modules import ModuleRegistry
@@ -37,17 +37,7 @@ class PeerService(peer_pb2_grpc.PeerServicer):
 
     @_translated
     def PushModule(self, request_iterator: Iterator, context) -> pb.PushModuleResponse:
-        first = next(request_iterator, None)
-        _check(first)
-        if first is None or first.WhichOneof("part") != "header":
-            raise InvalidRequest("push of a module: the first message must be its header")
-        header = first.header
-
-        def chunks() -> Iterator[bytes]:
-            for part in request_iterator:
-                _check(part)
-                yield part.chunk
-        _, dedup = self.modules.receive(header.name, header.size_bytes, header.sha256, chunks())
+        _, dedup = receive_module(self.modules, request_iterator, "push of a module")
         return pb.PushModuleResponse(deduplicated=dedup)
 
     @_translated

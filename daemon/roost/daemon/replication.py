@@ -32,7 +32,7 @@ from roost.v1 import peer_pb2 as pb
 
 from . import metrics, pagemap
 from .errors import InvalidRequest, NotFound, StateConflict
-from .pagestore import PageStore, Uncommitted
+from .pagestore import COMMITTED, PageStore, Uncommitted
 from .peers import PeerClient, PeerError
 from .records import ExecutionRecord
 from .store import Store
@@ -152,21 +152,16 @@ class Pusher:
         """The push's messages, read from the store (or `uncommitted`) as gRPC asks for them;
         `after` learns what the peer will hold once it has them."""
         exec_id = record.id
-        source = uncommitted if uncommitted is not None and uncommitted.number == number else None
-        manifest = source.manifest if source else self.pages.manifest(exec_id, number)
-        if manifest is None:
-            raise NotFound(f"checkpoint {number} of {exec_id} is gone")
-        page_map = source.page_map if source else self.pages.page_map(exec_id, number)
-        base, raw_map = self._map_for(exec_id, page_map, status)
+        source = uncommitted if uncommitted is not None and uncommitted.number == number else \
+            self._stored(record, number)
+        base, raw_map = self._map_for(exec_id, source.page_map, status)
         header = pb.CheckpointHeader(
             id=exec_id, owner=record.owner, epoch=record.epoch, number=number,
-            record=source.record_json if source else record.to_json(),
-            manifest=json.dumps(manifest).encode(), page_map=raw_map, page_map_base=base,
-            host=source.host if source else self.pages.host_state(exec_id, number),
-            stack=source.stack if source else self.pages.stack(exec_id, number),
+            record=source.record_json, manifest=json.dumps(source.manifest).encode(),
+            page_map=raw_map, page_map_base=base, host=source.host, stack=source.stack,
             migration=migration, prepare_epoch=prepare_epoch,
             source_address=self.supervisor.address)
-        referenced = source.referenced if source else self.pages.referenced(exec_id, number)
+        referenced = source.referenced
         after.versions.extend(sorted(referenced))
         if not status.found:
             header.stdin = self.store.stdin(exec_id)
@@ -176,9 +171,7 @@ class Pusher:
         yield pb.CheckpointChunk(header=header)
         held = set(status.versions)
         for version in sorted(referenced - held):
-            frames = source.iter_frames(self.pages, version) if source else \
-                self.pages.iter_frames(exec_id, version)
-            for index, frame in frames:
+            for index, frame in source.iter_frames(self.pages, version):
                 counter[0] += len(frame)
                 yield pb.CheckpointChunk(frame=pb.PageFrame(version=version, index=index, data=frame))
         after.log_records = status.log_records
@@ -186,14 +179,26 @@ class Pusher:
             counter[0] += len(data)
             after.log_records = seq + 1
             yield pb.CheckpointChunk(log=pb.LogRecord(seq=seq, stream=stream, data=data))
-        first = max(status.journal_records, manifest["journal_seq"])
+        first = max(status.journal_records, source.manifest["journal_seq"])
         after.journal_records = first
         for i, raw in enumerate(self.store.read_journal(exec_id, first)):
             counter[0] += len(raw)
             after.journal_records = first + i + 1
             yield pb.CheckpointChunk(journal=pb.JournalRecord(seq=first + i, data=raw))
-        if source is not None:
-            source.committed.result()            # a failure here breaks the push off
+        source.committed.result()                # uncommitted: a failure breaks the push off
+
+    def _stored(self, record: ExecutionRecord, number: int) -> Uncommitted:
+        """Checkpoint `number` as the store holds it, in the shape of one being committed
+        (committed already: every frame comes from the store)."""
+        exec_id = record.id
+        manifest = self.pages.manifest(exec_id, number)
+        if manifest is None:
+            raise NotFound(f"checkpoint {number} of {exec_id} is gone")
+        stored = Uncommitted(exec_id, number, manifest, self.pages.page_map(exec_id, number),
+                             self.pages.host_state(exec_id, number), self.pages.stack(exec_id, number),
+                             [], COMMITTED, record.to_json(), self.pages.referenced(exec_id, number))
+        stored.committed.set_result(None)
+        return stored
 
     def _map_for(self, exec_id: str, page_map, status: pb.ReplicaStatusResponse) -> tuple[int, bytes]:
         """The map to send: a delta from the peer's latest checkpoint when this daemon still
