@@ -39,6 +39,9 @@ def wait_until(predicate, timeout: float = 30.0, interval: float = 0.02, what: s
 
 
 class Roostd:
+    # Every daemon a test session started, so a failing test's report can carry their logs.
+    started: list["Roostd"] = []
+
     def __init__(self, data_dir: Path, *extra: str, env: dict | None = None,
                  config_text: str = "", tls: tuple[Path, Path, Path] | None = None) -> None:
         self.data_dir = data_dir
@@ -63,6 +66,9 @@ class Roostd:
     def start(self, timeout: float = 60.0) -> "Roostd":
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")
+        self.started_at = time.time()
+        if self not in Roostd.started:
+            Roostd.started.append(self)
         tls = [] if self.tls is None else [
             "--tls-ca", str(self.tls[0]), "--tls-cert", str(self.tls[1]), "--tls-key", str(self.tls[2])]
         self.proc = subprocess.Popen(

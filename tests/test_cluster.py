@@ -231,6 +231,41 @@ def test_stale_epochs_are_refused(nodes):
     b.roost("kill", exec_id)
 
 
+def test_a_push_of_a_checkpoint_held_already_still_stores_its_output(nodes):
+    """A migration round's push of checkpoint N can reach a peer that a replica push of the
+    same N reached first; it carries the output written since, which the peer must store (the
+    pusher counts it as held from then on: dropped, it was missing from the peer's log for good
+    once the execution ran there)."""
+    from roost.v1 import control_pb2, control_pb2_grpc, peer_pb2 as pb, peer_pb2_grpc
+    from roost.daemon.records import ExecutionRecord
+    a, b, _ = nodes
+    wasm = compile_guest("spin_print")
+    exec_id = start(a, wasm, "3000", "2500000")
+    wait_until(lambda: a.roost("logs", exec_id).stdout, timeout=60, what="output")
+    a.roost("checkpoint", exec_id, check=True)
+    number = int(inspect(a, exec_id)["checkpoints"])
+    with b.channel() as channel:
+        peer = peer_pb2_grpc.PeerStub(channel)
+        status = lambda: peer.ReplicaStatus(pb.ReplicaStatusRequest(id=exec_id), timeout=10)
+        held = wait_until(lambda: (s := status()).latest_checkpoint >= number and s, timeout=60,
+                          what="the replica of the checkpoint")
+        with a.channel() as to_a:
+            logs = lambda: list(control_pb2_grpc.ControlStub(to_a).StreamLogs(
+                control_pb2.StreamLogsRequest(id=exec_id, from_seq=held.log_records), timeout=10))
+            newer = wait_until(logs, timeout=60, what="output the replica lacks")
+        record = ExecutionRecord(exec_id, "", "", [], [], [], owner=a.node_id, epoch=held.epoch)
+        header = pb.CheckpointHeader(id=exec_id, owner=a.node_id, epoch=held.epoch,
+                                     number=held.latest_checkpoint, record=record.to_json())
+        chunks = [pb.CheckpointChunk(header=header)] + [
+            pb.CheckpointChunk(log=pb.LogRecord(seq=c.seq, stream=c.stream, data=c.data)) for c in newer]
+        peer.PushCheckpoint(iter(chunks), timeout=30)
+        assert status().log_records == newer[-1].seq + 1
+        got = list(control_pb2_grpc.ControlStub(channel).StreamLogs(
+            control_pb2.StreamLogsRequest(id=exec_id, from_seq=held.log_records), timeout=10))
+    assert [(c.seq, c.data) for c in got] == [(c.seq, c.data) for c in newer]
+    a.roost("kill", exec_id)
+
+
 def test_mutual_tls_shuts_out_another_ca(tmp_path):
     """Daemons with certificates from one CA replicate and migrate over mutual TLS; a daemon
     (or a CLI) whose certificate comes from another CA can neither push, nor migrate, nor

@@ -353,10 +353,7 @@ class Replicas:
             self.handovers.check_prepare(header.id, header.prepare_epoch, record.epoch)
             record.prepared = f"{header.prepare_epoch} {header.owner} {header.source_address}"
         if self.pages.manifest(header.id, number) is not None:
-            for _ in chunks:                      # held already (an ack that was lost)
-                pass
-            if header.prepare_epoch:
-                self.store.put_execution(record)
+            received += self._store_records(header, record, chunks)
         else:
             received += self._store(header, record, chunks)
         if header.migration:
@@ -364,6 +361,32 @@ class Replicas:
         if header.prepare_epoch:
             self.handovers.watch(header.id, header.prepare_epoch)
         return pb.PushCheckpointResponse(number=number, bytes=received)
+
+    def _store_records(self, header: pb.CheckpointHeader, record: ExecutionRecord,
+                       chunks: Iterator[pb.CheckpointChunk]) -> int:
+        """A push of a checkpoint held already (an ack that was lost, or a migration's round
+        that a replica push of the same checkpoint beat): its frames are here, but the output
+        and journal records it carries may not be — they were read when it was sent, after
+        those of the earlier push, and the pusher counts them as held from now on."""
+        logs: list[pb.LogRecord] = []
+        journal: list[pb.JournalRecord] = []
+        received = 0
+        for chunk in chunks:
+            received += chunk.ByteSize()
+            kind = chunk.WhichOneof("part")
+            if kind == "log":
+                logs.append(chunk.log)
+            elif kind == "journal":
+                journal.append(chunk.journal)
+        if not (logs or journal or header.prepare_epoch):
+            return received
+        self.store.check_room(f"storing output pushed for {header.id}")
+        with self.store.txn(f"storing records pushed for {header.id}", write=True) as txn:
+            self.store.put_records(txn, header.id, [(r.seq, bytes((r.stream,)) + r.data) for r in logs],
+                                   [(r.seq, r.data) for r in journal])
+            if header.prepare_epoch:
+                self.store.put_execution_in(txn, record)
+        return received
 
     def _accept(self, header: pb.CheckpointHeader) -> ExecutionRecord:
         """The record this push updates; refuses stale epochs, and stops a local run that a

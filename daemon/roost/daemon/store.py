@@ -129,11 +129,15 @@ class Store:
             txn.put(key + b"/vfs", vfs, db=self.dbs["inputs"])
             txn.put(key, vfs, db=self.dbs["vfs"])
 
+    def put_execution_in(self, txn, record: ExecutionRecord) -> None:
+        """The record, in the caller's transaction."""
+        txn.put(record.id.encode(), record.to_json(), db=self.dbs["executions"])
+
     def put_execution(self, record: ExecutionRecord, vfs: bytes | None = None,
                       clear_timer: bool = False) -> None:
         key = record.id.encode()
         with self.txn(f"updating execution {record.id}", write=True) as txn:
-            txn.put(key, record.to_json(), db=self.dbs["executions"])
+            self.put_execution_in(txn, record)
             if vfs is not None:
                 txn.put(key, vfs, db=self.dbs["vfs"])
             if clear_timer:

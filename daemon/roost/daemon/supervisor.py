@@ -630,7 +630,7 @@ class Supervisor:
             self.pages.put(record, meta, frames, host, stack, page_map, delta, self.checkpoint_retain,
                            meta.get("wake_at_ns", 0), streamed=streamed,
                            referenced=uncommitted.referenced if uncommitted else None)
-        except StoreError as e:
+        except Exception as e:            # (any failure: a push waits on `committed`)
             record.checkpoints -= 1
             if uncommitted is not None:
                 uncommitted.committed.set_exception(e)
