@@ -137,10 +137,11 @@ class Roostd:
             return r.read().decode()
 
 
-def cluster(root: Path, n: int = 3, tls: list | None = None, config_text: str = "") -> list[Roostd]:
+def cluster(root: Path, n: int = 3, tls: list | None = None, config_text: str = "",
+            env: dict | None = None) -> list[Roostd]:
     """`n` roostds that name each other as peers (started)."""
     daemons = [Roostd(root / f"node{i}" / "data", config_text=config_text,
-                      tls=tls[i] if tls else None) for i in range(n)]
+                      tls=tls[i] if tls else None, env=env) for i in range(n)]
     for d in daemons:
         d.extra = [a for o in daemons if o is not d for a in ("--peer", o.addr)]
     for d in daemons:

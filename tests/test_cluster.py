@@ -36,6 +36,12 @@ def start(daemon: Roostd, wasm, *args: str, opts: tuple = ()) -> str:
     return daemon.roost("run", "--detach", *opts, str(wasm), "--", *args, check=True).stdout.decode().strip()
 
 
+def spin(daemon: Roostd, *args: str):
+    """spin_print started on `daemon` with `args`: (its plain run, the execution's id)."""
+    wasm = compile_guest("spin_print")
+    return run_native(wasm, ["spin_print", *args]), start(daemon, wasm, *args)
+
+
 def migrate(daemon: Roostd, exec_id: str, to: Roostd, *opts: str) -> dict:
     """`roost migrate --json` through `daemon`; the report."""
     done = daemon.roost("migrate", exec_id, "--to", to.addr, "--json", *opts, timeout=180)
@@ -199,10 +205,7 @@ def test_a_standby_whose_source_died_goes_and_never_runs(tmp_path):
 
 def test_kill_of_the_source_after_the_handover_leaves_it_on_the_target(nodes):
     a, b, _ = nodes
-    wasm = compile_guest("spin_print")
-    args = ["1500", "4000000"]
-    native = run_native(wasm, ["spin_print", *args])
-    exec_id = start(a, wasm, *args)
+    native, exec_id = spin(a, "1500", "4000000")
     time.sleep(1)
     migrate(a, exec_id, b)
     a.kill9()
@@ -211,6 +214,29 @@ def test_kill_of_the_source_after_the_handover_leaves_it_on_the_target(nodes):
     a.restart()                                   # it knows the execution moved: no second run
     assert inspect(a, exec_id)["owner"] == b.node_id
     same_output(a, exec_id, native)
+
+
+def test_a_released_worker_exiting_late_leaves_the_execution_that_came_back(tmp_path):
+    """A source's worker that its handover released can still be exiting when the execution
+    comes back to that daemon: the execution runs there at once, and the late exit changes
+    neither its record nor which worker the daemon follows (a COMMIT took that worker for a
+    running execution and did nothing; its exit then wrote the record of the epoch before)."""
+    a, b = cluster(tmp_path / "linger", n=2, env={"ROOST_FAULTS": "released_linger_ms=4000"})
+    try:
+        native, exec_id = spin(a, "2000", "4000000")
+        time.sleep(0.5)
+        migrate(a, exec_id, b)
+        migrate(b, exec_id, a)                    # a's first worker has 4 s left to exit
+        record = inspect(a, exec_id)
+        assert (record["owner"], record["state"], int(record["epoch"])) == (a.node_id, "RUNNING", 3)
+        time.sleep(4.5)                           # ... and has exited now
+        record = inspect(a, exec_id)
+        assert (record["owner"], record["state"], int(record["epoch"])) == (a.node_id, "RUNNING", 3)
+        assert a.roost("wait", exec_id, timeout=120).returncode == native.exit_code
+        same_output(a, exec_id, native)
+    finally:
+        for d in (a, b):
+            d.stop()
 
 
 def test_stale_epochs_are_refused(nodes):

@@ -22,6 +22,8 @@ class Fault(enum.Enum):
     DIE_MID_CHECKPOINT_SEND = "die_mid_checkpoint_send" # worker: kill -9 halfway through sending
                                                         # checkpoint N (the background write)
     DAEMON_DIE_AFTER_CHECKPOINTS = "daemon_die_after_checkpoints"  # roostd: kill -9 after committing N
+    RELEASED_LINGER_MS = "released_linger_ms"           # worker: exit N ms after a handover
+                                                        # released it (a slow teardown)
 
 
 def _parse(raw: str) -> dict[Fault, tuple[int, str]]:

@@ -156,7 +156,7 @@ class Handovers:
         with self._deciding:
             record = self.store.get_execution(request.id)
             if (record.owner == self.supervisor.node_id and record.epoch == request.epoch
-                    or self.supervisor.is_running_here(request.id)):
+                    or self.supervisor.is_running_here(request.id, request.epoch)):
                 return pb.HandoverResponse(ok=True)      # a retry: it runs here already
             if not record.prepared or record.prepared.split()[0] != str(request.epoch):
                 raise StateConflict(f"handover of {request.id}: not prepared for epoch {request.epoch}")

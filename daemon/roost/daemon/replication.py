@@ -104,6 +104,8 @@ class Pusher:
     def _push(self, client: PeerClient, exec_id: str, number: int | None, migration: str,
               prepare_epoch: int, uncommitted: Uncommitted | None) -> int:
         record = self.store.get_execution(exec_id)
+        if not migration and not self.supervisor.owns(record):
+            return 0       # handed over since it was committed: its new owner replicates it
         status = self._status(client, record)
         if status.found and status.epoch > record.epoch:
             raise Superseded(status.owner, status.owner_address, status.epoch)

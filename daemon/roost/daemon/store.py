@@ -143,6 +143,19 @@ class Store:
             if clear_timer:
                 txn.delete(key, db=self.dbs["timers"])
 
+    def put_execution_unless_newer(self, record: ExecutionRecord, vfs: bytes | None = None) -> bool:
+        """`put_execution`, unless the store knows the execution at a newer epoch (read and
+        written in one transaction); whether it wrote."""
+        key = record.id.encode()
+        with self.txn(f"updating execution {record.id}", write=True) as txn:
+            raw = txn.get(key, db=self.dbs["executions"])
+            if raw is not None and ExecutionRecord.from_json(raw).epoch > record.epoch:
+                return False
+            self.put_execution_in(txn, record)
+            if vfs is not None:
+                txn.put(key, vfs, db=self.dbs["vfs"])
+        return True
+
     def get_execution(self, exec_id: str) -> ExecutionRecord:
         with self.txn(f"reading execution {exec_id}") as txn:
             raw = txn.get(exec_id.encode(), db=self.dbs["executions"])

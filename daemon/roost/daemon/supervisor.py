@@ -251,8 +251,11 @@ class Supervisor:
         if live is not None:
             live.touched = time.monotonic()
 
-    def is_running_here(self, exec_id: str) -> bool:
-        return exec_id in self._live
+    def is_running_here(self, exec_id: str, epoch: int) -> bool:
+        """A worker runs the execution here as its owner at `epoch` (not one that a handover
+        released and that has yet to exit)."""
+        live = self._live.get(exec_id)
+        return live is not None and live.record.epoch == epoch and self.owns(live.record)
 
     def has_standby(self, exec_id: str) -> bool:
         return exec_id in self._standby
@@ -721,12 +724,15 @@ class Supervisor:
             record.finished_at = time.time()
             metrics.EXECUTION_ENDS.labels(state=record.state.value).inc()
         try:
-            self.store.put_execution(record, vfs)
+            # A worker released by a handover may exit after the execution came back here at
+            # a newer epoch: its record is stale then, and so is its place in `_live`.
+            self.store.put_execution_unless_newer(record, vfs)
         except StoreError as e:     # still full: the store keeps RUNNING, resumed at next start
             log.error("%s: cannot record %s: %s", record.id, record.state.value, e)
         live.worker.link.close()
         with self._lock:
-            self._live.pop(record.id, None)
+            if self._live.get(record.id) is live:
+                self._live.pop(record.id)
         with live.changed:
             live.changed.notify_all()
         with self._ended:

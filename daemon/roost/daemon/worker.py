@@ -402,6 +402,8 @@ class Guest:
         process's teardown does not compete with it). True to resume."""
         self._background.wait()
         self._decided.wait(timeout)
+        if self._decision == "release" and faults.value(Fault.RELEASED_LINGER_MS):
+            time.sleep(faults.value(Fault.RELEASED_LINGER_MS) / 1e3)
         return self._decision == "resume"
 
     def decide(self, decision: str) -> None:
