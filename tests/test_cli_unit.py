@@ -18,7 +18,7 @@ import pytest
 
 from roost.client import cli, commands, copyout, display, mounts
 from roost.client.api import Client
-from roost.client.attach import Reconnect, follow_logs
+from roost.client.attach import Follow, Reconnect, follow_logs
 from roost.client.errors import LocalError, MountError, RoostClientError
 from roost.v1 import control_pb2 as pb
 from roost.v1 import control_pb2_grpc
@@ -536,6 +536,26 @@ def test_follow_logs_returns_next_seq(fake: tuple[FakeControl, str]) -> None:
     with Client(addr) as client:
         assert follow_logs(client, "ex-1", write=lambda c: seen.append(c.data)) == 2
     assert seen == [b"a", b"b"]
+
+
+def test_follow_notices_two_daemons_naming_each_other() -> None:
+    """During a handover the source and the target can each name the other as the owner for a
+    moment: following them must notice (and wait) instead of asking in a tight loop."""
+    class Daemon:
+        def __init__(self, addr: str) -> None:
+            self.addr = addr
+
+        def at(self, addr: str) -> "Daemon":
+            return Daemon(addr)
+
+    def answer(served_by: str, owner: str) -> pb.Execution:
+        return pb.Execution(id="ex-1", served_by=served_by, owner=owner, owner_address=f"{owner}:1")
+
+    follow = Follow(Daemon("a:1"))
+    assert follow.track(answer("a", "b")) and not follow.bouncing and follow.client.addr == "b:1"
+    assert follow.track(answer("b", "a")) and follow.bouncing and follow.client.addr == "a:1"
+    assert not follow.track(answer("a", "a")) and not follow.bouncing
+    assert follow.track(answer("a", "c")) and not follow.bouncing
 
 
 def test_ps_and_wait_json(fake: tuple[FakeControl, str], capsys: pytest.CaptureFixture[str]) -> None:

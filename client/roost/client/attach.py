@@ -103,12 +103,20 @@ class Follow:
 
     def __init__(self, client: Client) -> None:
         self.client = client
+        self.bouncing = False       # the last move led back to a daemon that sent us away
+        self._left: set[str] = set()
 
     def track(self, execution: pb.Execution) -> bool:
-        """Switch to the execution's new daemon if it moved; True if it did."""
+        """Switch to the execution's new daemon if it moved; True if it did. Two daemons can
+        each name the other for a moment (a handover between its decision and the target's
+        record of it): `bouncing` says so, and the caller waits before asking again."""
         address = moved(execution)
         if not address or address == self.client.addr:
+            self._left.clear()
+            self.bouncing = False
             return False
+        self._left.add(self.client.addr)
+        self.bouncing = address in self._left
         self.client = self.client.at(address)
         return True
 
@@ -140,6 +148,8 @@ def follow_logs(
         if execution.state in ENDED_STATES and not moved(execution):
             return next_seq
         if follow.track(execution):
+            if follow.bouncing:
+                reconnect.idle()
             continue                          # it migrated: go on where it runs now
         # The stream closed cleanly while the execution runs on (a daemon shutting down).
         reconnect.idle()

@@ -177,7 +177,7 @@ def wait_until_ended(client: Client, id: str, reconnect: Reconnect,
         execution = reconnect.call(lambda: follow.client.wait(id))
         if execution.state in display.ENDED_STATES and not moved(execution):
             return execution
-        if not follow.track(execution):
+        if not follow.track(execution) or follow.bouncing:
             reconnect.idle()
 
 

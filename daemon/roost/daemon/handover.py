@@ -111,10 +111,12 @@ class Handovers:
         return Outcome.ABORTED
 
     def _confirmed(self, exec_id: str, epoch: int) -> None:
-        record = self.store.get_execution(exec_id)
-        if record.handing_over == epoch:
+        def confirm(record) -> bool:
+            if record.handing_over != epoch:
+                return False
             record.handing_over = 0
-            self.store.put_execution(record)
+            return True
+        self.store.update_execution(exec_id, confirm)
 
     def _retry_commit(self, exec_id: str, epoch: int, address: str) -> None:
         def run() -> None:

@@ -26,7 +26,7 @@ cursor scan from (id, seq).
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -142,6 +142,19 @@ class Store:
                 txn.put(key, vfs, db=self.dbs["vfs"])
             if clear_timer:
                 txn.delete(key, db=self.dbs["timers"])
+
+    def update_execution(self, exec_id: str, change: Callable[[ExecutionRecord], bool]) -> None:
+        """Read, `change` (True: write it back) and write the record in one transaction: a
+        record read, then written, by two threads at once loses one's change (a handover's
+        COMMIT landing between another thread's read and write)."""
+        key = exec_id.encode()
+        with self.txn(f"updating execution {exec_id}", write=True) as txn:
+            raw = txn.get(key, db=self.dbs["executions"])
+            if raw is None:
+                raise NotFound(f"execution {exec_id} not found")
+            record = ExecutionRecord.from_json(raw)
+            if change(record):
+                self.put_execution_in(txn, record)
 
     def put_execution_unless_newer(self, record: ExecutionRecord, vfs: bytes | None = None) -> bool:
         """`put_execution`, unless the store knows the execution at a newer epoch (read and

@@ -465,9 +465,10 @@ class Supervisor:
 
     def mark_migrating(self, exec_id: str, target: str, address: str, epoch: int) -> None:
         """A migration of an execution with no worker (paused, sleeping): undecided from now."""
-        record = self.store.get_execution(exec_id)
-        record.migration = f"{epoch} {target} {address}"
-        self.store.put_execution(record)
+        def mark(record: ExecutionRecord) -> bool:
+            record.migration = f"{epoch} {target} {address}"
+            return True
+        self.store.update_execution(exec_id, mark)
 
     def throttle(self, exec_id: str, fraction: float) -> None:
         """Slow a running guest to (1 - fraction) of its speed (0: full speed again)."""
@@ -496,12 +497,16 @@ class Supervisor:
 
     def note_replica(self, exec_id: str, node: str) -> None:
         """`node` holds a replica of the execution (for inspect)."""
-        live = self._live.get(exec_id)
-        record = live.record if live is not None else self.store.get_execution(exec_id)
-        if node and node not in record.replicas:
+        def add(record: ExecutionRecord) -> bool:
+            if not node or node in record.replicas:
+                return False
             record.replicas = sorted({*record.replicas, node})
-            if live is None:
-                self.store.put_execution(record)
+            return True
+        live = self._live.get(exec_id)
+        if live is not None:
+            add(live.record)                     # (written with its next change)
+        else:
+            self.store.update_execution(exec_id, add)
 
     def _changed(self, exec_id: str) -> None:
         with self._ended:
