@@ -6,10 +6,12 @@ CA shut out. Output is always compared byte for byte with a plain wasmtime run."
 from __future__ import annotations
 
 import json
+import random
 import re
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import grpc
 import pytest
@@ -85,27 +87,50 @@ def test_live_migration_back_and_forth_ten_times(nodes, tmp_path, guest):
     """A guest moved live ten times around the three daemons (each move asked of the daemon
     it runs on) finishes with output byte-identical to a plain run; the CLI attached to the
     first daemon follows it to the end; each report is consistent."""
+    _moved_around(nodes, tmp_path, guest, ["2000", "4000000"], moves=10)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_soak_migrations_racing_replication(nodes, tmp_path):
+    """Soak (`bash tests/run.sh -m slow -k soak_migrations`): a file-writing guest that
+    checkpoints every 0.2 s — its replica pushes race the migrations' rounds to the same peers —
+    moved 40 times among the three daemons at random moments, to a random other daemon."""
+    rng = random.Random(5)
+    _moved_around(nodes, tmp_path, "files", ["9000", "4000000"], moves=40,
+                  opts=("--checkpoint-every", "0.2"),
+                  pick=lambda here, k: rng.choice([d for d in nodes if d is not here]),
+                  pause=lambda: time.sleep(rng.uniform(0.0, 0.4)))
+
+
+def _moved_around(nodes: list[Roostd], tmp_path, guest: str, args: list[str], moves: int,
+                  opts: tuple = (), pick=None, pause=lambda: None) -> None:
+    """Run `guest` attached to the first daemon, move it `moves` times (by default around
+    the three in turn, each move asked of the daemon it runs on), then check its output (as
+    the CLI streamed it, and as any daemon serves it) and its files against a plain run."""
+    pick = pick or (lambda here, k: nodes[(nodes.index(here) + 1 + k % 2) % 3])
     if guest == "compute":
-        wasm, args, mounts, opts = compile_guest("spin_print"), ["2000", "4000000"], [], ()
+        wasm, mounts = compile_guest("spin_print"), []
     else:
         data = tmp_path / "data"
         data.mkdir()
         (data / "journal.txt").write_text("existing line\n")
-        wasm, args = compile_guest("file_journal"), ["2000", "4000000"]
-        mounts, opts = [(data, "/data")], ("--mount", f"{data}:/data")
+        wasm, mounts = compile_guest("file_journal"), [(data, "/data")]
+        opts = (*opts, "--mount", f"{data}:/data")
     native = run_native(wasm, [wasm.stem, *args], mounts=mounts, keep=tmp_path / "native")
     a = nodes[0]
     attached = subprocess.Popen([str(BIN / "roost"), "--addr", a.addr, "run", *opts, str(wasm),
                                  "--", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     exec_id = wait_until(lambda: _only_execution(a), timeout=60, what="the execution")
     here = a
-    for k in range(10):
-        there = nodes[(nodes.index(here) + 1 + k % 2) % 3]
+    for k in range(moves):
+        there = pick(here, k)
         report = migrate(here, exec_id, there)
         assert report["target"] == there.node_id and int(report["epoch"]) == k + 2
         assert not report["cold"] and int(report["rounds"]) >= 1
         here = there
-    out, err = attached.communicate(timeout=300)
+        pause()
+    out, err = attached.communicate(timeout=600)
     assert (out, err) == (native.stdout, native.stderr)
     assert attached.returncode == native.exit_code
     same_output(a, exec_id, native)               # asked of the first daemon: it redirects
@@ -237,6 +262,35 @@ def test_a_released_worker_exiting_late_leaves_the_execution_that_came_back(tmp_
     finally:
         for d in (a, b):
             d.stop()
+
+
+def test_a_migration_after_one_that_failed_past_its_stop_holds_the_guest_again(tmp_path):
+    """A migration refused at PREPARE, after its final stop, resumes the guest in place; the
+    next migration out of the same worker must hold the guest stopped again until its handover
+    is decided, and the worker must exit once it is (the first migration's `resume`, left
+    over, made that worker run the guest on after the handover: two running copies)."""
+    marker = tmp_path / "refused"
+    a, b = cluster(tmp_path / "refuse", n=2, env={"ROOST_FAULTS": f"refuse_prepare=1@{marker}"})
+    try:
+        native, exec_id = spin(a, "2500", "4000000")
+        time.sleep(0.5)
+        refused = a.roost("migrate", exec_id, "--to", b.addr, timeout=180)
+        assert refused.returncode != 0 and marker.exists(), refused.stderr
+        worker = int(inspect(a, exec_id)["worker_pid"])
+        migrate(a, exec_id, b)
+        wait_until(lambda: worker not in _children(a), timeout=10, what="the source's worker to exit")
+        assert b.roost("wait", exec_id, timeout=120).returncode == native.exit_code
+        same_output(b, exec_id, native)
+    finally:
+        for d in (a, b):
+            d.stop()
+
+
+def _children(daemon: Roostd) -> list[int]:
+    """The daemon's child processes (its workers, and the spare one it keeps started)."""
+    pid = daemon.proc.pid
+    tasks = Path(f"/proc/{pid}/task")
+    return [int(c) for t in tasks.iterdir() for c in (t / "children").read_text().split()]
 
 
 def test_stale_epochs_are_refused(nodes):

@@ -24,6 +24,8 @@ class Fault(enum.Enum):
     DAEMON_DIE_AFTER_CHECKPOINTS = "daemon_die_after_checkpoints"  # roostd: kill -9 after committing N
     RELEASED_LINGER_MS = "released_linger_ms"           # worker: exit N ms after a handover
                                                         # released it (a slow teardown)
+    REFUSE_PREPARE = "refuse_prepare"                   # roostd: refuse a handover's PREPARE
+                                                        # (give it a marker: the first only)
 
 
 def _parse(raw: str) -> dict[Fault, tuple[int, str]]:
@@ -46,9 +48,14 @@ def value(fault: Fault) -> int:
     return 0 if marker and os.path.exists(marker) else number
 
 
-def crash(fault: Fault) -> None:
-    """Die like `kill -9` at this point (creating the marker first, if the point has one)."""
+def spend(fault: Fault) -> None:
+    """The point fired: create its marker, so that it fires no more."""
     marker = ARMED[fault][1]
     if marker:
         open(marker, "w").close()
+
+
+def crash(fault: Fault) -> None:
+    """Die like `kill -9` at this point (creating the marker first, if the point has one)."""
+    spend(fault)
     os.kill(os.getpid(), signal.SIGKILL)

@@ -30,8 +30,9 @@ from collections.abc import Iterator
 
 from roost.v1 import peer_pb2 as pb
 
-from . import metrics, pagemap
+from . import faults, metrics, pagemap
 from .errors import InvalidRequest, NotFound, StateConflict
+from .faults import Fault
 from .pagestore import COMMITTED, PageStore, Uncommitted
 from .peers import PeerClient, PeerError
 from .records import ExecutionRecord
@@ -352,6 +353,9 @@ class Replicas:
         record = self._accept(header)
         number, received = header.number, first.ByteSize()
         if header.prepare_epoch:
+            if faults.value(Fault.REFUSE_PREPARE):
+                faults.spend(Fault.REFUSE_PREPARE)
+                raise StateConflict(f"handover of {header.id}: refused (fault point)")
             self.handovers.check_prepare(header.id, header.prepare_epoch, record.epoch)
             record.prepared = f"{header.prepare_epoch} {header.owner} {header.source_address}"
         if self.pages.manifest(header.id, number) is not None:

@@ -398,19 +398,24 @@ class Supervisor:
         committed (it can be pushed meanwhile; its `committed` says when it is stored)."""
         live = self._running(exec_id)
         live.record.migration = f"{epoch} {target} {address}"
-        n = live.migrate_request = self._ask(live, "migrate")
+        n = self._ask(live, "migrate")
         # Answered as soon as the checkpoint is being committed, its worker holding the
         # stopped guest until `release` or `take_back`.
         with live.changed:
             live.changed.wait_for(lambda: live.requests.get(n) is not None
                                   or live.record.id not in self._live, timeout=timeout)
             result = live.requests.pop(n, None)
-        if result is None:
-            if live.record.id in self._live:
-                raise TimedOut(f"execution {exec_id} did not reach a safepoint in {timeout:g} s")
-            raise StateConflict(f"execution {exec_id} ended ({live.record.state.value}) instead of "
-                                "stopping for its migration")
-        return result["uncommitted"]
+        if result is not None and "uncommitted" in result:
+            return result["uncommitted"]
+        live.record.migration = ""
+        if result is not None:                   # (a durable sleep came first: it stops too)
+            raise StateConflict(f"execution {exec_id} stopped for a {result.get('reason')} "
+                                "checkpoint instead of its migration: migrate it again")
+        if live.record.id in self._live:
+            self._decide(exec_id, "resume")      # for the stop it may still reach
+            raise TimedOut(f"execution {exec_id} did not reach a safepoint in {timeout:g} s")
+        raise StateConflict(f"execution {exec_id} ended ({live.record.state.value}) instead of "
+                            "stopping for its migration")
 
     def give_up(self, exec_id: str, owner: str, address: str, epoch: int) -> None:
         """The decision of a migration: the execution is `owner`'s at `epoch` from now on;
@@ -680,6 +685,8 @@ class Supervisor:
             n = live.next_request
             live.requests[n] = None
             live.requests[("at", n)] = time.monotonic()
+            if action == "migrate":              # known before the worker can answer it
+                live.migrate_request = n
         try:
             live.worker.link.send(CONTROL, {"action": action, "request": n})
         except OSError:

@@ -402,14 +402,20 @@ class Guest:
         process's teardown does not compete with it). True to resume."""
         self._background.wait()
         self._decided.wait(timeout)
-        if self._decision == "release" and faults.value(Fault.RELEASED_LINGER_MS):
+        with self._lock:                     # consumed: the next migration waits for its own
+            decision, self._decision = self._decision, "release"
+            self._decided.clear()
+        if decision == "release" and faults.value(Fault.RELEASED_LINGER_MS):
             time.sleep(faults.value(Fault.RELEASED_LINGER_MS) / 1e3)
-        return self._decision == "resume"
+        return decision == "resume"
 
     def decide(self, decision: str) -> None:
-        """`resume` or `release` a guest held for its migration (control thread)."""
-        self._decision = decision
-        self._decided.set()
+        """`resume` or `release` a guest held for its migration (control thread); a decision
+        that comes before the stop (the migration gave up while the guest ran on to it) waits
+        for it."""
+        with self._lock:
+            self._decision = decision
+            self._decided.set()
 
     def _send_checkpoint(self, meta: dict, state, stack: bytes, staged: staging.Staged,
                          stopped: float, continuing: bool) -> None:
