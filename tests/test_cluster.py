@@ -293,6 +293,21 @@ def _children(daemon: Roostd) -> list[int]:
     return [int(c) for t in tasks.iterdir() for c in (t / "children").read_text().split()]
 
 
+def test_cold_migration_of_a_big_running_guest(nodes):
+    """--cold moves a running 96 MiB guest that rewrites its memory in one stop-and-copy: the
+    final checkpoint holds all of it (streamed to the target while the source commits it)."""
+    a, b, _ = nodes
+    wasm = compile_guest("big_rewrite")
+    args = ["96", "30", "50"]
+    native = run_native(wasm, ["big_rewrite", *args])
+    exec_id = start(a, wasm, *args)
+    wait_until(lambda: int(inspect(a, exec_id)["stdout_bytes"]) > 0, timeout=60, what="output")
+    report = migrate(a, exec_id, b, "--cold")
+    assert report["cold"] and int(report["rounds"]) == 0 and report["target"] == b.node_id
+    assert b.roost("wait", exec_id, timeout=300).returncode == native.exit_code
+    same_output(b, exec_id, native)
+
+
 def test_stale_epochs_are_refused(nodes):
     """After a handover the old owner's epoch is stale: a push carrying it is refused, and the
     daemon answers FAILED_PRECONDITION."""

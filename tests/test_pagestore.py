@@ -175,9 +175,10 @@ def test_uncommitted_checkpoint_reads_as_it_will_be_stored(tmp_path):
                                         stored, zeroed)
     manifest = {"number": number, "journal_seq": 0, "memory_bytes": len(guest.memory)}
     pending = Uncommitted("e1", number, dict(manifest), page_map, b"host", b"stack",
-                          frames[streamed:], streamed, guest.record.to_json(),
-                          frozenset(page_map.referenced()))
+                          [memoryview(f) for f in frames[streamed:]], streamed,  # (as a big
+                          guest.record.to_json(), frozenset(page_map.referenced()))  # frame gives them)
     before = list(pending.iter_frames(guest.pages, number))
+    assert all(type(frame) is bytes for _, frame in before)      # what protobuf takes
     guest.pages.put(guest.record, manifest, frames[streamed:], b"host", b"stack", page_map, delta,
                     RETAIN, streamed=streamed)
     after = list(pending.iter_frames(guest.pages, number))

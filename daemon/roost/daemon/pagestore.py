@@ -69,7 +69,8 @@ class Uncommitted:
             if index >= self.streamed:           # committed meanwhile: those are below
                 break
             yield index, frame
-        yield from enumerate(self.frames, self.streamed)
+        for index, frame in enumerate(self.frames, self.streamed):
+            yield index, bytes(frame)            # (a view into a big frame from the worker)
 
 
 class PageStore:

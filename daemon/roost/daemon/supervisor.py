@@ -635,8 +635,9 @@ class Supervisor:
         record.checkpoints += 1
         uncommitted = None
         if meta["reason"] == "migrate":          # pushed while it is written: answer now
-            uncommitted = Uncommitted(record.id, meta["number"], dict(meta), page_map, host, stack,
-                                      frames, streamed, record.to_json(),
+            # (bytes: from a big frame of the worker's they are views, protobuf wants bytes)
+            uncommitted = Uncommitted(record.id, meta["number"], dict(meta), page_map, bytes(host),
+                                      bytes(stack), frames, streamed, record.to_json(),
                                       frozenset(page_map.referenced()))
             self._answer(live, {**meta, "uncommitted": uncommitted}, only=live.migrate_request)
         try:
