@@ -38,10 +38,10 @@ def start(daemon: Roostd, wasm, *args: str, opts: tuple = ()) -> str:
     return daemon.roost("run", "--detach", *opts, str(wasm), "--", *args, check=True).stdout.decode().strip()
 
 
-def spin(daemon: Roostd, *args: str):
-    """spin_print started on `daemon` with `args`: (its plain run, the execution's id)."""
-    wasm = compile_guest("spin_print")
-    return run_native(wasm, ["spin_print", *args]), start(daemon, wasm, *args)
+def started(daemon: Roostd, guest: str, *args: str):
+    """Test guest `guest` started on `daemon` with `args`: (its plain run, the execution's id)."""
+    wasm = compile_guest(guest)
+    return run_native(wasm, [guest, *args]), start(daemon, wasm, *args)
 
 
 def migrate(daemon: Roostd, exec_id: str, to: Roostd, *opts: str) -> dict:
@@ -171,10 +171,7 @@ def test_kill_of_the_target_during_migration_keeps_it_on_the_source(nodes):
     """kill -9 of the target while a 96 MiB guest is being pre-copied to it: the migration
     fails, the guest goes on where it was, and the target, restarted, never runs it."""
     a, b, _ = nodes
-    wasm = compile_guest("big_rewrite")
-    args = ["96", "40", "50"]
-    native = run_native(wasm, ["big_rewrite", *args])
-    exec_id = start(a, wasm, *args)
+    native, exec_id = started(a, "big_rewrite", "96", "40", "50")
     wait_until(lambda: int(inspect(a, exec_id)["stdout_bytes"]) > 0, timeout=60, what="first round")
     failed: list = []
     mover = threading.Thread(target=lambda: failed.append(a.roost(
@@ -230,7 +227,7 @@ def test_a_standby_whose_source_died_goes_and_never_runs(tmp_path):
 
 def test_kill_of_the_source_after_the_handover_leaves_it_on_the_target(nodes):
     a, b, _ = nodes
-    native, exec_id = spin(a, "1500", "4000000")
+    native, exec_id = started(a, "spin_print", "1500", "4000000")
     time.sleep(1)
     migrate(a, exec_id, b)
     a.kill9()
@@ -248,7 +245,7 @@ def test_a_released_worker_exiting_late_leaves_the_execution_that_came_back(tmp_
     running execution and did nothing; its exit then wrote the record of the epoch before)."""
     a, b = cluster(tmp_path / "linger", n=2, env={"ROOST_FAULTS": "released_linger_ms=4000"})
     try:
-        native, exec_id = spin(a, "2000", "4000000")
+        native, exec_id = started(a, "spin_print", "2000", "4000000")
         time.sleep(0.5)
         migrate(a, exec_id, b)
         migrate(b, exec_id, a)                    # a's first worker has 4 s left to exit
@@ -272,7 +269,7 @@ def test_a_migration_after_one_that_failed_past_its_stop_holds_the_guest_again(t
     marker = tmp_path / "refused"
     a, b = cluster(tmp_path / "refuse", n=2, env={"ROOST_FAULTS": f"refuse_prepare=1@{marker}"})
     try:
-        native, exec_id = spin(a, "2500", "4000000")
+        native, exec_id = started(a, "spin_print", "2500", "4000000")
         time.sleep(0.5)
         refused = a.roost("migrate", exec_id, "--to", b.addr, timeout=180)
         assert refused.returncode != 0 and marker.exists(), refused.stderr
@@ -288,19 +285,20 @@ def test_a_migration_after_one_that_failed_past_its_stop_holds_the_guest_again(t
 
 def _children(daemon: Roostd) -> list[int]:
     """The daemon's child processes (its workers, and the spare one it keeps started)."""
-    pid = daemon.proc.pid
-    tasks = Path(f"/proc/{pid}/task")
-    return [int(c) for t in tasks.iterdir() for c in (t / "children").read_text().split()]
+    children = []
+    for task in Path(f"/proc/{daemon.proc.pid}/task").iterdir():
+        try:
+            children += [int(c) for c in (task / "children").read_text().split()]
+        except FileNotFoundError:        # a thread that ended meanwhile
+            pass
+    return children
 
 
 def test_cold_migration_of_a_big_running_guest(nodes):
     """--cold moves a running 96 MiB guest that rewrites its memory in one stop-and-copy: the
     final checkpoint holds all of it (streamed to the target while the source commits it)."""
     a, b, _ = nodes
-    wasm = compile_guest("big_rewrite")
-    args = ["96", "30", "50"]
-    native = run_native(wasm, ["big_rewrite", *args])
-    exec_id = start(a, wasm, *args)
+    native, exec_id = started(a, "big_rewrite", "96", "30", "50")
     wait_until(lambda: int(inspect(a, exec_id)["stdout_bytes"]) > 0, timeout=60, what="output")
     report = migrate(a, exec_id, b, "--cold")
     assert report["cold"] and int(report["rounds"]) == 0 and report["target"] == b.node_id
