@@ -388,11 +388,16 @@ class Replicas:
             return received
         self.store.check_room(f"storing output pushed for {header.id}")
         with self.store.txn(f"storing records pushed for {header.id}", write=True) as txn:
-            self.store.put_records(txn, header.id, [(r.seq, bytes((r.stream,)) + r.data) for r in logs],
-                                   [(r.seq, r.data) for r in journal])
+            self._put_records(txn, header.id, logs, journal)
             if header.prepare_epoch:
                 self.store.put_execution_in(txn, record)
         return received
+
+    def _put_records(self, txn, exec_id: str, logs: list[pb.LogRecord],
+                     journal: list[pb.JournalRecord]) -> None:
+        """Pushed output and journal records, at their owner's seqs, in the caller's transaction."""
+        self.store.put_records(txn, exec_id, [(r.seq, bytes((r.stream,)) + r.data) for r in logs],
+                               [(r.seq, r.data) for r in journal])
 
     def _accept(self, header: pb.CheckpointHeader) -> ExecutionRecord:
         """The record this push updates; refuses stale epochs, and stops a local run that a
@@ -488,8 +493,7 @@ class Replicas:
             self.supervisor.apply_arrived(exec_id, number, manifest["memory_bytes"], page_map, arrived)
 
         def also(txn) -> None:
-            self.store.put_records(txn, exec_id, [(r.seq, bytes((r.stream,)) + r.data) for r in logs],
-                                   [(r.seq, r.data) for r in journal])
+            self._put_records(txn, exec_id, logs, journal)
         self.pages.put(record, manifest, batch, header.host, header.stack, page_map, None,
                        self.retain, streamed=streamed, also=also)
         return received

@@ -134,47 +134,43 @@ class Store:
         txn.put(record.id.encode(), record.to_json(), db=self.dbs["executions"])
 
     def put_execution(self, record: ExecutionRecord, vfs: bytes | None = None,
-                      clear_timer: bool = False) -> None:
+                      clear_timer: bool = False, unless_newer: bool = False) -> bool:
+        """Write the record (and the final filesystem); with `unless_newer`, not over one at a
+        newer epoch (read and written in one transaction). Whether it wrote."""
         key = record.id.encode()
         with self.txn(f"updating execution {record.id}", write=True) as txn:
+            if unless_newer:
+                stored = self._read_execution(txn, record.id)
+                if stored is not None and stored.epoch > record.epoch:
+                    return False
             self.put_execution_in(txn, record)
             if vfs is not None:
                 txn.put(key, vfs, db=self.dbs["vfs"])
             if clear_timer:
                 txn.delete(key, db=self.dbs["timers"])
+        return True
 
     def update_execution(self, exec_id: str, change: Callable[[ExecutionRecord], bool]) -> None:
         """Read, `change` (True: write it back) and write the record in one transaction: a
         record read, then written, by two threads at once loses one's change (a handover's
         COMMIT landing between another thread's read and write)."""
-        key = exec_id.encode()
         with self.txn(f"updating execution {exec_id}", write=True) as txn:
-            raw = txn.get(key, db=self.dbs["executions"])
-            if raw is None:
+            record = self._read_execution(txn, exec_id)
+            if record is None:
                 raise NotFound(f"execution {exec_id} not found")
-            record = ExecutionRecord.from_json(raw)
             if change(record):
                 self.put_execution_in(txn, record)
 
-    def put_execution_unless_newer(self, record: ExecutionRecord, vfs: bytes | None = None) -> bool:
-        """`put_execution`, unless the store knows the execution at a newer epoch (read and
-        written in one transaction); whether it wrote."""
-        key = record.id.encode()
-        with self.txn(f"updating execution {record.id}", write=True) as txn:
-            raw = txn.get(key, db=self.dbs["executions"])
-            if raw is not None and ExecutionRecord.from_json(raw).epoch > record.epoch:
-                return False
-            self.put_execution_in(txn, record)
-            if vfs is not None:
-                txn.put(key, vfs, db=self.dbs["vfs"])
-        return True
+    def _read_execution(self, txn, exec_id: str) -> ExecutionRecord | None:
+        raw = txn.get(exec_id.encode(), db=self.dbs["executions"])
+        return None if raw is None else ExecutionRecord.from_json(raw)
 
     def get_execution(self, exec_id: str) -> ExecutionRecord:
         with self.txn(f"reading execution {exec_id}") as txn:
-            raw = txn.get(exec_id.encode(), db=self.dbs["executions"])
-        if raw is None:
+            record = self._read_execution(txn, exec_id)
+        if record is None:
             raise NotFound(f"execution {exec_id} not found")
-        return ExecutionRecord.from_json(raw)
+        return record
 
     def list_executions(self) -> list[ExecutionRecord]:
         with self.txn("listing executions") as txn:

@@ -739,7 +739,7 @@ class Supervisor:
         try:
             # A worker released by a handover may exit after the execution came back here at
             # a newer epoch: its record is stale then, and so is its place in `_live`.
-            self.store.put_execution_unless_newer(record, vfs)
+            self.store.put_execution(record, vfs, unless_newer=True)
         except StoreError as e:     # still full: the store keeps RUNNING, resumed at next start
             log.error("%s: cannot record %s: %s", record.id, record.state.value, e)
         live.worker.link.close()
