@@ -19,6 +19,7 @@ from roost.daemon.pagemap import PageMap
 from roost.daemon.pagestore import PageStore, Uncommitted
 from roost.daemon.records import ExecutionRecord
 from roost.daemon.snapshot import PAGE_BYTES, CorruptPage
+from roost.daemon.errors import StoreFull
 from roost.daemon.store import Store, log_key
 
 RETAIN = 2
@@ -186,3 +187,20 @@ def test_uncommitted_checkpoint_reads_as_it_will_be_stored(tmp_path):
     assert before == after == stored_frames == list(enumerate(frames))
     assert list(pending.iter_frames(guest.pages, 1)) == list(guest.pages.iter_frames("e1", 1))
     assert pending.referenced == guest.pages.referenced("e1", number)
+
+
+def test_a_write_bigger_than_the_reserve_is_store_full_with_the_advice(tmp_path):
+    """check_room keeps 5 % of the map for recording outcomes, but one append can be bigger than
+    that: LMDB's MAP_FULL must reach the user as StoreFull with the same advice (what roostd
+    pauses on), and the store must take small writes afterwards."""
+    store = Store(tmp_path, 8 << 20)
+    record = ExecutionRecord(id="e1", module_sha256="m", module_name="m", argv=["m"], env=[],
+                             mounts=[])
+    chunk = bytes(range(256)) * 4096                      # 1 MiB, incompressible to LMDB
+    with pytest.raises(StoreFull) as full:
+        for seq in range(16):
+            store.append(record, seq, [(1, chunk)], 0, [])
+    assert "the store is full: raise store.map_size_bytes" in str(full.value), full.value
+    assert "MDB_MAP_FULL" in str(full.value)              # a bigger append than the reserve
+    store.put_execution(record)
+    assert store.get_execution("e1").id == "e1"

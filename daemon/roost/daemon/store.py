@@ -37,6 +37,7 @@ from .records import ExecutionRecord, ModuleRecord
 
 FORMAT_VERSION = (1, 0)
 RESERVE_FRACTION = 0.95     # bulk writes stop here; the rest is kept for recording outcomes
+FULL_ADVICE = "the store is full: raise store.map_size_bytes or free disk space, then roost resume"
 DATABASES = ("meta", "modules", "blobs", "executions", "logs", "inputs", "vfs", "journal",
              "checkpoints", "pagemaps", "pages", "timers")
 _SEQ = struct.Struct(">Q")
@@ -64,10 +65,14 @@ class Store:
 
     @contextmanager
     def txn(self, what: str, write: bool = False) -> Iterator[lmdb.Transaction]:
-        """One transaction; LMDB errors become StoreError naming `what`."""
+        """One transaction; LMDB errors become StoreError naming `what`. A write bigger than
+        the reserve that check_room keeps can still fill the map: that is StoreFull too, with
+        the same advice, since the user's remedy is the same."""
         try:
             with self.env.begin(write=write) as txn:
                 yield txn
+        except lmdb.MapFullError as e:
+            raise StoreFull(f"{what}: {FULL_ADVICE} ({e})") from e
         except lmdb.Error as e:
             raise StoreError(f"{what}: {e}") from e
 
@@ -200,8 +205,7 @@ class Store:
         info = self.env.info()
         used = (info["last_pgno"] + 1) * self.env.stat()["psize"]
         if used > info["map_size"] * RESERVE_FRACTION:
-            raise StoreFull(f"{what}: the store is full ({used} of {info['map_size']} bytes used; "
-                            f"raise store.map_size_bytes or free disk space, then roost resume)")
+            raise StoreFull(f"{what}: {FULL_ADVICE} ({used} of {info['map_size']} bytes used)")
 
     # ---- logs and journal ----
     def append(self, record: ExecutionRecord, log_seq: int, chunks: list[tuple[int, bytes]],
