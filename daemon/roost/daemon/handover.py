@@ -35,6 +35,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import dataclass
 
 from roost.v1 import peer_pb2 as pb
 
@@ -45,6 +46,23 @@ from .supervisor import Supervisor
 log = logging.getLogger(__name__)
 Phase = pb.HandoverRequest.Phase
 DECISION_WAIT_SECONDS = 10.0     # prepared with no COMMIT/ABORT this long: ask the source
+
+
+@dataclass
+class Handed:
+    """A COMMIT's answer: the target's standby applying the last checkpoint, and when (this
+    daemon's clock) the guest ran there."""
+    restore_seconds: float
+    running_at: float
+
+
+def _running_at(sent: float, answered: float, response: pb.HandoverResponse) -> float:
+    """When the guest ran on the target, on this daemon's clock (the target's is another
+    host's): the COMMIT's arrival there, half of the round trip that the target did not spend
+    on it after sending, plus the target's own seconds to the guest running. Hearing the
+    answer back is not downtime."""
+    travel = max(0.0, answered - sent - response.running_after_seconds)
+    return min(answered, sent + travel / 2 + response.running_after_seconds)
 
 
 class Handovers:
@@ -59,11 +77,11 @@ class Handovers:
 
     # ---- the source's side ----
     def hand_over(self, exec_id: str, number: int, epoch: int, target: str, address: str,
-                  migration: str, prepared: bool = False, commit_timeout: float = 30.0) -> float:
+                  migration: str, prepared: bool = False, commit_timeout: float = 30.0) -> Handed:
         """PREPARE (unless the final checkpoint's push `prepared` the target already), decide,
-        COMMIT: the execution is `target`'s at `epoch` when this returns (the target's seconds
-        to run it again). A PREPARE that fails raises, and nothing was decided; a COMMIT that
-        fails after the decision is retried in the background."""
+        COMMIT: the execution is `target`'s at `epoch` when this returns. A PREPARE that fails
+        raises, and nothing was decided; a COMMIT that fails after the decision is retried in
+        the background."""
         client = self.peers.client(address)
         request = pb.HandoverRequest(id=exec_id, source=self.supervisor.node_id,
                                      source_address=self.supervisor.address, epoch=epoch,
@@ -76,16 +94,18 @@ class Handovers:
         deadline = time.monotonic() + commit_timeout
         while True:
             try:
+                sent = time.time()
                 response = client.handover(request)
+                answered = time.time()
                 self.supervisor.release(exec_id)
                 threading.Thread(target=self._confirmed, args=(exec_id, epoch), daemon=True).start()
-                return response.restore_seconds
+                return Handed(response.restore_seconds, _running_at(sent, answered, response))
             except PeerError as e:
                 if time.monotonic() > deadline:
                     log.warning("handover of %s to %s: %s; retrying in the background", exec_id, address, e)
                     self.supervisor.release(exec_id)
                     self._retry_commit(exec_id, epoch, address)
-                    return 0.0
+                    return Handed(0.0, time.time())
                 time.sleep(0.2)
 
     def abort(self, exec_id: str, address: str, epoch: int) -> None:
@@ -155,6 +175,7 @@ class Handovers:
         return pb.HandoverResponse(ok=True)
 
     def commit(self, request: pb.HandoverRequest) -> pb.HandoverResponse:
+        began = time.monotonic()
         with self._deciding:
             record = self.store.get_execution(request.id)
             if (record.owner == self.supervisor.node_id and record.epoch == request.epoch
@@ -164,7 +185,8 @@ class Handovers:
                 raise StateConflict(f"handover of {request.id}: not prepared for epoch {request.epoch}")
             latest = self.supervisor.pages.latest(request.id)
             seconds = self.supervisor.adopt(request.id, request.epoch, latest["number"])
-        return pb.HandoverResponse(ok=True, restore_seconds=seconds)
+        return pb.HandoverResponse(ok=True, restore_seconds=seconds,
+                                   running_after_seconds=time.monotonic() - began)
 
     def forget(self, request: pb.HandoverRequest) -> pb.HandoverResponse:
         with self._deciding:

@@ -7,16 +7,20 @@ Live (the default), iterative pre-copy while the guest keeps running:
              holds the guest's memory;
     round k: checkpoint again, push: only the pages written during round k-1; the standby
              applies them;
-    ...      until the next round's pages would go in the downtime budget, or they stop
-             shrinking (then the guest is throttled: slowed so that it dirties memory slower
-             than the link sends it), or after `max_rounds`;
+    ...      until the final stop's pages would be pushed in half the downtime budget, or
+             are too few to matter — they are what the guest dirties while the last round
+             is pushed, about as many as that round's (more, in proportion, when the round
+             took longer than the one before) — or they stop shrinking (then the guest is
+             throttled: slowed so that it dirties memory slower than the link sends it), or
+             after `max_rounds`;
     stop-and-copy: the final checkpoint stops the guest (its worker holds it until the
              handover is decided), its pages are pushed while this daemon commits them, and
              the handover (`handover`) makes the target the owner at a new epoch; the standby
              applies the last pages and runs.
 
 A round's checkpoint pauses the guest for about a millisecond (its pages are pre-copied while
-it runs, see `staging`); the downtime is the final stop to the guest running on the target.
+it runs, see `staging`); the downtime is the final stop to the guest running on the target
+(as the COMMIT's answer tells, `handover._running_at`).
 Cold (`--cold`): only the stop-and-copy, the target restoring from its store.
 
 Anything that fails before the handover's decision leaves the execution on the source: the
@@ -44,6 +48,8 @@ log = logging.getLogger(__name__)
 SHRINKING = 0.8          # a round whose dirty set is not below this fraction of the last stalls
 THROTTLE_STEP = 0.25     # each stalled round slows the guest by this much more
 THROTTLE_MAX = 0.9
+LONG_ROUND = 0.25        # a first round this long (a standby starting up) is never the last
+FEW_BYTES = 64 << 10     # a push this small costs what any push costs: more rounds can't help
 
 
 @dataclass
@@ -122,12 +128,12 @@ class _Run:
             self.sent += final_bytes
             pushed = time.time()
             self._say("handover")
-            resume_seconds = self.m.handovers.hand_over(self.exec_id, final, self.epoch, self.target,
-                                                        self.address, self.id, prepared=True)
+            handed = self.m.handovers.hand_over(self.exec_id, final, self.epoch, self.target,
+                                                self.address, self.id, prepared=True)
         except Exception as e:
             self._abort(e)
             raise
-        done = time.time()
+        done, resume_seconds = handed.running_at, handed.restore_seconds
         downtime = done - self.stopped_at
         report = {"id": self.exec_id, "source": sup.node_id, "target": self.target,
                   "rounds": self.rounds, "bytes_sent": self.sent,
@@ -142,20 +148,27 @@ class _Run:
         return report
 
     def _precopy(self) -> None:
-        """Rounds of checkpoint + push while the guest runs, until a round's pages would cross
-        the link in half the downtime budget (the final round carries about as many). The
-        link's rate is what pushes to the target measured (`Pusher.rate`); a round whose dirty
-        set did not shrink throttles the guest a step more."""
-        sup, last_dirty = self.m.supervisor, None
+        """Rounds of checkpoint + push while the guest runs, until the final stop's pages
+        would be pushed in half the downtime budget, or would be a push as small as any
+        (`_final_push`). Measured by the rounds' own pushes, which cost what the final one
+        costs (the target storing and applying them, not only the link), not by the link's
+        bulk rate. A round whose dirty set did not shrink throttles the guest a step more."""
+        sup, last_dirty, last_at = self.m.supervisor, None, None
         while self.rounds < self.max_rounds:
+            at = time.monotonic()
             result = sup.checkpoint(self.exec_id)
             self.rounds += 1
+            push_began = time.monotonic()
             sent = self.m.pusher.push(self.client, self.exec_id, result["number"], migration=self.id)
             self.sent += sent
             dirty = int(result.get("dirty_pages", 0)) * 4096
             self._say("precopy", dirty)
-            if sent <= self.m.pusher.rate(self.address) * self.budget / 2:
+            now = time.monotonic()
+            seconds, size = _final_push(now - push_began, sent, now - at,
+                                        at - last_at if last_at else None)
+            if seconds <= self.budget / 2 or size <= FEW_BYTES:
                 return
+            last_at = at
             if last_dirty is not None and dirty >= SHRINKING * last_dirty:
                 if self.throttle >= THROTTLE_MAX:
                     return
@@ -204,3 +217,20 @@ class _Run:
                                    time.monotonic() - self.began, report or {}))
         except RoostError:
             pass
+
+
+def _final_push(pushed: float, sent: int, took: float, interval: float | None
+                ) -> tuple[float, float]:
+    """How long the final push after a round would take, and its bytes: the guest dirties
+    about as much while the round is pushed (`took`, from its checkpoint) as it did in the
+    round's `interval` (from the previous round's checkpoint to its own) when that was no
+    shorter, more in proportion when it was — never less: a guest rewriting a working set
+    dirties most of it in a short while too. So the round's push (`pushed` seconds, `sent`
+    bytes), or more. A first round has no interval: it predicts itself unless it took long
+    (waiting for the target's standby to start: the guest rewrote its working set
+    meanwhile)."""
+    if interval is None:
+        scale = 1.0 if took <= LONG_ROUND else float("inf")
+    else:
+        scale = max(1.0, took / max(interval, 1e-3))
+    return pushed * scale, sent * scale

@@ -105,14 +105,19 @@ def is_full(raw: bytes) -> bool:
     return raw[:4] == b"RPMF"
 
 
-def delta_pages(raw: bytes) -> np.ndarray:
-    """The pages a delta (encode_delta) names."""
+def delta_entries(raw: bytes) -> Delta:
+    """The entries a delta (encode_delta) holds."""
     magic, major, minor, pages = _HEAD.unpack_from(raw)
     if magic != b"RPMD":
         raise StoreError("page map: not a delta")
     (n,) = struct.unpack_from("<I", raw, _HEAD.size)
     body = zstandard.ZstdDecompressor().decompress(raw[_HEAD.size + 4:], max_output_size=8 * n)
-    return np.frombuffer(body, "<u4").reshape(-1, 2)[:, 0].astype(np.int64)
+    return np.frombuffer(body, "<u4").reshape(-1, 2)
+
+
+def delta_pages(raw: bytes) -> np.ndarray:
+    """The pages a delta (encode_delta) names."""
+    return delta_entries(raw)[:, 0].astype(np.int64)
 
 
 def decode(raw: bytes, base: PageMap | None) -> PageMap:

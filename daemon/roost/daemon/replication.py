@@ -70,11 +70,6 @@ class Pusher:
         # truth: the versions the pushed map names, which its retention keeps): the next push
         # (a migration's next round) skips asking.
         self._known: dict[tuple[str, str], tuple[float, pb.ReplicaStatusResponse]] = {}
-        self.rates: dict[str, float] = {}     # bytes/s the best large push to each peer made
-
-    def rate(self, address: str) -> float:
-        """The link to a peer, as pushes measured it (100 MB/s until one did)."""
-        return self.rates.get(address, 100e6)
 
     def push(self, client: PeerClient, exec_id: str, number: int | None = None,
              migration: str = "", prepare_epoch: int = 0, uncommitted: Uncommitted | None = None) -> int:
@@ -84,17 +79,12 @@ class Pusher:
         `uncommitted` (checkpoint `number` being committed here), its parts are read from
         memory and the push ends only once it is committed: the peer stores it then, never
         before this daemon does."""
-        began = time.monotonic()
         with self._lock(client.address, exec_id):
             try:
                 sent = self._push(client, exec_id, number, migration, prepare_epoch, uncommitted)
             except BaseException:
                 self._known.pop((client.address, exec_id), None)
                 raise
-        seconds = time.monotonic() - began
-        if sent >= 1 << 20:
-            self.rates[client.address] = max(self.rate(client.address) if client.address in self.rates
-                                             else 0.0, sent / seconds)
         metrics.REPLICATION_BYTES.labels(peer=client.address).inc(sent)
         return sent
 
@@ -163,7 +153,7 @@ class Pusher:
             record=source.record_json, manifest=json.dumps(source.manifest).encode(),
             page_map=raw_map, page_map_base=base, host=source.host, stack=source.stack,
             migration=migration, prepare_epoch=prepare_epoch,
-            source_address=self.supervisor.address)
+            source_address=self.supervisor.address, referenced=sorted(source.referenced))
         referenced = source.referenced
         after.versions.extend(sorted(referenced))
         if not status.found:
@@ -494,6 +484,10 @@ class Replicas:
 
         def also(txn) -> None:
             self._put_records(txn, exec_id, logs, journal)
-        self.pages.put(record, manifest, batch, header.host, header.stack, page_map, None,
-                       self.retain, streamed=streamed, also=also)
+        # What the owner worked out already need not be again here (a migration's downtime).
+        delta = pagemap.delta_entries(header.page_map) \
+            if header.page_map_base and header.page_map_base == number - 1 else None
+        self.pages.put(record, manifest, batch, header.host, header.stack, page_map, delta,
+                       self.retain, streamed=streamed, also=also,
+                       referenced=frozenset(header.referenced) if header.referenced else None)
         return received
