@@ -26,7 +26,8 @@ RETAIN = 2
 write = st.tuples(st.just("write"), st.integers(0, 63), st.integers(0, 4), st.integers(0, 255))
 grow = st.tuples(st.just("grow"), st.integers(1, 16), st.just(0), st.just(0))
 checkpoint = st.tuples(st.just("checkpoint"), st.just(0), st.just(0), st.just(0))
-ops = st.lists(st.one_of(write, write, write, grow, checkpoint), min_size=1, max_size=60)
+hurried = st.tuples(st.just("hurried"), st.just(0), st.just(0), st.just(0))   # (a migration's final)
+ops = st.lists(st.one_of(write, write, write, grow, checkpoint, hurried), min_size=1, max_size=60)
 
 
 class Guest:
@@ -54,7 +55,11 @@ class Guest:
         self.memory.extend(bytes(pages * PAGE_BYTES))
         self.dirty |= set(range(start, start + pages))
 
-    def checkpoint(self) -> None:
+    def hurried(self) -> None:
+        """A migration's final checkpoint: committed without compaction or collection."""
+        self.checkpoint(hurry=True)
+
+    def checkpoint(self, hurry: bool = False) -> None:
         """What the worker and the supervisor do, minus the processes."""
         self.number += 1
         staged = [(p, bytes(self.memory[p * PAGE_BYTES:(p + 1) * PAGE_BYTES])) for p in sorted(self.dirty)]
@@ -62,7 +67,8 @@ class Guest:
         self.page_map, delta = pagemap.successor(self.page_map, self.number,
                                                  len(self.memory) // PAGE_BYTES, stored, zeroed)
         manifest = {"number": self.number, "journal_seq": 0, "memory_bytes": len(self.memory)}
-        self.pages.put(self.record, manifest, frames, b"host", b"stack", self.page_map, delta, RETAIN)
+        self.pages.put(self.record, manifest, frames, b"host", b"stack", self.page_map, delta, RETAIN,
+                       hurry=hurry)
         self.images[self.number] = bytes(self.memory)
         self.stored_any[self.number] = bool(stored)
         self.dirty = set()
@@ -80,7 +86,7 @@ def test_every_retained_checkpoint_restores_exactly(sequence):
         store = Store(Path(tmp), 1 << 30)
         guest = Guest(store)
         for op, a, b, c in sequence + [("checkpoint", 0, 0, 0)]:
-            getattr(guest, op)(*(x for x in (a, b, c)[: {"write": 3, "grow": 1, "checkpoint": 0}[op]]))
+            getattr(guest, op)(*(x for x in (a, b, c)[: {"write": 3, "grow": 1}.get(op, 0)]))
         latest = guest.pages.latest("e1")
         assert latest["number"] == guest.number
         for number in range(max(1, guest.number - RETAIN + 1), guest.number + 1):

@@ -108,13 +108,15 @@ class PageStore:
     def put(self, record: ExecutionRecord, manifest: dict, frames: list[bytes], host: bytes,
             stack: bytes, page_map: PageMap, delta: pagemap.Delta | None, retain: int,
             wake_at_ns: int = 0, streamed: int = 0, also=None,
-            referenced: frozenset[int] | None = None) -> None:
+            referenced: frozenset[int] | None = None, hurry: bool = False) -> None:
         """Commit one checkpoint with its map (delta or compacted full), the record that counts
         it and its durable-sleep timer; garbage-collect in the same transaction. `streamed`:
         frames already stored by `put_frames`; `frames` follow them. `delta` None: worked out
         from the previous checkpoint's map (a replica's). `also(txn)` writes more in the same
         transaction (a replica's log and journal records). `referenced`: the versions the map
-        needs, if known already."""
+        needs, if known already. `hurry` (a migration's final checkpoint, whose commit is in the
+        downtime, on both daemons): no compaction and no garbage collection now; the next
+        commit does both."""
         exec_id, number = record.id, manifest["number"]
         base = log_key(exec_id, number)
         self.store.check_room(f"storing checkpoint {number} of {exec_id}")
@@ -126,8 +128,9 @@ class PageStore:
             if delta is None:
                 delta = pagemap.difference(self._map(txn, exec_id, number - 1), page_map) \
                     if prev is not None else pagemap.difference(PageMap(), page_map)
-            full = (prev is None or number - prev["map_base"] >= pagemap.COMPACT_EVERY
-                    or 2 * (prev.get("chain_entries", 0) + len(delta)) > page_map.pages)
+            full = prev is None or not hurry and (
+                number - prev["map_base"] >= pagemap.COMPACT_EVERY
+                or 2 * (prev.get("chain_entries", 0) + len(delta)) > page_map.pages)
             manifest["map_base"] = number if full else prev["map_base"]
             manifest["chain_entries"] = 0 if full else prev.get("chain_entries", 0) + len(delta)
             raw = pagemap.encode_full(page_map) if full else pagemap.encode_delta(page_map.pages, delta)
@@ -146,7 +149,8 @@ class PageStore:
                 also(txn)
             if referenced is None:
                 referenced = frozenset(page_map.referenced())
-            self._collect_garbage(txn, exec_id, retain, (number, referenced))
+            if not hurry:
+                self._collect_garbage(txn, exec_id, retain, (number, referenced))
         self._referenced[(exec_id, number)] = referenced
         recent = [(n, m) for n, m in self._recent_maps.get(exec_id, []) if n != number]
         self._recent_maps[exec_id] = (recent + [(number, page_map)])[-2:]

@@ -489,5 +489,6 @@ class Replicas:
             if header.page_map_base and header.page_map_base == number - 1 else None
         self.pages.put(record, manifest, batch, header.host, header.stack, page_map, delta,
                        self.retain, streamed=streamed, also=also,
-                       referenced=frozenset(header.referenced) if header.referenced else None)
+                       referenced=frozenset(header.referenced) if header.referenced else None,
+                       hurry=bool(header.prepare_epoch))
         return received

@@ -643,7 +643,8 @@ class Supervisor:
         try:
             self.pages.put(record, meta, frames, host, stack, page_map, delta, self.checkpoint_retain,
                            meta.get("wake_at_ns", 0), streamed=streamed,
-                           referenced=uncommitted.referenced if uncommitted else None)
+                           referenced=uncommitted.referenced if uncommitted else None,
+                           hurry=uncommitted is not None)
         except Exception as e:            # (any failure: a push waits on `committed`)
             record.checkpoints -= 1
             if uncommitted is not None:
