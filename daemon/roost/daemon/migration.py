@@ -2,6 +2,7 @@
 
 Live (the default), iterative pre-copy while the guest keeps running:
 
+    warm-up: a target holding a replica starts its standby worker from it (`_warm_up`);
     round 1: checkpoint, push it: the target gets all of memory it lacks (nothing, when it
              holds a recent replica, but the versions since) and starts a standby worker that
              holds the guest's memory;
@@ -36,7 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import metrics
-from .errors import InvalidRequest, RoostError, StateConflict
+from .errors import InvalidRequest, NotFound, RoostError, StateConflict
 from .handover import Handovers
 from .pagestore import Uncommitted
 from .peers import PeerError, Peers
@@ -154,6 +155,7 @@ class _Run:
         costs (the target storing and applying them, not only the link), not by the link's
         bulk rate. A round whose dirty set did not shrink throttles the guest a step more."""
         sup, last_dirty, last_at = self.m.supervisor, None, None
+        self._warm_up()
         while self.rounds < self.max_rounds:
             at = time.monotonic()
             result = sup.checkpoint(self.exec_id)
@@ -175,6 +177,23 @@ class _Run:
                 self.throttle = min(THROTTLE_MAX, self.throttle + THROTTLE_STEP)
                 sup.throttle(self.exec_id, self.throttle)
             last_dirty = dirty
+
+    def _warm_up(self) -> None:
+        """A target that holds a replica starts its standby from it before the first round:
+        restoring a GiB takes seconds, in which the guest rewrites its working set, so a first
+        round that waited for it would leave that set dirty for the next round, and that one
+        would carry it again. Pushing the replica's own latest checkpoint sends no pages
+        (only output since): the target's standby starts from it, and round 1 carries what
+        changed since, once. Best effort: without it, the first round starts the standby."""
+        record = self.m.supervisor.get(self.exec_id)
+        try:
+            status = self.client.status(self.exec_id, record.module_sha256)
+            if status.found and status.latest_checkpoint:
+                self.sent += self.m.pusher.push(self.client, self.exec_id, status.latest_checkpoint,
+                                                migration=self.id)
+        except (NotFound, PeerError) as e:     # (not restorable here any more: collected)
+            log.info("migration of %s: no standby started from %s's replica: %s",
+                     self.exec_id, self.address, e)
 
     def _stop(self) -> int:
         """The stop-and-copy's stop: the final checkpoint, the worker gone."""

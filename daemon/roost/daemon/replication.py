@@ -114,8 +114,12 @@ class Pusher:
         after = pb.ReplicaStatusResponse(found=True, owner=record.owner, epoch=record.epoch,
                                          latest_checkpoint=number, has_module=True,
                                          module_sha256=record.module_sha256)
+        # Read before the stream starts: a checkpoint gone meanwhile is NotFound here, not an
+        # error inside gRPC's request iterator.
+        source = uncommitted if uncommitted is not None and uncommitted.number == number else \
+            self._stored(record, number)
         response = client.push_checkpoint(self._chunks(record, number, status, migration, counter,
-                                                       prepare_epoch, after, uncommitted))
+                                                       prepare_epoch, after, source))
         if response.number == number:
             self._known[(client.address, exec_id)] = (time.monotonic(), after)
         return sent + counter[0] if response.number == number else sent
@@ -140,13 +144,11 @@ class Pusher:
 
     def _chunks(self, record: ExecutionRecord, number: int, status: pb.ReplicaStatusResponse,
                 migration: str, counter: list[int], prepare_epoch: int,
-                after: pb.ReplicaStatusResponse, uncommitted: Uncommitted | None
+                after: pb.ReplicaStatusResponse, source: Uncommitted
                 ) -> Iterator[pb.CheckpointChunk]:
-        """The push's messages, read from the store (or `uncommitted`) as gRPC asks for them;
-        `after` learns what the peer will hold once it has them."""
+        """The push's messages, read from the store (or from `source`, being committed) as
+        gRPC asks for them; `after` learns what the peer will hold once it has them."""
         exec_id = record.id
-        source = uncommitted if uncommitted is not None and uncommitted.number == number else \
-            self._stored(record, number)
         base, raw_map = self._map_for(exec_id, source.page_map, status)
         header = pb.CheckpointHeader(
             id=exec_id, owner=record.owner, epoch=record.epoch, number=number,
