@@ -105,34 +105,37 @@ def is_full(raw: bytes) -> bool:
     return raw[:4] == b"RPMF"
 
 
-def delta_entries(raw: bytes) -> Delta:
-    """The entries a delta (encode_delta) holds."""
+def _head(raw: bytes) -> tuple[bytes, int]:
     magic, major, minor, pages = _HEAD.unpack_from(raw)
+    if major != FORMAT_VERSION[0] or minor > FORMAT_VERSION[1] or magic not in (b"RPMF", b"RPMD"):
+        raise StoreError(f"page map: bad magic {magic!r} or unsupported version {major}.{minor}")
+    return magic, pages
+
+
+def delta_entries(raw: bytes) -> tuple[int, Delta]:
+    """A delta (encode_delta) as the memory size in pages it is for and its entries, decoded
+    once for callers that need both the entries and the map they make (`with_delta`)."""
+    magic, pages = _head(raw)
     if magic != b"RPMD":
         raise StoreError("page map: not a delta")
     (n,) = struct.unpack_from("<I", raw, _HEAD.size)
     body = zstandard.ZstdDecompressor().decompress(raw[_HEAD.size + 4:], max_output_size=8 * n)
-    return np.frombuffer(body, "<u4").reshape(-1, 2)
+    return pages, np.frombuffer(body, "<u4").reshape(-1, 2)
 
 
-def delta_pages(raw: bytes) -> np.ndarray:
-    """The pages a delta (encode_delta) names."""
-    return delta_entries(raw)[:, 0].astype(np.int64)
+def with_delta(base: PageMap, pages: int, delta: Delta) -> PageMap:
+    """`base` (modified and returned) grown to `pages` with `delta` applied."""
+    base.resize(pages)
+    base.versions[delta[:, 0].astype(np.int64)] = delta[:, 1]
+    return base
 
 
 def decode(raw: bytes, base: PageMap | None) -> PageMap:
     """A full map, or `base` with a delta applied (base is modified and returned)."""
-    magic, major, minor, pages = _HEAD.unpack_from(raw)
-    if major != FORMAT_VERSION[0] or minor > FORMAT_VERSION[1] or magic not in (b"RPMF", b"RPMD"):
-        raise StoreError(f"page map: bad magic {magic!r} or unsupported version {major}.{minor}")
+    magic, pages = _head(raw)
     if magic == b"RPMF":
         body = zstandard.ZstdDecompressor().decompress(raw[_HEAD.size:], max_output_size=4 * pages)
         return PageMap(np.frombuffer(body, "<u4").astype(np.uint32))
     if base is None:
         raise StoreError("page map: a delta without the map it applies to")
-    (n,) = struct.unpack_from("<I", raw, _HEAD.size)
-    body = zstandard.ZstdDecompressor().decompress(raw[_HEAD.size + 4:], max_output_size=8 * n)
-    flat = np.frombuffer(body, "<u4").reshape(-1, 2)
-    base.resize(pages)
-    base.versions[flat[:, 0].astype(np.int64)] = flat[:, 1]
-    return base
+    return with_delta(base, *delta_entries(raw))

@@ -157,7 +157,7 @@ class Pusher:
             migration=migration, prepare_epoch=prepare_epoch,
             source_address=self.supervisor.address, referenced=sorted(source.referenced))
         referenced = source.referenced
-        after.versions.extend(sorted(referenced))
+        after.versions.extend(header.referenced)
         if not status.found:
             header.stdin = self.store.stdin(exec_id)
             header.initial_vfs = self.store.initial_vfs(exec_id)
@@ -423,17 +423,18 @@ class Replicas:
         pushed.migration, pushed.handing_over = "", 0
         return pushed
 
-    def _page_map(self, header: pb.CheckpointHeader):
+    def _page_map(self, header: pb.CheckpointHeader) -> tuple[pagemap.PageMap, pagemap.Delta | None]:
         """The pushed checkpoint's full map: as sent, or this store's map of the base checkpoint
-        with the sent delta applied."""
+        with the sent delta applied; and that delta."""
         if not header.page_map_base:
-            return pagemap.decode(header.page_map, None)
+            return pagemap.decode(header.page_map, None), None
         try:
             base = self.pages.page_map(header.id, header.page_map_base).copy()
         except NotFound:
             raise StateConflict(f"push of {header.id}: its map is a delta from checkpoint "
                                 f"{header.page_map_base}, which this daemon no longer holds") from None
-        return pagemap.decode(header.page_map, base)
+        pages, delta = pagemap.delta_entries(header.page_map)
+        return pagemap.with_delta(base, pages, delta), delta
 
     def _store(self, header: pb.CheckpointHeader, record: ExecutionRecord,
                chunks: Iterator[pb.CheckpointChunk]) -> int:
@@ -480,15 +481,14 @@ class Replicas:
             flush()
         manifest = json.loads(header.manifest)
         manifest.update(owner=header.owner, epoch=header.epoch)
-        page_map = self._page_map(header)
+        page_map, sent_delta = self._page_map(header)
         if following:
             self.supervisor.apply_arrived(exec_id, number, manifest["memory_bytes"], page_map, arrived)
 
         def also(txn) -> None:
             self._put_records(txn, exec_id, logs, journal)
         # What the owner worked out already need not be again here (a migration's downtime).
-        delta = pagemap.delta_entries(header.page_map) \
-            if header.page_map_base and header.page_map_base == number - 1 else None
+        delta = sent_delta if header.page_map_base == number - 1 else None
         self.pages.put(record, manifest, batch, header.host, header.stack, page_map, delta,
                        self.retain, streamed=streamed, also=also,
                        referenced=frozenset(header.referenced) if header.referenced else None,

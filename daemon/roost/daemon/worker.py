@@ -268,9 +268,10 @@ class Guest:
         if size > have:
             self.memory.grow(self.store, (size - have) // 65536)
         applied = pagemap.PageMap(self._applied.copy())
-        versions = pagemap.decode(blobs[0], applied).versions
+        pages, entries = pagemap.delta_entries(blobs[0])
+        versions = pagemap.with_delta(applied, pages, entries).versions
         changed = np.zeros(len(versions), bool)
-        delta = pagemap.delta_pages(blobs[0])
+        delta = entries[:, 0].astype(np.int64)
         changed[delta] = True
         memory = staging.guest_pages(*self._memory_span())
         memory[delta[versions[delta] == 0]] = 0
