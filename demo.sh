@@ -7,14 +7,15 @@ set -euo pipefail
 cd "$(dirname "$0")"
 . tests/env.sh
 work=$(mktemp -d)
-second=""
-trap 'kill $daemon $second 2>/dev/null || true; wait $daemon $second 2>/dev/null || true; rm -rf "$work"' EXIT
+first=""; second=""
+trap 'kill $daemon $first $second 2>/dev/null || true; wait $daemon $first $second 2>/dev/null || true; rm -rf "$work"' EXIT
 
 echo "== compiling examples/sieve.c to WASI with zig (python -m ziglang cc -target wasm32-wasi)"
 python -m ziglang cc -target wasm32-wasi -O2 -o "$work/sieve.wasm" examples/sieve.c
 mkdir "$work/data" && echo "demo primes" > "$work/data/label.txt"
 
-echo "== starting roostd on its embedded defaults (127.0.0.1:7070, data in ~/.local/share/roost)"
+echo "== starting roostd on its embedded defaults (Control on the Unix socket /run/roost/roostd.sock"
+echo "   for root, else \$XDG_RUNTIME_DIR/roost/roostd.sock; no TCP port; data in ~/.local/share/roost)"
 roostd > "$work/roostd.log" 2>&1 & daemon=$!
 for _ in $(seq 200); do roost ps >/dev/null 2>&1 && break; sleep 0.05; done
 
@@ -33,17 +34,25 @@ kill -9 "$pid" && echo "killed worker $pid"
 roost wait "$id"
 roost logs --stdout "$id" | tail -3
 roost inspect "$id" | grep -E "state|checkpoints|restores|journal"
-echo "== a second roostd on 127.0.0.1:7071; move a running execution there, live"
-roostd --listen 127.0.0.1:7071 --metrics-listen "" --node-id second --data-dir "$work/second" \
-  > "$work/second.log" 2>&1 & second=$!
-for _ in $(seq 200); do roost --addr 127.0.0.1:7071 ps >/dev/null 2>&1 && break; sleep 0.05; done
+echo "== two roostds that are each other's peers on TCP (127.0.0.1:7071 and :7072); move a running"
+echo "   execution from the first to the second, live"
+roostd --listen 127.0.0.1:7071 --peer 127.0.0.1:7072 --control-socket "" --metrics-listen "" \
+  --node-id first --data-dir "$work/first" > "$work/first.log" 2>&1 & first=$!
+roostd --listen 127.0.0.1:7072 --peer 127.0.0.1:7071 --control-socket "" --metrics-listen "" \
+  --node-id second --data-dir "$work/second" > "$work/second.log" 2>&1 & second=$!
+for port in 7071 7072; do
+  for _ in $(seq 200); do roost --addr 127.0.0.1:$port ps >/dev/null 2>&1 && break; sleep 0.05; done
+done
+export ROOST_ADDR=127.0.0.1:7071
 id=$(roost run --detach --name demo-moving --mount "$work/data:/data" "$work/sieve.wasm" -- 1500000000)
 sleep 1
-roost migrate "$id" --to 127.0.0.1:7071
+roost migrate "$id" --to 127.0.0.1:7072
 roost wait "$id"          # asked of the first daemon: the CLI follows the execution to the second
 roost logs --stdout "$id" | tail -2
 roost inspect "$id" | grep -E "state|owner|epoch"
+unset ROOST_ADDR
 echo "== roost ps -a"
 roost ps -a
-echo "== stopping both roostds (SIGTERM)"
-kill -TERM $daemon $second; wait $daemon || echo "roostd exited with $?"; wait $second || echo "second roostd exited with $?"
+echo "== stopping the three roostds (SIGTERM)"
+kill -TERM $daemon $first $second; wait $daemon || echo "roostd exited with $?"
+wait $first || echo "first roostd exited with $?"; wait $second || echo "second roostd exited with $?"

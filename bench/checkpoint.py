@@ -56,6 +56,7 @@ import zstandard
 from common import build, daemon, print_table, write_result
 from roost.client.api import Client
 from roost.daemon import dirty
+from roost.daemon.store import unseal
 
 PAGE = 4096
 MiB = 1 << 20
@@ -257,9 +258,10 @@ class Manifests:
         self.db = self.env.open_db(b"checkpoints", create=False)
 
     def get(self, exec_id: str, number: int) -> dict:
+        key = exec_id.encode() + b"\x00" + struct.pack(">Q", number)
         with self.env.begin(db=self.db) as txn:
-            raw = txn.get(exec_id.encode() + b"\x00" + struct.pack(">Q", number))
-        return json.loads(raw) if raw is not None else {}
+            raw = txn.get(key)
+        return json.loads(unseal("checkpoints", key, raw)) if raw is not None else {}
 
 
 def quiet_ms(mib: int, fraction: float) -> int:

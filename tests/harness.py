@@ -54,13 +54,16 @@ class Roostd:
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen | None = None
         self.log_path = data_dir.parent / f"roostd-{self.port}.log"
+        self.auto_node_id = False    # True: no --node-id (TLS always: the certificate names it)
+        self.control_socket = ""     # test daemons serve Control on TCP only, unless set
+        self.cache_dir = ARTIFACTS   # prepared modules: shared by test daemons unless set
 
     def config(self) -> Path:
         """The daemon's TOML: prepared-module artifacts go to one cache shared by every test
         daemon (they are keyed by content hash and versions, so sharing is safe and spares a
         preparation per daemon)."""
         path = self.data_dir.parent / f"roostd-{self.port}.toml"
-        path.write_text(f'cache_dir = "{ARTIFACTS}"\n' + self.config_text)
+        path.write_text(f'cache_dir = "{self.cache_dir}"\n' + self.config_text)
         return path
 
     def start(self, timeout: float = 60.0) -> "Roostd":
@@ -71,16 +74,24 @@ class Roostd:
             Roostd.started.append(self)
         tls = [] if self.tls is None else [
             "--tls-ca", str(self.tls[0]), "--tls-cert", str(self.tls[1]), "--tls-key", str(self.tls[2])]
+        node = [] if self.tls is not None or self.auto_node_id else ["--node-id", self.node_id]
         self.proc = subprocess.Popen(
             [str(BIN / "roostd"), "--config", str(self.config()),
              "--data-dir", str(self.data_dir), "--listen", self.addr,
-             "--metrics-listen", f"127.0.0.1:{self.metrics_port}", "--node-id", self.node_id,
+             "--metrics-listen", f"127.0.0.1:{self.metrics_port}", *node,
+             "--control-socket", self.control_socket,
              *tls, *self.extra], stdout=self._log, stderr=subprocess.STDOUT, env=self.env)
         wait_until(self.serving, timeout, what=f"roostd on {self.addr} to serve (log: {self.log_path})")
         return self
 
     @property
     def node_id(self) -> str:
+        """test-PORT, or under TLS the node its certificate names (roost://peer/NODE)."""
+        if self.tls is not None:
+            import ssl
+            names = ssl._ssl._test_decode_cert(str(self.tls[1])).get("subjectAltName", ())
+            return next(v[len("roost://peer/"):] for k, v in names
+                        if k == "URI" and v.startswith("roost://peer/"))
         return f"test-{self.port}"
 
     def channel(self) -> grpc.Channel:
@@ -119,6 +130,12 @@ class Roostd:
             return self.log_path.read_text(errors="replace")[-4000:]
         except OSError:
             return ""
+
+    def roost_command(self) -> list[str]:
+        """The CLI's argv up to the subcommand, aimed at this daemon."""
+        tls = [] if self.tls is None else [
+            "--tls-ca", str(self.tls[0]), "--tls-cert", str(self.tls[1]), "--tls-key", str(self.tls[2])]
+        return [str(BIN / "roost"), "--addr", self.addr, *tls]
 
     def roost(self, *args: str, input: bytes | None = None, timeout: float = 120.0,
               check: bool = False) -> subprocess.CompletedProcess:
@@ -159,12 +176,15 @@ def make_ca(where: Path, name: str) -> tuple[Path, Path]:
     return cert, key
 
 
-def make_cert(ca: tuple[Path, Path], where: Path, name: str) -> tuple[Path, Path, Path]:
+def make_cert(ca: tuple[Path, Path], where: Path, name: str, role: str = "peer"
+              ) -> tuple[Path, Path, Path]:
     """A certificate signed by `ca` for 127.0.0.1, for serving and for calling:
-    (ca certificate, certificate, key)."""
+    (ca certificate, certificate, key). `role` "peer": a daemon's, naming node `name`
+    (URI roost://peer/NAME); "client": a CLI user's (roost://client/NAME)."""
     key, csr, cert = where / f"{name}.key", where / f"{name}.csr", where / f"{name}.pem"
     ext = where / f"{name}.ext"
-    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n")
+    ext.write_text(f"subjectAltName=IP:127.0.0.1,DNS:localhost,URI:roost://{role}/{name}\n"
+                   "extendedKeyUsage=serverAuth,clientAuth\n")
     subprocess.run(["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
                     "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={name}"], check=True, capture_output=True)
     subprocess.run(["openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca[0]), "-CAkey", str(ca[1]),

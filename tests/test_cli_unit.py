@@ -102,7 +102,23 @@ def test_addr_defaults_to_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert cli.parse_args(["ps"]).addr == "10.0.0.1:9"
     assert cli.parse_args(["ps", "--addr", "h:2"]).addr == "h:2"
     monkeypatch.delenv("ROOST_ADDR")
-    assert cli.parse_args(["ps"]).addr == "127.0.0.1:7070"
+    assert cli.parse_args(["ps"]).addr == "unix:/run/roost/roostd.sock"     # (tests run as root)
+
+
+def test_the_cli_looks_for_roostd_where_roostd_puts_its_socket(monkeypatch: pytest.MonkeyPatch,
+                                                                 tmp_path) -> None:
+    """The CLI's default address and roostd's default socket agree, for root and for a user
+    (without a system daemon's socket)."""
+    from roost.client import api
+    from roost.daemon import config
+    monkeypatch.delenv("ROOST_ADDR", raising=False)
+    monkeypatch.delenv("RUNTIME_DIRECTORY", raising=False)
+    assert api.default_addr() == "unix:" + config.default_control_socket()
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(api, "SYSTEM_SOCKET", str(tmp_path / "none.sock"))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    assert api.default_addr() == "unix:" + config.default_control_socket() \
+        == f"unix:{tmp_path}/roost/roostd.sock"
 
 
 def test_migrate_parses() -> None:

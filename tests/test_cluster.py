@@ -315,7 +315,8 @@ def test_stale_epochs_are_refused(nodes):
     exec_id = start(a, wasm, "1500", "4000000")
     time.sleep(0.5)
     migrate(a, exec_id, b)
-    stale = pb.CheckpointHeader(id=exec_id, owner=a.node_id, epoch=1, number=1)
+    stale = pb.CheckpointHeader(id=exec_id, owner=a.node_id, epoch=1, number=1,
+                                source_address=a.addr)
     with b.channel() as channel:
         with pytest.raises(grpc.RpcError) as refused:
             peer_pb2_grpc.PeerStub(channel).PushCheckpoint(iter([pb.CheckpointChunk(header=stale)]))
@@ -346,9 +347,13 @@ def test_a_push_of_a_checkpoint_held_already_still_stores_its_output(nodes):
             logs = lambda: list(control_pb2_grpc.ControlStub(to_a).StreamLogs(
                 control_pb2.StreamLogsRequest(id=exec_id, from_seq=held.log_records), timeout=10))
             newer = wait_until(logs, timeout=60, what="output the replica lacks")
-        record = ExecutionRecord(exec_id, "", "", [], [], [], owner=a.node_id, epoch=held.epoch)
+        record = ExecutionRecord(exec_id, held.module_sha256, "", [], [], [], owner=a.node_id,
+                                 epoch=held.epoch)
         header = pb.CheckpointHeader(id=exec_id, owner=a.node_id, epoch=held.epoch,
-                                     number=held.latest_checkpoint, record=record.to_json())
+                                     number=held.latest_checkpoint, record=record.to_json(),
+                                     source_address=a.addr, manifest=json.dumps(
+                                         {"number": held.latest_checkpoint, "memory_bytes": 0,
+                                          "journal_seq": 0}).encode())
         chunks = [pb.CheckpointChunk(header=header)] + [
             pb.CheckpointChunk(log=pb.LogRecord(seq=c.seq, stream=c.stream, data=c.data)) for c in newer]
         peer.PushCheckpoint(iter(chunks), timeout=30)

@@ -18,7 +18,6 @@ from roost.client.errors import RoostClientError, from_rpc_error
 from roost.v1 import control_pb2 as pb
 from roost.v1 import control_pb2_grpc
 
-DEFAULT_ADDR = "127.0.0.1:7070"
 # Mount contents travel inside StartExecutionRequest, so messages can be large.
 MAX_MESSAGE_BYTES = 512 * 1024 * 1024
 UPLOAD_CHUNK_BYTES = 1024 * 1024
@@ -28,9 +27,24 @@ Progress = Callable[[int, int], None]
 T = TypeVar("T")
 
 
+SYSTEM_SOCKET = "/run/roost/roostd.sock"
+
+
 def default_addr() -> str:
-    """The daemon address: $ROOST_ADDR, else 127.0.0.1:7070."""
-    return os.environ.get("ROOST_ADDR") or DEFAULT_ADDR
+    """The daemon address: $ROOST_ADDR, else roostd's default Unix socket — the system
+    daemon's (/run/roost/roostd.sock) when there is one, else the user's own daemon's
+    ($XDG_RUNTIME_DIR/roost/roostd.sock), as roostd places it (`config.default_control_socket`).
+    A TCP address is HOST:PORT; a socket is unix:PATH."""
+    if os.environ.get("ROOST_ADDR"):
+        return os.environ["ROOST_ADDR"]
+    if os.geteuid() == 0 or os.path.exists(SYSTEM_SOCKET):
+        return f"unix:{SYSTEM_SOCKET}"
+    base = os.environ.get("XDG_RUNTIME_DIR") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return "unix:" + os.path.join(base, "roost", "roostd.sock")
+
+
+def is_local_socket(addr: str) -> bool:
+    return addr.startswith("unix:")
 
 
 class TLS:
@@ -97,7 +111,7 @@ class Client:
             ("grpc.min_reconnect_backoff_ms", 100),
             ("grpc.max_reconnect_backoff_ms", 2000),
         ]
-        if self.tls is None:
+        if self.tls is None or is_local_socket(self.addr):     # a socket: file permissions
             self._channel = grpc.insecure_channel(self.addr, options=options)
         else:
             self._channel = grpc.secure_channel(self.addr, self.tls.credentials(), options=options)

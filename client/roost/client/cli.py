@@ -89,6 +89,9 @@ def _add_execution_commands(sub: argparse._SubParsersAction, common: argparse.Ar
     cp = sub.add_parser("cp", parents=[common], help="copy a file or tree out of an execution")
     cp.add_argument("source", type=_arg(commands.split_copy_source), metavar="ID:GUESTPATH")
     cp.add_argument("dest", metavar="LOCALPATH")
+    cp.add_argument("--unsafe-links", action="store_true",
+                    help="also make symlinks that point outside the copied tree (absolute or "
+                         "climbing out with '..'); by default they are skipped with a warning")
 
 
 def _add_later_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -116,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="roost", description="Run WebAssembly programs as durable executions."
     )
     parser.add_argument(
-        "--addr", default=None, help="roostd address (default: $ROOST_ADDR or 127.0.0.1:7070)"
+        "--addr", default=None, help="roostd address: HOST:PORT or unix:PATH (default: $ROOST_ADDR, "
+        "else the local roostd's socket, unix:/run/roost/roostd.sock for root)"
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     parser.add_argument("--tls-ca", help="mutual TLS: CA certificate (default $ROOST_TLS_CA)")

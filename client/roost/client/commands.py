@@ -249,6 +249,7 @@ def inspect_lines(e: pb.Execution, now: float) -> list[tuple[str, str]]:
         ("owner", f"{e.owner} ({e.owner_address})" if e.owner_address else e.owner or "-"),
         ("epoch", str(e.epoch) if e.epoch else "-"),
         ("replicas", ", ".join(e.replicas) or "-"),
+        *[("note", note) for note in e.notes],
     ]
     return pairs
 
@@ -355,9 +356,10 @@ def split_copy_source(source: str) -> tuple[str, str]:
 
 
 def cmd_cp(client: Client, ns: argparse.Namespace) -> int:
-    """Copies a file or tree out of an execution's filesystem."""
+    """Copies a file or tree out of an execution's filesystem (safely: see copyout)."""
     id, guest_path = ns.source
-    write_chunks(owner(client, id).copy_out(id, guest_path), guest_path, Path(ns.dest))
+    write_chunks(owner(client, id).copy_out(id, guest_path), guest_path, Path(ns.dest),
+                 unsafe_links=ns.unsafe_links, warn=lambda message: say(f"warning: {message}"))
     return 0
 
 

@@ -6,6 +6,7 @@ with a reason instead of the framework's bare INTERNAL.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
@@ -19,8 +20,11 @@ from google.protobuf.message import DecodeError
 from roost.v1 import control_pb2 as pb
 from roost.v1 import control_pb2_grpc
 
-from .errors import (InvalidRequest, LimitExceeded, NotFound, RoostError,
+from .errors import (Corrupt, InvalidRequest, LimitExceeded, NotFound, PermissionDenied, RoostError,
                      StateConflict, StoreError, StoreFull, TimedOut)
+from . import fields
+from .authority import check_address
+from .longpolls import LongPolls
 from .modules import ModuleRegistry
 from .records import ExecutionRecord, ModuleRecord
 from .supervisor import StartSpec, Supervisor
@@ -28,8 +32,9 @@ from .vfs import Entry
 
 log = logging.getLogger(__name__)
 COPY_CHUNK_BYTES = 1 << 20
+MAX_DETAILS = 600          # a status's details: errors never echo unbounded input
 _KINDS = {pb.FileEntry.FILE: "file", pb.FileEntry.DIRECTORY: "dir", pb.FileEntry.SYMLINK: "symlink"}
-_KIND_PB = {v: k for k, v in _KINDS.items()}
+_KIND_PB = {v: k for k, v in _KINDS.items()} | {"hardlink": pb.FileEntry.HARDLINK}
 
 
 def status_for(error: RoostError) -> grpc.StatusCode:
@@ -38,12 +43,16 @@ def status_for(error: RoostError) -> grpc.StatusCode:
         return grpc.StatusCode.INVALID_ARGUMENT
     if isinstance(error, NotFound):
         return grpc.StatusCode.NOT_FOUND
+    if isinstance(error, PermissionDenied):
+        return grpc.StatusCode.PERMISSION_DENIED
     if isinstance(error, StateConflict):
         return grpc.StatusCode.FAILED_PRECONDITION
     if isinstance(error, (LimitExceeded, StoreFull)):
         return grpc.StatusCode.RESOURCE_EXHAUSTED
     if isinstance(error, TimedOut):
         return grpc.StatusCode.DEADLINE_EXCEEDED
+    if isinstance(error, Corrupt):                 # includes CorruptPage
+        return grpc.StatusCode.DATA_LOSS
     return grpc.StatusCode.INTERNAL
 
 
@@ -74,9 +83,10 @@ def _translated(method: Callable) -> Callable:
         if isinstance(e, RoostError):
             if isinstance(e, StoreError):
                 log.error("%s: %s", method.__name__, e)
-            context.abort(status_for(e), str(e))
+            context.abort(status_for(e), fields.short(str(e), MAX_DETAILS))
         log.exception("%s failed", method.__name__)
-        context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(e).__name__}: {e}")
+        context.abort(grpc.StatusCode.INTERNAL,
+                      fields.short(f"internal error: {type(e).__name__}: {e}", MAX_DETAILS))
 
     if inspect.isgeneratorfunction(method):
         @functools.wraps(method)
@@ -98,8 +108,11 @@ def _translated(method: Callable) -> Callable:
 
 class ControlService(control_pb2_grpc.ControlServicer):
     def __init__(self, supervisor: Supervisor, modules: ModuleRegistry, migrations=None,
-                 replicator=None) -> None:
+                 replicator=None, max_memory_bytes: int = 1 << 32,
+                 long_polls: LongPolls | None = None) -> None:
         self.supervisor = supervisor
+        self.long_polls = long_polls or LongPolls(48, 48)   # logs -f, wait: bounded (`longpolls`)
+        self.max_memory_bytes = max_memory_bytes      # the cap a requested memory limit meets
         self.modules = modules
         self.migrations = migrations      # migration.Migrations (None: this daemon cannot)
         self.replicator = replicator      # replication.Replicator: checkpoint acknowledgements
@@ -114,12 +127,12 @@ class ControlService(control_pb2_grpc.ControlServicer):
     @_translated
     def GetModule(self, request, context) -> pb.Module:
         _check(request)
-        return module_pb(self.supervisor.store.get_module(request.sha256))
+        return module_pb(self.supervisor.store.get_module(fields.sha256(request.sha256, "sha256")))
 
     @_translated
     def PrepareModule(self, request, context) -> pb.Module:
         _check(request)
-        record = self.supervisor.store.get_module(request.sha256)
+        record = self.supervisor.store.get_module(fields.sha256(request.sha256, "sha256"))
         self.modules.ensure_artifact(record.sha256, not request.cooperative)
         return module_pb(record)
 
@@ -131,7 +144,7 @@ class ControlService(control_pb2_grpc.ControlServicer):
     @_translated
     def StartExecution(self, request, context) -> pb.Execution:
         _check(request)
-        return self._pb(self.supervisor.start(start_spec(request)))
+        return self._pb(self.supervisor.start(start_spec(request, self.max_memory_bytes)))
 
     @_translated
     def GetExecution(self, request, context) -> pb.Execution:
@@ -147,16 +160,22 @@ class ControlService(control_pb2_grpc.ControlServicer):
     @_translated
     def StreamLogs(self, request, context) -> Iterator[pb.LogChunk]:
         _check(request)
-        for seq, stream, data in self.supervisor.logs(_id(request.id), request.from_seq,
-                                                      request.follow, int(request.stream),
-                                                      context.is_active):
-            yield pb.LogChunk(seq=seq, stream=stream, data=data)
+        if request.stream not in (0, 1, 2):
+            raise InvalidRequest(f"stream: {request.stream} is not 0 (both), 1 (stdout) or 2 (stderr)")
+        held = self.long_polls.held(context.peer(), "logs --follow") if request.follow \
+            else contextlib.nullcontext()
+        with held:
+            for seq, stream, data in self.supervisor.logs(_id(request.id), request.from_seq,
+                                                          request.follow, int(request.stream),
+                                                          context.is_active):
+                yield from log_chunks(seq, stream, data)
 
     @_translated
     def WaitExecution(self, request, context) -> pb.Execution:
         _check(request)
-        record = self.supervisor.wait(_id(request.id), request.timeout_seconds or None,
-                                      context.is_active)
+        timeout = fields.seconds(request.timeout_seconds, "timeout_seconds")
+        with self.long_polls.held(context.peer(), "wait"):
+            record = self.supervisor.wait(_id(request.id), timeout or None, context.is_active)
         if not record.state.ended and context.is_active() and self.supervisor.owns(record):
             raise TimedOut(f"execution {record.id} still {record.state.value} after "
                            f"{request.timeout_seconds:g} s")
@@ -170,9 +189,10 @@ class ControlService(control_pb2_grpc.ControlServicer):
     @_translated
     def Checkpoint(self, request, context) -> pb.CheckpointResponse:
         _check(request)
-        r = self.supervisor.checkpoint(_id(request.id), request.timeout_seconds or 60.0)
+        timeout = fields.seconds(request.timeout_seconds, "timeout_seconds") or 60.0
+        r = self.supervisor.checkpoint(_id(request.id), timeout)
         if self.replicator is not None:   # replication.ack one/all: the replicas hold it first
-            self.replicator.wait_acked(_id(request.id), r["number"], request.timeout_seconds or 60.0)
+            self.replicator.wait_acked(_id(request.id), r["number"], timeout)
         return pb.CheckpointResponse(
             number=r["number"], pause_seconds=r["pause_seconds"],
             time_to_safepoint_seconds=r["time_to_safepoint_seconds"],
@@ -194,8 +214,10 @@ class ControlService(control_pb2_grpc.ControlServicer):
         _check(request)
         if self.migrations is None:
             raise StateConflict("this roostd cannot migrate executions")
-        if not request.target:
-            raise InvalidRequest("migrate: a target HOST:PORT is required")
+        check_address(request.target, "migrate: target")
+        fields.seconds(request.downtime_budget_seconds, "downtime_budget_seconds", high=60.0)
+        if request.max_rounds > 1000:
+            raise InvalidRequest(f"max_rounds: {request.max_rounds} is more than 1000")
         events: queue.SimpleQueue = queue.SimpleQueue()
         failure: list[Exception] = []
 
@@ -226,25 +248,25 @@ class ControlService(control_pb2_grpc.ControlServicer):
 
 
 def _id(value: str) -> str:
-    if not value:
-        raise InvalidRequest("an execution id is required")
-    return value
+    return fields.ref(value)
 
 
-def start_spec(request: pb.StartExecutionRequest) -> StartSpec:
-    if not request.module_sha256:
-        raise InvalidRequest("start: module_sha256 is required")
-    argv0 = request.argv0 or "main"
+def start_spec(request: pb.StartExecutionRequest, max_memory_bytes: int = 1 << 32) -> StartSpec:
+    """A start request's fields, each checked (`fields`) before anything is created."""
+    fields.sha256(request.module_sha256)
+    argv = [request.argv0 or "main", *request.args]
+    env = [(e.key, e.value) for e in request.env]
+    fields.args_and_env(argv, env)
+    for m in request.mounts:
+        fields.path(m.guest_path, "mount")
     mounts = [(m.guest_path, [entry_of(e, m.guest_path) for e in m.entries]) for m in request.mounts]
-    for guest_path, _ in mounts:
-        if not guest_path:
-            raise InvalidRequest("mount: the guest path is empty")
-    return StartSpec(module_sha256=request.module_sha256, argv=[argv0, *request.args],
-                     env=[(e.key, e.value) for e in request.env], stdin=request.stdin,
-                     mounts=mounts, name=request.name,
-                     memory_limit_bytes=request.memory_limit_bytes,
-                     cooperative=request.cooperative,
-                     checkpoint_every_seconds=request.checkpoint_every_seconds)
+    every = fields.seconds(request.checkpoint_every_seconds, "checkpoint_every_seconds",
+                           fields.MIN_CHECKPOINT_EVERY_SECONDS, fields.MAX_CHECKPOINT_EVERY_SECONDS)
+    return StartSpec(module_sha256=request.module_sha256, argv=argv, env=env,
+                     stdin=request.stdin, mounts=mounts, name=fields.name(request.name),
+                     memory_limit_bytes=fields.memory_limit(request.memory_limit_bytes,
+                                                            max_memory_bytes),
+                     cooperative=request.cooperative, checkpoint_every_seconds=every)
 
 
 def entry_of(e: pb.FileEntry, mount: str) -> Entry:
@@ -257,14 +279,29 @@ def entry_of(e: pb.FileEntry, mount: str) -> Entry:
 
 
 def file_chunks(entry: Entry) -> Iterator[pb.FileChunk]:
+    """The FileChunks of one exported entry; a file in parts of at most COPY_CHUNK_BYTES, each
+    copied out of the entry's view only when it is sent, so memory is one part per stream."""
     kind = _KIND_PB[entry.kind]
-    if entry.kind != "file" or not entry.data:
-        yield pb.FileChunk(path=entry.path, kind=kind, target=entry.target,
-                           size_bytes=len(entry.data))
+    size, links = len(entry.data), entry.links if entry.kind == "file" else 0
+    if entry.kind != "file" or not size:
+        yield pb.FileChunk(path=entry.path, kind=kind, target=entry.target, size_bytes=size,
+                           link_count=links)
         return
-    for off in range(0, len(entry.data), COPY_CHUNK_BYTES):
-        yield pb.FileChunk(path=entry.path, kind=kind, offset=off, size_bytes=len(entry.data),
-                           data=entry.data[off:off + COPY_CHUNK_BYTES])
+    view = memoryview(entry.data)
+    for off in range(0, size, COPY_CHUNK_BYTES):
+        yield pb.FileChunk(path=entry.path, kind=kind, offset=off, size_bytes=size,
+                           link_count=links, data=bytes(view[off:off + COPY_CHUNK_BYTES]))
+
+
+def log_chunks(seq: int, stream: int, data: bytes) -> Iterator[pb.LogChunk]:
+    """An output record as LogChunks of at most COPY_CHUNK_BYTES (records are that small since
+    the worker splits writes; one stored by an older roostd may be bigger than a message)."""
+    if len(data) <= COPY_CHUNK_BYTES:
+        yield pb.LogChunk(seq=seq, stream=stream, data=data)
+        return
+    view = memoryview(data)
+    for at in range(0, len(data), COPY_CHUNK_BYTES):
+        yield pb.LogChunk(seq=seq, stream=stream, data=bytes(view[at:at + COPY_CHUNK_BYTES]))
 
 
 def receive_module(modules: ModuleRegistry, request_iterator: Iterator,
@@ -320,7 +357,8 @@ def execution_pb(r: ExecutionRecord, served_by: str = "") -> pb.Execution:
         checkpoint_every_seconds=r.checkpoint_every_seconds, node_id=r.node_id,
         restores=r.restores, journal_records=r.journal_records, checkpoints=r.checkpoints,
         dirty_tracker=r.dirty_tracker, restore_seconds=r.restore_seconds, owner=r.owner,
-        epoch=r.epoch, replicas=r.replicas, owner_address=r.owner_address, served_by=served_by)
+        epoch=r.epoch, replicas=r.replicas, owner_address=r.owner_address, served_by=served_by,
+        notes=r.notes)
 
 
 def handlers(service: ControlService) -> grpc.GenericRpcHandler:

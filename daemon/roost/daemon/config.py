@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import socket
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,19 +26,55 @@ def default_data_dir() -> Path:
     return Path(base) / "roost"
 
 
+def _physical_memory() -> int:
+    """This host's RAM: guests rarely use all of their limits, so the default cap on their
+    limits' sum is a multiple of it."""
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def default_control_socket() -> str:
+    """Where the Control API listens by default: a Unix socket only its owner (and group) can
+    use, as Docker's is — systemd's $RUNTIME_DIRECTORY (the unit's RuntimeDirectory=), else
+    /run/roost for root, else the user's runtime dir. The CLI looks in the same places
+    (`roost.client.api.default_addr`)."""
+    runtime = os.environ.get("RUNTIME_DIRECTORY")
+    if runtime:
+        return os.path.join(runtime.split(":")[0], "roostd.sock")
+    if os.geteuid() == 0:
+        return "/run/roost/roostd.sock"
+    base = os.environ.get("XDG_RUNTIME_DIR") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(base, "roost", "roostd.sock")
+
+
 @dataclass
 class Config:
     data_dir: Path = field(default_factory=default_data_dir)
-    listen: str = "127.0.0.1:7070"
+    control_socket: str = field(default_factory=default_control_socket)   # "" disables it
+    control_socket_group: str = ""               # a group whose members may use the socket too
+    listen: str = ""                             # TCP HOST:PORT for Control and Peer; "": none
     metrics_listen: str = "127.0.0.1:9464"      # "" disables the metrics endpoint
-    node_id: str = field(default_factory=socket.gethostname)
+    node_id: str = ""                            # "": the certificate's, else made once per data dir
     peers: list[str] = field(default_factory=list)
     memory_limit_bytes: int = 2 * GiB            # default per-execution linear-memory cap
+    max_memory_limit_bytes: int = 4 * GiB        # the most an execution may ask for (wasm32: 4 GiB)
+    max_executions: int = 1024                   # executions running here at once, at most
+    max_memory_total_bytes: int = field(default_factory=lambda: 4 * _physical_memory())
+    #                                              their memory limits added up, at most
+    # Per execution, what a guest may put in its files and its stored output (see README,
+    # "Limits"). Files live in the worker's memory and travel whole in a migration message
+    # (max_message_bytes): 256 MiB keeps both bounded. 1 GiB of output is more than any batch
+    # job's logs, and keeps one runaway guest from filling the store.
+    vfs_limit_bytes: int = 256 * 1024 * 1024     # file data + symlink targets (EFBIG/ENOSPC)
+    vfs_inodes: int = 100_000                    # inodes, and names in directories (ENOSPC)
+    links_per_inode: int = 1000                  # hard links to one file (EMLINK)
+    output_limit_bytes: int = 1 * GiB            # stdout + stderr stored: then it pauses
     max_module_bytes: int = 256 * 1024 * 1024
     max_message_bytes: int = 512 * 1024 * 1024   # gRPC messages (mounts travel in StartExecution)
     store_map_size_bytes: int = 256 * GiB        # LMDB map size: address space, not disk
     spare_workers: int = 1                       # pre-started idle workers: fast execution start
-    grpc_threads: int = 64                       # each followed log stream holds one
+    grpc_threads: int = 128                      # gRPC server threads; a long-poll holds one
+    long_polls: int = 96                         # at most this many (logs -f, wait) at once: the
+    long_polls_per_client: int = 64              # other threads always serve short calls
     asyncify_stack_bytes: int = 1 << 20          # per execution: the saved call stack's room
     durable_sleep_seconds: float = 2.0           # longer sleeps checkpoint and release the worker
     checkpoint_every_seconds: float = 60.0       # default period (bounds replay after a crash)
@@ -61,6 +96,30 @@ class Config:
         tls = [bool(self.tls_ca), bool(self.tls_cert), bool(self.tls_key)]
         if any(tls) and not all(tls):
             raise InvalidRequest("tls: ca, cert and key are needed together")
+        self._check_guest_limits()
+
+    def _check_guest_limits(self) -> None:
+        """The per-execution guest limits are positive integers (a 0 or a float would turn
+        a bound off or fail inside a worker)."""
+        for name, key in GUEST_LIMIT_KEYS.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise InvalidRequest(f"limits.{key} must be a positive integer, not {value!r}")
+
+    def check_threads(self) -> None:
+        """Long-polls leave threads for everything else (`longpolls`)."""
+        if not 1 <= self.long_polls <= self.grpc_threads - 8:
+            raise InvalidRequest(f"grpc.long_polls ({self.long_polls}) must leave at least 8 of "
+                                 f"grpc.threads ({self.grpc_threads}) to other calls")
+        if not 1 <= self.long_polls_per_client <= self.long_polls:
+            raise InvalidRequest("grpc.long_polls_per_client must be from 1 to grpc.long_polls")
+
+    def check_endpoints(self) -> None:
+        """The effective config listens somewhere, and on TCP if it has peers."""
+        if not self.listen and not self.control_socket:
+            raise InvalidRequest("nothing to listen on: set listen (HOST:PORT) or control_socket")
+        if self.peers and not self.listen:
+            raise InvalidRequest("peers need listen = \"HOST:PORT\": they reach this daemon over TCP")
 
     @property
     def address(self) -> str:
@@ -81,6 +140,11 @@ class Config:
         return dataclasses.replace(self, **changes)
 
 
+# Config field -> its key in the TOML [limits] section (named in errors and pause reasons).
+GUEST_LIMIT_KEYS = {"vfs_limit_bytes": "vfs_bytes", "vfs_inodes": "vfs_inodes",
+                    "links_per_inode": "links", "output_limit_bytes": "output_bytes"}
+
+
 def flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """TOML sections become prefixes: [limits] memory_bytes -> memory_limit_bytes style keys."""
     out: dict[str, Any] = {}
@@ -93,11 +157,20 @@ def flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 SECTION_ALIASES = {"limits_memory_bytes": "memory_limit_bytes",
+                   "limits_max_memory_bytes": "max_memory_limit_bytes",
+                   "limits_executions": "max_executions",
+                   "limits_memory_total_bytes": "max_memory_total_bytes",
+                   "limits_vfs_bytes": "vfs_limit_bytes",
+                   "limits_vfs_inodes": "vfs_inodes",
+                   "limits_links": "links_per_inode",
+                   "limits_output_bytes": "output_limit_bytes",
                    "limits_module_bytes": "max_module_bytes",
                    "limits_message_bytes": "max_message_bytes",
                    "store_map_size_bytes": "store_map_size_bytes",
                    "workers_spares": "spare_workers",
                    "grpc_threads": "grpc_threads",
+                   "grpc_long_polls": "long_polls",
+                   "grpc_long_polls_per_client": "long_polls_per_client",
                    "limits_asyncify_stack_bytes": "asyncify_stack_bytes",
                    "checkpoints_durable_sleep_seconds": "durable_sleep_seconds",
                    "checkpoints_every_seconds": "checkpoint_every_seconds",
@@ -107,7 +180,8 @@ SECTION_ALIASES = {"limits_memory_bytes": "memory_limit_bytes",
                    "migration_downtime_seconds": "migration_downtime_seconds",
                    "migration_max_rounds": "migration_max_rounds",
                    "migration_standby_timeout_seconds": "migration_standby_timeout_seconds",
-                   "tls_ca": "tls_ca", "tls_cert": "tls_cert", "tls_key": "tls_key"}
+                   "tls_ca": "tls_ca", "tls_cert": "tls_cert", "tls_key": "tls_key",
+                   "control_socket": "control_socket", "control_socket_group": "control_socket_group"}
 
 
 def default_config_file() -> Path | None:
@@ -134,4 +208,7 @@ def load(path: str | os.PathLike[str] | None, overrides: dict[str, Any]) -> Conf
             raise InvalidRequest(f"parsing config {path}: {e}") from e
         flat = {SECTION_ALIASES.get(k, k): v for k, v in flatten(table).items()}
         config = config.merge(flat, str(path))
-    return config.merge(overrides, "command line")
+    config = config.merge(overrides, "command line")
+    config.check_endpoints()
+    config.check_threads()
+    return config

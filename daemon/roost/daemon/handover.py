@@ -27,8 +27,9 @@ Two phases, the source deciding:
   answer: it never runs the execution unless the source says COMMITTED. Its standby worker goes
   meanwhile (`Supervisor._expire_standby`); a late COMMIT restores from the store.
 
-A daemon refuses pushes and handovers carrying an epoch older than the one it knows, and one
-that learns of a newer epoch for an execution it runs stops it (`Supervisor.superseded`).
+A daemon refuses pushes and handovers carrying an epoch older than the one it knows, and any
+peer's word on an execution it owns or runs: only its own handover gives one away (the rules
+every Peer call is held to are in `authority`).
 """
 from __future__ import annotations
 
@@ -39,7 +40,9 @@ from dataclasses import dataclass
 
 from roost.v1 import peer_pb2 as pb
 
+from .authority import Ownership
 from .errors import NotFound, StateConflict
+from .peerauth import Caller
 from .peers import PeerError, Peers
 from .supervisor import Supervisor
 
@@ -66,8 +69,9 @@ def _running_at(sent: float, answered: float, response: pb.HandoverResponse) -> 
 
 
 class Handovers:
-    def __init__(self, supervisor: Supervisor, peers: Peers) -> None:
+    def __init__(self, supervisor: Supervisor, peers: Peers, ownership: Ownership) -> None:
         self.supervisor = supervisor
+        self.ownership = ownership
         self.store = supervisor.store
         self.peers = peers
         # A target's moves out of `prepared` (COMMIT, ABORT, the source's answer to Decision)
@@ -161,8 +165,10 @@ class Handovers:
             raise StateConflict(f"handover of {exec_id} at epoch {epoch}: stale, this daemon "
                                 f"knows epoch {known}")
 
-    def prepare(self, request: pb.HandoverRequest) -> pb.HandoverResponse:
+    def prepare(self, request: pb.HandoverRequest, caller: Caller) -> pb.HandoverResponse:
+        """PREPARE, from the execution's owner (`authority`): hold the handover at its epoch."""
         record = self.store.get_execution(request.id)
+        self.ownership.check_prepare(caller, request, record)
         if not (record.prepared and record.prepared.split()[0] == str(request.epoch)):
             self.check_prepare(request.id, request.epoch, record.epoch)
         latest = self.supervisor.pages.latest(request.id)
@@ -174,13 +180,17 @@ class Handovers:
         self.watch(request.id, request.epoch)
         return pb.HandoverResponse(ok=True)
 
-    def commit(self, request: pb.HandoverRequest) -> pb.HandoverResponse:
+    def commit(self, request: pb.HandoverRequest, caller: Caller | None) -> pb.HandoverResponse:
+        """COMMIT, from the source that prepared it (`caller` None: this daemon's own word,
+        the source's answer to `Decision`): run the execution here at its epoch."""
         began = time.monotonic()
         with self._deciding:
             record = self.store.get_execution(request.id)
             if (record.owner == self.supervisor.node_id and record.epoch == request.epoch
                     or self.supervisor.is_running_here(request.id, request.epoch)):
                 return pb.HandoverResponse(ok=True)      # a retry: it runs here already
+            if caller is not None:
+                self.ownership.check_decider(caller, request, record)
             if not record.prepared or record.prepared.split()[0] != str(request.epoch):
                 raise StateConflict(f"handover of {request.id}: not prepared for epoch {request.epoch}")
             latest = self.supervisor.pages.latest(request.id)
@@ -188,12 +198,16 @@ class Handovers:
         return pb.HandoverResponse(ok=True, restore_seconds=seconds,
                                    running_after_seconds=time.monotonic() - began)
 
-    def forget(self, request: pb.HandoverRequest) -> pb.HandoverResponse:
+    def forget(self, request: pb.HandoverRequest, caller: Caller | None) -> pb.HandoverResponse:
+        """ABORT, from the source that prepared it or, before PREPARE, the owner migrating it
+        (`caller` None: this daemon's own word): forget the handover, drop the standby."""
         with self._deciding:
             try:
                 record = self.store.get_execution(request.id)
             except NotFound:
                 return pb.HandoverResponse(ok=True)
+            if caller is not None:
+                self.ownership.check_decider(caller, request, record)
             if record.prepared and record.prepared.split()[0] == str(request.epoch):
                 record.prepared = ""
                 self.store.put_execution(record)
@@ -240,10 +254,10 @@ class Handovers:
             except PeerError:
                 outcome = Outcome.UNDECIDED
             if outcome == Outcome.COMMITTED:
-                self.commit(pb.HandoverRequest(id=exec_id, epoch=int(epoch)))
+                self.commit(pb.HandoverRequest(id=exec_id, epoch=int(epoch)), None)
                 return
             if outcome == Outcome.ABORTED:
-                self.forget(pb.HandoverRequest(id=exec_id, epoch=int(epoch)))
+                self.forget(pb.HandoverRequest(id=exec_id, epoch=int(epoch)), None)
                 return
             time.sleep(backoff)
             backoff = min(backoff * 2, 10.0)

@@ -14,14 +14,14 @@ import hashlib
 import json
 import struct
 
-from .vfs import Vfs
+from .vfs import Vfs, state_to_bytes
 from .wasi import WasiState
 from .wasi.clocks import ClockState
 from .wasi.fds import FdRecord, FdTableState
 from .wasi.stdio import StdinState
 
 MAGIC = b"RHST"
-FORMAT_VERSION = (1, 0)
+FORMAT_VERSION = (1, 1)     # 1.1: clocks carry the filesystem clock (fs_time_ns ...)
 _HEADER = struct.Struct("<4sHH32s")
 
 
@@ -32,7 +32,7 @@ def encode(state: WasiState) -> bytes:
             "fds": {"entries": [dataclasses.asdict(e) for e in state.fds.entries],
                     "free": list(state.fds.free)}}
     raw = json.dumps(meta, sort_keys=True).encode()
-    body = struct.pack("<I", len(raw)) + raw + Vfs.restore(state.vfs).to_bytes()
+    body = struct.pack("<I", len(raw)) + raw + state_to_bytes(state.vfs)
     return _HEADER.pack(MAGIC, *FORMAT_VERSION, hashlib.sha256(body).digest()) + body
 
 

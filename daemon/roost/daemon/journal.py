@@ -19,6 +19,10 @@ Record layout (little endian):
     i32 result (errno; 0 for functions without a result)
     u64 guest monotonic ns at return
     u16 number of writes, then per write: u32 guest address, u32 length, bytes
+
+One record is not a host call: `fs_time` (see `wasi.clocks.fs_now`) journals a filesystem
+timestamp; its result is the stamp's tag and its one "write" (address 0, never applied to
+memory) holds the u64 unix ns.
 """
 from __future__ import annotations
 
@@ -98,6 +102,10 @@ class Replay:
     @property
     def active(self) -> bool:
         return self.pos < len(self.records)
+
+    def peek(self) -> Record:
+        """The next record, not consumed (`active` must be true)."""
+        return self.records[self.pos]
 
     def next(self, name: str) -> Record:
         record = self.records[self.pos]

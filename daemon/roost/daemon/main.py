@@ -22,15 +22,19 @@ from grpc_reflection.v1alpha import reflection
 
 from roost.v1 import control_pb2, peer_pb2
 
-from . import api, config as config_mod, dirty, gctuning, metrics, notify, peerapi, tls
-from .errors import RoostError
+from . import api, config as config_mod, controlsocket, datadir, dirty, gctuning, metrics, notify, peerapi, tls
+from .authority import Ownership
+from .errors import InvalidRequest, RoostError
 from .handover import Handovers
+from .longpolls import LongPolls
 from .migration import Migrations
 from .modules import ModuleRegistry
+from .peerauth import PeerGate
 from .peers import Peers
 from .replication import Pusher, Replicas, Replicator
 from .store import Store
 from .supervisor import Supervisor
+from .vfs import VfsLimits
 from .workers import WorkerPool
 
 log = logging.getLogger("roostd")
@@ -40,9 +44,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="roostd", description="roost daemon: durable WASI executions")
     p.add_argument("--config", help="TOML config file (flags override it)")
     p.add_argument("--data-dir", help="where the LMDB store and module cache live")
-    p.add_argument("--listen", help="gRPC address HOST:PORT (default 127.0.0.1:7070)")
+    p.add_argument("--listen", help="TCP HOST:PORT for the Control and Peer APIs (default: none; "
+                   "peers and remote clients need it)")
+    p.add_argument("--control-socket", help="the Control API's Unix socket (default "
+                   "/run/roost/roostd.sock for root, else $XDG_RUNTIME_DIR/roost/roostd.sock; "
+                   "'' disables it)")
     p.add_argument("--metrics-listen", help="Prometheus /metrics HOST:PORT (default 127.0.0.1:9464; '' disables)")
-    p.add_argument("--node-id", help="this daemon's name in a cluster (default: host name)")
+    p.add_argument("--node-id", help="this daemon's name in a cluster, unique among its peers "
+                   "(default: the one its TLS certificate names, else <hostname>-<random> made "
+                   "once and kept in the data dir)")
     p.add_argument("--peer", action="append", dest="peers", help="a peer roostd HOST:PORT (repeatable)")
     p.add_argument("--advertise", help="the HOST:PORT peers and clients reach this daemon at (default: --listen)")
     p.add_argument("--tls-ca", help="mutual TLS: the CA certificate (PEM) peers and clients must be signed by")
@@ -56,9 +66,19 @@ class Daemon:
     """Everything roostd runs, wired together; `stop` undoes it in reverse order."""
 
     def __init__(self, cfg: config_mod.Config) -> None:
+        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        self.lock = datadir.DataDirLock(cfg.data_dir)       # before anything reads the store
+        try:
+            self._build(cfg)
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _build(self, cfg: config_mod.Config) -> None:
+        self.credentials = tls.from_paths(cfg.tls_ca, cfg.tls_cert, cfg.tls_key)
+        cfg.node_id = _node_id(cfg, self.credentials)
         self.cfg = cfg
         self.stopped = threading.Event()
-        cfg.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(cfg.data_dir / "store", cfg.store_map_size_bytes)
         self.modules = ModuleRegistry(self.store, cfg.cache_dir or cfg.data_dir / "cache",
                                       cfg.max_module_bytes, cfg.asyncify_stack_bytes)
@@ -67,18 +87,27 @@ class Daemon:
                                      cfg.memory_limit_bytes, cfg.durable_sleep_seconds,
                                      cfg.checkpoint_every_seconds, cfg.checkpoint_retain,
                                      address=cfg.address,
-                                     standby_timeout_seconds=cfg.migration_standby_timeout_seconds)
-        self.credentials = tls.from_paths(cfg.tls_ca, cfg.tls_cert, cfg.tls_key)
+                                     standby_timeout_seconds=cfg.migration_standby_timeout_seconds,
+                                     vfs_limits=VfsLimits(cfg.vfs_limit_bytes, cfg.vfs_inodes,
+                                                          cfg.links_per_inode),
+                                     output_limit_bytes=cfg.output_limit_bytes)
+        self.supervisor.max_executions = cfg.max_executions
+        self.supervisor.max_memory_total_bytes = cfg.max_memory_total_bytes
         self.peers = Peers(self.credentials, cfg.node_id, cfg.address)
         self.pusher = Pusher(self.supervisor)
         self.replicator = Replicator(self.supervisor, self.pusher,
                                      [self.peers.client(a) for a in cfg.peers if a != cfg.address],
                                      cfg.replication_factor, cfg.replication_ack)
         self.supervisor.on_commit = self.replicator.committed
-        self.handovers = Handovers(self.supervisor, self.peers)
-        self.replicas = Replicas(self.supervisor, cfg.checkpoint_retain, self.handovers)
+        ownership = Ownership(cfg.node_id, self.supervisor.owns, self.supervisor.runs)
+        self.handovers = Handovers(self.supervisor, self.peers, ownership)
+        self.replicas = Replicas(self.supervisor, cfg.checkpoint_retain, self.handovers, ownership)
         self.migrations = Migrations(self.supervisor, self.peers, self.pusher, self.handovers,
                                      cfg.migration_downtime_seconds, cfg.migration_max_rounds)
+        self.gate = PeerGate(self.credentials is not None, cfg.node_id, cfg.peers)
+        self.health = health.HealthServicer()
+        self.server = self._grpc_server()         # the ports are bound before anything resumes
+        self.metrics_server = metrics.serve(cfg.metrics_listen) if cfg.metrics_listen else None
         resumed = self.supervisor.recover()
         if resumed:
             log.info("resumed %d executions that were running when roostd last stopped", resumed)
@@ -87,9 +116,6 @@ class Daemon:
         metrics.register_states(self.supervisor.state_counts)
         metrics.DIRTY_TRACKER.info({"tracker": "uffd-wp-async" if dirty.probe() is None else "hash",
                                     "reason": dirty.probe() or ""})
-        self.health = health.HealthServicer()
-        self.server = self._grpc_server()
-        self.metrics_server = metrics.serve(cfg.metrics_listen) if cfg.metrics_listen else None
 
     def _grpc_server(self) -> grpc.Server:
         opts = [("grpc.max_receive_message_length", self.cfg.max_message_bytes),
@@ -97,30 +123,69 @@ class Daemon:
                 ("grpc.so_reuseport", 0)]
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=self.cfg.grpc_threads,
                                                         thread_name_prefix="grpc"), options=opts)
-        control = api.ControlService(self.supervisor, self.modules, self.migrations, self.replicator)
-        peer = peerapi.PeerService(self.supervisor, self.modules, self.replicas, self.handovers)
+        control = api.ControlService(self.supervisor, self.modules, self.migrations, self.replicator,
+                                     self.cfg.max_memory_limit_bytes,
+                                     LongPolls(self.cfg.long_polls, self.cfg.long_polls_per_client))
+        peer = peerapi.PeerService(self.supervisor, self.modules, self.replicas, self.handovers,
+                                   self.gate)
         server.add_generic_rpc_handlers((api.handlers(control), peerapi.handlers(peer)))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         names = (control_pb2.DESCRIPTOR.services_by_name["Control"].full_name,
                  peer_pb2.DESCRIPTOR.services_by_name["Peer"].full_name,
                  health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
         reflection.enable_server_reflection(names, server)
-        if self.credentials is not None:
-            bound = server.add_secure_port(self.cfg.listen, self.credentials.server())
-        else:
-            bound = server.add_insecure_port(self.cfg.listen)
-        if bound == 0:
-            raise RoostError(f"cannot listen on {self.cfg.listen}")
+        if self.cfg.control_socket:
+            self._bind_socket(server)
+        if self.cfg.listen:
+            self._bind_tcp(server)
         return server
+
+    def _bind_socket(self, server: grpc.Server) -> None:
+        """The private Unix socket (plaintext: file permissions guard it; `controlsocket`)."""
+        path = self.cfg.control_socket
+        address = controlsocket.prepare(path)
+        with controlsocket.private_umask():
+            bound = _add_port(server.add_insecure_port, address)
+        if bound == 0:
+            raise RoostError(f"cannot listen on the control socket {path}")
+        controlsocket.restrict(path, self.cfg.control_socket_group)
+
+    def _bind_tcp(self, server: grpc.Server) -> None:
+        if self.credentials is not None:
+            bound = _add_port(lambda a: server.add_secure_port(a, self.credentials.server()),
+                              self.cfg.listen)
+        else:
+            bound = _add_port(server.add_insecure_port, self.cfg.listen)
+        if bound == 0:
+            raise RoostError(f"cannot listen on {self.cfg.listen}: the address is in use or "
+                             "not this host's")
 
     def start(self) -> None:
         self.server.start()
         for name in ("", "roost.v1.Control", "roost.v1.Peer"):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        where = " and ".join(filter(None, (self.cfg.control_socket, self.cfg.listen)))
         log.info("roostd %s listening on %s (data in %s, metrics on %s)", self.cfg.node_id,
-                 self.cfg.listen, self.cfg.data_dir, self.cfg.metrics_listen or "off")
-        notify.notify(f"READY=1\nSTATUS=listening on {self.cfg.listen}\nMAINPID={__import__('os').getpid()}")
-        notify.start_watchdog(self.stopped)
+                 where, self.cfg.data_dir, self.cfg.metrics_listen or "off")
+        notify.notify(f"READY=1\nSTATUS=listening on {where}\nMAINPID={__import__('os').getpid()}")
+        notify.start_watchdog(self.stopped, self.alive)
+
+    def alive(self) -> bool:
+        """The watchdog pings only while the supervisor, the timers and the store answer: a
+        daemon wedged in any of them is restarted by systemd instead of looking healthy."""
+        try:
+            with self.store.txn("watchdog's store check"):
+                pass
+        except RoostError as e:
+            log.error("watchdog: the store does not answer: %s", e)
+            return False
+        if not self.supervisor.timers.alive():
+            log.error("watchdog: the timer thread is gone: durable sleeps would never wake")
+            return False
+        if not self.supervisor.responsive():
+            log.error("watchdog: the supervisor is stuck (its lock held for 2 s)")
+            return False
+        return True
 
     def stop(self) -> None:
         notify.notify("STOPPING=1\nSTATUS=stopping")
@@ -135,15 +200,39 @@ class Daemon:
         if self.metrics_server is not None:
             self.metrics_server.shutdown()
         self.store.close()
+        self.lock.release()
         self.stopped.set()
         log.info("stopped")
+
+
+def _add_port(add, address: str) -> int:
+    """gRPC's add_*_port: the port bound, 0 when it could not bind (newer grpcio raises)."""
+    try:
+        return add(address)
+    except RuntimeError:
+        return 0
+
+
+def _node_id(cfg: config_mod.Config, credentials: tls.Credentials | None) -> str:
+    """The configured node id, else the one this daemon's certificate names, else the one kept
+    in the data dir (made unique on first start: `datadir.node_id`). A certificate naming
+    another node is an error: its peers would take this daemon for that one."""
+    named = credentials.node_id(cfg.tls_cert) if credentials is not None else ""
+    if named and cfg.node_id and named != cfg.node_id:
+        raise InvalidRequest(f"node id {cfg.node_id!r} differs from {named!r}, the one that "
+                             f"{cfg.tls_cert} names ({tls.PEER_URI}{named})")
+    if credentials is not None and not named and cfg.peers:
+        log.warning("%s names no %s<node-id>: peers will refuse this daemon's calls",
+                    cfg.tls_cert, tls.PEER_URI)
+    return cfg.node_id or named or datadir.node_id(cfg.data_dir)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    overrides = {"data_dir": args.data_dir, "listen": args.listen, "node_id": args.node_id,
+    overrides = {"data_dir": args.data_dir, "listen": args.listen,
+                 "control_socket": args.control_socket, "node_id": args.node_id,
                  "metrics_listen": args.metrics_listen, "peers": args.peers,
                  "advertise": args.advertise, "tls_ca": args.tls_ca, "tls_cert": args.tls_cert,
                  "tls_key": args.tls_key}

@@ -20,6 +20,7 @@ import numpy as np
 import zstandard
 
 from .errors import StoreError
+from .inflate import Inflated, inflate
 
 FORMAT_VERSION = (1, 0)
 COMPACT_EVERY = 8
@@ -105,22 +106,45 @@ def is_full(raw: bytes) -> bool:
     return raw[:4] == b"RPMF"
 
 
-def _head(raw: bytes) -> tuple[bytes, int]:
+MAX_PAGES = 1 << 20          # 4 GiB of 4 KiB pages: all a wasm32 memory can have
+
+
+def _head(raw: bytes, max_pages: int) -> tuple[bytes, int]:
+    if len(raw) < _HEAD.size:
+        raise StoreError(f"page map: {len(raw)} bytes, too short for its header")
     magic, major, minor, pages = _HEAD.unpack_from(raw)
     if major != FORMAT_VERSION[0] or minor > FORMAT_VERSION[1] or magic not in (b"RPMF", b"RPMD"):
         raise StoreError(f"page map: bad magic {magic!r} or unsupported version {major}.{minor}")
+    if pages > max_pages:
+        raise StoreError(f"page map: {pages} pages, more than the {max_pages} its memory has")
     return magic, pages
 
 
-def delta_entries(raw: bytes) -> tuple[int, Delta]:
+def _body(raw: bytes, offset: int, size: int) -> bytes:
+    """The map's compressed entries, which must be exactly `size` bytes."""
+    try:
+        body = inflate(raw[offset:], size, "page map")
+    except Inflated as e:
+        raise StoreError(str(e)) from None
+    if len(body) != size:
+        raise StoreError(f"page map: {len(body)} bytes of entries where {size} were announced")
+    return body
+
+
+def delta_entries(raw: bytes, max_pages: int = MAX_PAGES) -> tuple[int, Delta]:
     """A delta (encode_delta) as the memory size in pages it is for and its entries, decoded
-    once for callers that need both the entries and the map they make (`with_delta`)."""
-    magic, pages = _head(raw)
-    if magic != b"RPMD":
+    once for callers that need both the entries and the map they make (`with_delta`). Every
+    size is checked before memory is allocated for it (a peer sends these)."""
+    magic, pages = _head(raw, max_pages)
+    if magic != b"RPMD" or len(raw) < _HEAD.size + 4:
         raise StoreError("page map: not a delta")
     (n,) = struct.unpack_from("<I", raw, _HEAD.size)
-    body = zstandard.ZstdDecompressor().decompress(raw[_HEAD.size + 4:], max_output_size=8 * n)
-    return pages, np.frombuffer(body, "<u4").reshape(-1, 2)
+    if n > pages:
+        raise StoreError(f"page map: a delta of {n} entries for {pages} pages")
+    delta = np.frombuffer(_body(raw, _HEAD.size + 4, 8 * n), "<u4").reshape(-1, 2)
+    if n and int(delta[:, 0].max()) >= pages:
+        raise StoreError(f"page map: a delta entry past its {pages} pages")
+    return pages, delta
 
 
 def with_delta(base: PageMap, pages: int, delta: Delta) -> PageMap:
@@ -130,12 +154,13 @@ def with_delta(base: PageMap, pages: int, delta: Delta) -> PageMap:
     return base
 
 
-def decode(raw: bytes, base: PageMap | None) -> PageMap:
-    """A full map, or `base` with a delta applied (base is modified and returned)."""
-    magic, pages = _head(raw)
+def decode(raw: bytes, base: PageMap | None, max_pages: int = MAX_PAGES) -> PageMap:
+    """A full map, or `base` with a delta applied (base is modified and returned); no map of
+    more than `max_pages` pages."""
+    magic, pages = _head(raw, max_pages)
     if magic == b"RPMF":
-        body = zstandard.ZstdDecompressor().decompress(raw[_HEAD.size:], max_output_size=4 * pages)
+        body = _body(raw, _HEAD.size, 4 * pages)
         return PageMap(np.frombuffer(body, "<u4").astype(np.uint32))
     if base is None:
         raise StoreError("page map: a delta without the map it applies to")
-    return with_delta(base, *delta_entries(raw))
+    return with_delta(base, *delta_entries(raw, max_pages))

@@ -121,8 +121,8 @@ class PageStore:
         base = log_key(exec_id, number)
         self.store.check_room(f"storing checkpoint {number} of {exec_id}")
         with self.store.txn(f"storing checkpoint {number} of {exec_id}", write=True) as txn:
-            if streamed and txn.get(base + b"/f" + struct.pack(">I", streamed - 1),
-                                    db=self.dbs["pages"]) is None:
+            if streamed and not txn.has(base + b"/f" + struct.pack(">I", streamed - 1),
+                                        db=self.dbs["pages"]):
                 raise StoreError(f"checkpoint {number} of {exec_id}: its streamed pages are missing")
             prev = self._manifest(txn, exec_id, number - 1)
             if delta is None:
@@ -238,10 +238,11 @@ class PageStore:
                 cur = txn.cursor(db=self.dbs["pages"])
                 prefix = log_key(exec_id, version) + b"/f"
                 if cur.set_range(prefix + struct.pack(">I", index)):
-                    for key, value in cur:
+                    for key in cur.iternext(values=False):
                         if not key.startswith(prefix) or size >= batch_bytes:
                             break
-                        batch.append((struct.unpack(">I", key[len(prefix):])[0], bytes(value)))
+                        value = cur.value()
+                        batch.append((struct.unpack(">I", key[len(prefix):])[0], value))
                         size += len(value)
             if not batch:
                 return
@@ -291,11 +292,31 @@ class PageStore:
     # ---- reading ----
     def latest(self, exec_id: str) -> dict | None:
         """The manifest of the newest checkpoint that can be restored (host state present)."""
+        numbers = self.restorable(exec_id)
+        return self.manifest(exec_id, numbers[0]) if numbers else None
+
+    def restorable(self, exec_id: str) -> list[int]:
+        """The checkpoints that have their host state (the retained ones), newest first: a
+        restore that finds one corrupt goes on to the next (the journal is kept from the
+        oldest retained checkpoint on)."""
         with self.store.txn(f"reading checkpoints of {exec_id}") as txn:
-            for n in reversed(self._numbers(txn, exec_id)):
-                if txn.get(log_key(exec_id, n) + b"/host", db=self.dbs["pages"]) is not None:
-                    return self._manifest(txn, exec_id, n)
-        return None
+            return [n for n in reversed(self._numbers(txn, exec_id))
+                    if txn.has(log_key(exec_id, n) + b"/host", db=self.dbs["pages"])]
+
+    def drop_newest(self, exec_id: str, number: int) -> None:
+        """Delete checkpoint `number` and every later one — manifests, maps, frames, host state
+        — after one was found corrupt: the restore goes on from an older one. Frames of these
+        versions only newer maps name. The numbers are not reused (the supervisor numbers the
+        next checkpoint after them): a replica may still hold the dropped ones."""
+        what = f"dropping corrupt checkpoint {number} of {exec_id}"
+        with self.store.txn(what, write=True) as txn:
+            end = exec_id.encode() + b"\x01"
+            for db in ("pages", "pagemaps", "checkpoints"):
+                delete_range(txn, self.dbs[db], log_key(exec_id, number), end)
+        recent = self._recent_maps.get(exec_id, [])
+        self._recent_maps[exec_id] = [(n, m) for n, m in recent if n < number]
+        for key in [k for k in self._referenced if k[0] == exec_id and k[1] >= number]:
+            del self._referenced[key]
 
     def stack(self, exec_id: str, number: int) -> bytes:
         return self._blob(exec_id, number, b"/stack", "stack")
@@ -329,8 +350,8 @@ class PageStore:
         cur = txn.cursor(db=self.dbs["pages"])
         out = []
         if cur.set_range(prefix):
-            for key, value in cur:
+            for key in cur.iternext(values=False):     # values checked only if they are ours
                 if not key.startswith(prefix):
                     break
-                out.append(bytes(value))
+                out.append(cur.value())
         return out

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import ModuleRejected
+from .lifeline import die_with_parent
 
 PREPARE_VERSION = 2
 OPTIMIZE_LEVEL = 3
@@ -89,6 +90,7 @@ def prepare(wasm: bytes, preemptive: bool = True, asyncify_data_bytes: int = 1 <
         src, out = Path(tmp) / "in.wasm", Path(tmp) / "out.wasm"
         src.write_bytes(wasm)
         cmd = [sys.executable, "-m", "roost.daemon.prepare", str(src), str(out),
+               "--parent", str(os.getpid()),
                "--data-bytes", str(asyncify_data_bytes), "--optimize", str(optimize_level)]
         cmd += [] if preemptive else ["--cooperative"]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -170,8 +172,10 @@ def _export_mutable_globals(m) -> tuple[tuple[str, str], ...]:   # noqa: ANN001 
 
 def main(argv: list[str] | None = None) -> int:
     """python -m roost.daemon.prepare IN.wasm OUT.wasm [--cooperative] [--data-bytes N]
-    [--optimize N]"""
+    [--optimize N] [--parent PID]"""
     argv = sys.argv[1:] if argv is None else argv
+    if "--parent" in argv:                 # run by roostd: never outlive it
+        die_with_parent(int(argv[argv.index("--parent") + 1]))
     src, dst = argv[0], argv[1]
     preemptive = "--cooperative" not in argv
     data_bytes = int(argv[argv.index("--data-bytes") + 1]) if "--data-bytes" in argv else 1 << 20

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -81,6 +82,9 @@ class ExecutionRecord:
     migration: str = ""
     handing_over: int = 0
     prepared: str = ""
+    # What happened to the execution that its outcome does not say (a corrupt checkpoint was
+    # skipped at a restore), oldest first: shown by `roost inspect`.
+    notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> bytes:
         d = dataclasses.asdict(self)
@@ -89,8 +93,43 @@ class ExecutionRecord:
 
     @classmethod
     def from_json(cls, raw: bytes) -> "ExecutionRecord":
+        """Parse and type-check a record (a peer's push carries one: a malformed field must be
+        refused here, not break `roost ps` for every user later). ValueError says what is
+        wrong."""
         d = json.loads(raw)
-        d["state"] = State(d["state"])
-        d["env"] = [tuple(kv) for kv in d["env"]]
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        if not isinstance(d, dict):
+            raise ValueError("an execution record is a JSON object")
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        values = {k: _typed(k, v, known[k].type) for k, v in d.items() if k in known}
+        missing = [name for name, f in known.items() if name not in values
+                   and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        if missing:
+            raise ValueError(f"an execution record needs {', '.join(missing)}")
+        return cls(**values)
+
+
+_SCALARS = {"str": str, "int": int, "float": (int, float), "bool": bool}
+
+
+def _typed(name: str, value, kind: str):
+    """`value` as field `name` of type `kind` (the annotation's text), or ValueError."""
+    if kind == "State":
+        if value not in State._value2member_map_:
+            raise ValueError(f"record field {name}: {str(value)[:40]!r} is not a state")
+        return State(value)
+    if kind == "list[str]":
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ValueError(f"record field {name}: a list of strings is needed")
+        return value
+    if kind == "list[tuple[str, str]]":
+        if not isinstance(value, list) or not all(
+                isinstance(kv, list) and len(kv) == 2 and all(isinstance(x, str) for x in kv)
+                for kv in value):
+            raise ValueError(f"record field {name}: a list of [name, value] string pairs is needed")
+        return [tuple(kv) for kv in value]
+    expected = _SCALARS[kind]
+    if not isinstance(value, expected) or (kind != "bool" and isinstance(value, bool)):
+        raise ValueError(f"record field {name}: a {kind} is needed")
+    if kind == "float" and not math.isfinite(value):
+        raise ValueError(f"record field {name}: a finite number is needed")
+    return value

@@ -31,8 +31,11 @@ from collections.abc import Iterator
 from roost.v1 import peer_pb2 as pb
 
 from . import faults, metrics, pagemap
-from .errors import InvalidRequest, NotFound, StateConflict
+from .authority import MAX_NODE, Ownership, check_id, known
+from .errors import InvalidRequest, NotFound, StateConflict, StoreError
 from .faults import Fault
+from .pagemap import MAX_PAGES
+from .peerauth import Caller, _short
 from .pagestore import COMMITTED, PageStore, Uncommitted
 from .peers import PeerClient, PeerError
 from .records import ExecutionRecord
@@ -40,6 +43,12 @@ from .store import Store
 from .supervisor import Supervisor
 
 log = logging.getLogger(__name__)
+Blob = pb.BlobPart.Kind
+_BLOB_SIZE = {Blob.HOST: "host_bytes", Blob.STACK: "stack_bytes", Blob.STDIN: "stdin_bytes",
+              Blob.INITIAL_VFS: "initial_vfs_bytes"}
+_BLOB_INLINE = {Blob.HOST: "host", Blob.STACK: "stack", Blob.STDIN: "stdin",
+                Blob.INITIAL_VFS: "initial_vfs"}
+PIECE = 1 << 20                # no message of a push carries more than this of a value
 MODULE_CHUNK = 1 << 20
 LOG_BATCH_BYTES = 4 << 20
 PART_BYTES = 8 << 20           # frames stored in transactions of about this much on receipt
@@ -153,17 +162,23 @@ class Pusher:
         header = pb.CheckpointHeader(
             id=exec_id, owner=record.owner, epoch=record.epoch, number=number,
             record=source.record_json, manifest=json.dumps(source.manifest).encode(),
-            page_map=raw_map, page_map_base=base, host=source.host, stack=source.stack,
-            migration=migration, prepare_epoch=prepare_epoch,
+            page_map=raw_map, page_map_base=base, migration=migration, prepare_epoch=prepare_epoch,
             source_address=self.supervisor.address, referenced=sorted(source.referenced))
         referenced = source.referenced
         after.versions.extend(header.referenced)
+        blobs = {Blob.HOST: source.host, Blob.STACK: source.stack}
         if not status.found:
-            header.stdin = self.store.stdin(exec_id)
-            header.initial_vfs = self.store.initial_vfs(exec_id)
+            blobs[Blob.STDIN] = self.store.stdin(exec_id)
+            blobs[Blob.INITIAL_VFS] = self.store.initial_vfs(exec_id)
             header.has_inputs = True
+        for kind, blob in blobs.items():
+            setattr(header, _BLOB_SIZE[kind], len(blob))
         counter[0] += header.ByteSize()
         yield pb.CheckpointChunk(header=header)
+        for kind, blob in blobs.items():
+            for piece in _pieces(blob):
+                counter[0] += len(piece)
+                yield pb.CheckpointChunk(blob=pb.BlobPart(kind=kind, data=piece))
         held = set(status.versions)
         for version in sorted(referenced - held):
             for index, frame in source.iter_frames(self.pages, version):
@@ -173,13 +188,17 @@ class Pusher:
         for seq, stream, data in self._logs(exec_id, status.log_records):
             counter[0] += len(data)
             after.log_records = seq + 1
-            yield pb.CheckpointChunk(log=pb.LogRecord(seq=seq, stream=stream, data=data))
+            for piece, more in _split(data):
+                yield pb.CheckpointChunk(log=pb.LogRecord(seq=seq, stream=stream, data=piece,
+                                                          continues=more))
         first = max(status.journal_records, source.manifest["journal_seq"])
         after.journal_records = first
         for i, raw in enumerate(self.store.read_journal(exec_id, first)):
             counter[0] += len(raw)
             after.journal_records = first + i + 1
-            yield pb.CheckpointChunk(journal=pb.JournalRecord(seq=first + i, data=raw))
+            for piece, more in _split(raw):
+                yield pb.CheckpointChunk(journal=pb.JournalRecord(seq=first + i, data=piece,
+                                                                  continues=more))
         source.committed.result()                # uncommitted: a failure breaks the push off
 
     def _stored(self, record: ExecutionRecord, number: int) -> Uncommitted:
@@ -279,8 +298,14 @@ class Replicator:
             try:
                 self.pusher.push(client, exec_id, number)
             except Superseded as e:
-                self.supervisor.superseded(exec_id, e.owner, e.address, e.epoch)
+                # Only this daemon's own handover gives an execution away: a peer's word that
+                # someone else owns it stops nothing here (a hostile or confused peer could
+                # otherwise kill any run). It is not replicated there until that changes.
+                log.warning("replicating %s to %s: the peer says %s owns it at epoch %d; this "
+                            "daemon owns it: not replicating it there", exec_id, client.address,
+                            _short(e.owner), e.epoch)
                 self._done(client.address, exec_id, number)
+                continue
             except (PeerError, StateConflict, NotFound, InvalidRequest, OSError) as e:
                 log.warning("replicating %s checkpoint %d to %s: %s", exec_id, number, client.address, e)
                 time.sleep(backoff)
@@ -312,8 +337,9 @@ class Replicator:
 class Replicas:
     """The receiving side: what this daemon holds of other daemons' executions."""
 
-    def __init__(self, supervisor: Supervisor, retain: int, handovers) -> None:
+    def __init__(self, supervisor: Supervisor, retain: int, handovers, ownership: Ownership) -> None:
         self.supervisor = supervisor
+        self.ownership = ownership
         self.store: Store = supervisor.store
         self.pages: PageStore = supervisor.pages
         self.retain = retain
@@ -337,13 +363,16 @@ class Replicas:
         out.prepared = record.prepared
         return out
 
-    def receive(self, chunks: Iterator[pb.CheckpointChunk]) -> pb.PushCheckpointResponse:
+    def receive(self, chunks: Iterator[pb.CheckpointChunk], caller: Caller) -> pb.PushCheckpointResponse:
+        """Store a push from `caller` once its header passes the ownership rules and every
+        size in it is bounded (`authority`, `_bounds`)."""
         first = next(chunks, None)
         if first is None or first.WhichOneof("part") != "header":
             raise InvalidRequest("push: the first message must be the checkpoint's header")
         header = first.header
-        record = self._accept(header)
-        number, received = header.number, first.ByteSize()
+        record, bounds, blobs = self._accept(header, caller, chunks)
+        number, received = header.number, first.ByteSize() + sum(map(len, blobs.values()))
+        chunks = bounds.checked(chunks)
         if header.prepare_epoch:
             if faults.value(Fault.REFUSE_PREPARE):
                 faults.spend(Fault.REFUSE_PREPARE)
@@ -353,7 +382,7 @@ class Replicas:
         if self.pages.manifest(header.id, number) is not None:
             received += self._store_records(header, record, chunks)
         else:
-            received += self._store(header, record, chunks)
+            received += self._store(header, record, chunks, bounds, blobs)
         if header.migration:
             self.supervisor.follow(header.id, number)
         if header.prepare_epoch:
@@ -366,46 +395,48 @@ class Replicas:
         that a replica push of the same checkpoint beat): its frames are here, but the output
         and journal records it carries may not be — they were read when it was sent, after
         those of the earlier push, and the pusher counts them as held from now on."""
-        logs: list[pb.LogRecord] = []
-        journal: list[pb.JournalRecord] = []
+        records = _Records(header.id)
         received = 0
         for chunk in chunks:
             received += chunk.ByteSize()
-            kind = chunk.WhichOneof("part")
-            if kind == "log":
-                logs.append(chunk.log)
-            elif kind == "journal":
-                journal.append(chunk.journal)
-        if not (logs or journal or header.prepare_epoch):
+            if chunk.WhichOneof("part") in ("log", "journal"):
+                self._take(records, chunk)
+        if not (records.any() or header.prepare_epoch):
             return received
         self.store.check_room(f"storing output pushed for {header.id}")
         with self.store.txn(f"storing records pushed for {header.id}", write=True) as txn:
-            self._put_records(txn, header.id, logs, journal)
+            records.put(self.store, txn)
             if header.prepare_epoch:
                 self.store.put_execution_in(txn, record)
         return received
 
-    def _put_records(self, txn, exec_id: str, logs: list[pb.LogRecord],
-                     journal: list[pb.JournalRecord]) -> None:
-        """Pushed output and journal records, at their owner's seqs, in the caller's transaction."""
-        self.store.put_records(txn, exec_id, [(r.seq, bytes((r.stream,)) + r.data) for r in logs],
-                               [(r.seq, r.data) for r in journal])
+    def _take(self, records: "_Records", chunk: pb.CheckpointChunk) -> None:
+        """One message of output or journal: joined; a batch of about PART_BYTES is stored
+        at once in its own transaction (a push's records never pile up in memory; stored
+        early, they are what the pusher finds held when a broken push is retried)."""
+        records.add(chunk)
+        if records.size >= PART_BYTES:
+            self.store.check_room(f"storing output pushed for {records.exec_id}")
+            with self.store.txn(f"storing records pushed for {records.exec_id}", write=True) as txn:
+                records.put(self.store, txn)
 
-    def _accept(self, header: pb.CheckpointHeader) -> ExecutionRecord:
-        """The record this push updates; refuses stale epochs, and stops a local run that a
-        newer owner supersedes."""
-        try:
-            local = self.store.get_execution(header.id)
-        except NotFound:
-            local = None
-        if local is not None and header.epoch < local.epoch:
-            raise StateConflict(f"push of {header.id} at epoch {header.epoch}: stale, this daemon "
-                                f"knows epoch {local.epoch} (owner {local.owner})")
+    def _accept(self, header: pb.CheckpointHeader, caller: Caller, chunks: Iterator[pb.CheckpointChunk]
+                ) -> tuple[ExecutionRecord, "_Bounds", dict[int, bytes]]:
+        """The record this push updates, the bounds its messages are held to and its large
+        values (read from the BlobParts after the header); refuses a push that does not follow
+        from what this daemon knows (`authority.Ownership`)."""
+        check_id(header.id, "push")
+        local = known(self.store, header.id)
+        self.ownership.check_push(caller, header, local)
         try:
             pushed = ExecutionRecord.from_json(header.record)
         except (ValueError, TypeError, KeyError) as e:
             raise InvalidRequest(f"push of {header.id}: its record does not parse: {e}") from None
-        pushed.owner, pushed.epoch = header.owner, header.epoch
+        self.ownership.check_record(header, pushed, local)
+        bounds = _Bounds.of(header)
+        blobs = _read_blobs(header, chunks)
+        pushed.owner, pushed.epoch, pushed.owner_address = header.owner, header.epoch, header.source_address
+        pushed.node_id = pushed.node_id[:MAX_NODE]
         if local is None:
             if not header.has_inputs:
                 raise StateConflict(f"push of {header.id}: its inputs are needed first")
@@ -413,31 +444,35 @@ class Replicas:
                 raise StateConflict(f"push of {header.id}: module {pushed.module_sha256} is missing")
             pushed.prepared = pushed.migration = ""
             pushed.handing_over = 0
-            self.store.create_execution(pushed, header.stdin, header.initial_vfs)
-            return pushed
-        if self.supervisor.owns(local) and header.owner != self.supervisor.node_id:
-            if header.epoch == local.epoch:
-                raise StateConflict(f"push of {header.id}: this daemon owns it at epoch {local.epoch}")
-            self.supervisor.superseded(header.id, header.owner, pushed.owner_address, header.epoch)
-        pushed.prepared = local.prepared
+            pushed.replicas = []
+            self.store.create_execution(pushed, blobs[Blob.STDIN], blobs[Blob.INITIAL_VFS])
+            return pushed, bounds, blobs
+        pushed.prepared, pushed.replicas = local.prepared, local.replicas
         pushed.migration, pushed.handing_over = "", 0
-        return pushed
+        return pushed, bounds, blobs
 
-    def _page_map(self, header: pb.CheckpointHeader) -> tuple[pagemap.PageMap, pagemap.Delta | None]:
+    def _page_map(self, header: pb.CheckpointHeader, max_pages: int
+                  ) -> tuple[pagemap.PageMap, pagemap.Delta | None]:
         """The pushed checkpoint's full map: as sent, or this store's map of the base checkpoint
         with the sent delta applied; and that delta."""
-        if not header.page_map_base:
-            return pagemap.decode(header.page_map, None), None
+        try:
+            if not header.page_map_base:
+                full = pagemap.decode(header.page_map, None, max_pages)
+                _no_later(header, full.versions)
+                return full, None
+            pages, delta = pagemap.delta_entries(header.page_map, max_pages)
+        except StoreError as e:
+            raise InvalidRequest(f"push of {header.id}: {e}") from None
+        _no_later(header, delta[:, 1])
         try:
             base = self.pages.page_map(header.id, header.page_map_base).copy()
         except NotFound:
             raise StateConflict(f"push of {header.id}: its map is a delta from checkpoint "
                                 f"{header.page_map_base}, which this daemon no longer holds") from None
-        pages, delta = pagemap.delta_entries(header.page_map)
         return pagemap.with_delta(base, pages, delta), delta
 
     def _store(self, header: pb.CheckpointHeader, record: ExecutionRecord,
-               chunks: Iterator[pb.CheckpointChunk]) -> int:
+               chunks: Iterator[pb.CheckpointChunk], bounds: "_Bounds", blobs: dict[int, bytes]) -> int:
         """Frames are written as they come, in transactions of about PART_BYTES (the disk
         writes while more arrives); the last ones of the checkpoint's own version ride with
         the commit of the rest (a small push is one transaction). A migration's standby gets
@@ -448,8 +483,7 @@ class Replicas:
         received, streamed = 0, 0
         batch: list[bytes] = []
         batch_version, batch_first, batch_bytes = -1, 0, 0
-        logs: list[pb.LogRecord] = []
-        journal: list[pb.JournalRecord] = []
+        records = _Records(exec_id)
 
         def flush() -> None:
             nonlocal batch, batch_bytes, streamed
@@ -473,24 +507,169 @@ class Replicas:
                 batch_bytes += len(frame.data)
                 if following:
                     arrived.setdefault(frame.version, []).append(frame.data)
-            elif kind == "log":
-                logs.append(chunk.log)
-            elif kind == "journal":
-                journal.append(chunk.journal)
+            elif kind in ("log", "journal"):
+                self._take(records, chunk)
         if batch_version != number:
             flush()
-        manifest = json.loads(header.manifest)
+        manifest = bounds.manifest
         manifest.update(owner=header.owner, epoch=header.epoch)
-        page_map, sent_delta = self._page_map(header)
+        page_map, sent_delta = self._page_map(header, bounds.pages)
         if following:
             self.supervisor.apply_arrived(exec_id, number, manifest["memory_bytes"], page_map, arrived)
 
         def also(txn) -> None:
-            self._put_records(txn, exec_id, logs, journal)
+            records.put(self.store, txn)
         # What the owner worked out already need not be again here (a migration's downtime).
         delta = sent_delta if header.page_map_base == number - 1 else None
-        self.pages.put(record, manifest, batch, header.host, header.stack, page_map, delta,
+        self.pages.put(record, manifest, batch, blobs[Blob.HOST], blobs[Blob.STACK], page_map, delta,
                        self.retain, streamed=streamed, also=also,
                        referenced=frozenset(header.referenced) if header.referenced else None,
                        hurry=bool(header.prepare_epoch))
         return received
+
+
+MAX_BLOB = 1 << 30          # a header's value sent in pieces (host state: the files, at most)
+MAX_JOINED = 1 << 30        # an output or journal record joined from pieces
+
+
+def _read_blobs(header: pb.CheckpointHeader, chunks: Iterator[pb.CheckpointChunk]) -> dict[int, bytes]:
+    """The header's large values: inline in the header (an older sender), or the BlobParts
+    that follow it, as many bytes of each as the header announces and no more."""
+    out = {kind: getattr(header, name) for kind, name in _BLOB_INLINE.items()}
+    wanted = {kind: getattr(header, size) for kind, size in _BLOB_SIZE.items() if getattr(header, size)}
+    if any(size > MAX_BLOB for size in wanted.values()):
+        raise InvalidRequest(f"push of {header.id}: a value of more than {MAX_BLOB} bytes")
+    parts: dict[int, list[bytes]] = {kind: [] for kind in wanted}
+    left = dict(wanted)
+    while any(left.values()):
+        chunk = next(chunks, None)
+        part = chunk.blob if chunk is not None and chunk.WhichOneof("part") == "blob" else None
+        if part is None or left.get(part.kind, 0) < len(part.data) or not part.data:
+            raise InvalidRequest(f"push of {header.id}: its values end before the sizes its "
+                                 "header announces, or overrun them")
+        parts[part.kind].append(part.data)
+        left[part.kind] -= len(part.data)
+    out.update({kind: b"".join(pieces) for kind, pieces in parts.items()})
+    return out
+
+
+class _Records:
+    """A push's output and journal records, joined from their pieces (a record of `continues`
+    messages), until they are put into a transaction."""
+
+    def __init__(self, exec_id: str) -> None:
+        self.exec_id = exec_id
+        self.logs: list[tuple[int, bytes]] = []
+        self.journal: list[tuple[int, bytes]] = []
+        self.size = 0
+        self._open: dict[str, tuple[int, list[bytes], int]] = {}   # kind -> (seq, pieces, bytes)
+
+    def add(self, chunk: pb.CheckpointChunk) -> None:
+        kind = chunk.WhichOneof("part")
+        message = getattr(chunk, kind)
+        seq, pieces, size = self._open.pop(kind, (message.seq, [], 0))
+        if seq != message.seq or size + len(message.data) > MAX_JOINED:
+            raise InvalidRequest(f"push of {self.exec_id}: a {kind} record's pieces are of two "
+                                 f"records, or more than {MAX_JOINED} bytes")
+        pieces.append(message.data)
+        if message.continues:
+            self._open[kind] = (seq, pieces, size + len(message.data))
+            return
+        data = b"".join(pieces)
+        if kind == "log":
+            self.logs.append((seq, bytes((message.stream,)) + data))
+        else:
+            self.journal.append((seq, data))
+        self.size += len(data)
+
+    def any(self) -> bool:
+        return bool(self.logs or self.journal)
+
+    def put(self, store: Store, txn) -> None:
+        """Into `txn`, at their owner's seqs; then forgotten here."""
+        if self.any():
+            store.put_records(txn, self.exec_id, self.logs, self.journal)
+        self.logs, self.journal, self.size = [], [], 0
+
+
+def _pieces(blob: bytes) -> Iterator[bytes]:
+    view = memoryview(blob)
+    for at in range(0, len(blob), PIECE):
+        yield bytes(view[at:at + PIECE])
+
+
+def _split(data: bytes) -> Iterator[tuple[bytes, bool]]:
+    """A record's pieces, each with whether more of it follows (one piece when it is small)."""
+    view = memoryview(data)
+    for at in range(0, max(len(data), 1), PIECE):
+        yield bytes(view[at:at + PIECE]), at + PIECE < len(data)
+
+
+def _no_later(header: pb.CheckpointHeader, versions) -> None:
+    """A pushed map names no checkpoint after the one it is the map of."""
+    if len(versions) and int(versions.max()) > header.number:
+        raise InvalidRequest(f"push of {header.id}: its map names checkpoints after {header.number}")
+
+
+class _Bounds:
+    """What one push may contain, worked out from its header before anything is allocated:
+    pages by the manifest's memory, frames only of the versions the map references, output of
+    the two streams, records of bounded size."""
+
+    MAX_MANIFEST = 1 << 20
+    MAX_FRAME = 64 << 20
+    MAX_RECORD = 64 << 20
+    MAX_NUMBER = 1 << 31
+
+    def __init__(self, header: pb.CheckpointHeader, manifest: dict, pages: int) -> None:
+        self.header, self.manifest, self.pages = header, manifest, pages
+        self.versions = frozenset(header.referenced) | {header.number}
+
+    @classmethod
+    def of(cls, header: pb.CheckpointHeader) -> "_Bounds":
+        what = f"push of {_short(header.id)}"
+        if not 1 <= header.number < cls.MAX_NUMBER:
+            raise InvalidRequest(f"{what}: checkpoint number {header.number} is out of range")
+        if header.page_map_base >= cls.MAX_NUMBER or len(header.referenced) > header.number \
+                or any(not 1 <= v <= header.number for v in header.referenced):
+            raise InvalidRequest(f"{what}: it references checkpoints after {header.number}")
+        manifest = cls._manifest(header, what)
+        return cls(header, manifest, -(-manifest["memory_bytes"] // 4096))
+
+    @classmethod
+    def _manifest(cls, header: pb.CheckpointHeader, what: str) -> dict:
+        if len(header.manifest) > cls.MAX_MANIFEST:
+            raise InvalidRequest(f"{what}: a manifest of {len(header.manifest)} bytes")
+        try:
+            manifest = json.loads(header.manifest)
+        except ValueError:
+            raise InvalidRequest(f"{what}: its manifest is not JSON") from None
+        if not isinstance(manifest, dict):
+            raise InvalidRequest(f"{what}: its manifest is not a JSON object")
+        for key, top in (("memory_bytes", MAX_PAGES * 4096), ("journal_seq", 1 << 62)):
+            value = manifest.get(key)
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= top:
+                raise InvalidRequest(f"{what}: manifest field {key} must be an integer from 0 to {top}")
+        if manifest.get("number") != header.number:
+            raise InvalidRequest(f"{what}: its manifest is of checkpoint {manifest.get('number')!r}")
+        return manifest
+
+    def checked(self, chunks: Iterator[pb.CheckpointChunk]) -> Iterator[pb.CheckpointChunk]:
+        """The push's remaining messages, each refused as it arrives if out of bounds."""
+        what = f"push of {_short(self.header.id)}"
+        for chunk in chunks:
+            kind = chunk.WhichOneof("part")
+            if kind == "frame":
+                if chunk.frame.version not in self.versions or len(chunk.frame.data) > self.MAX_FRAME:
+                    raise InvalidRequest(f"{what}: a frame of checkpoint {chunk.frame.version} "
+                                         f"({len(chunk.frame.data)} bytes) it does not reference")
+            elif kind == "log":
+                if chunk.log.stream not in (1, 2) or len(chunk.log.data) > self.MAX_RECORD:
+                    raise InvalidRequest(f"{what}: an output record of stream {chunk.log.stream} "
+                                         f"({len(chunk.log.data)} bytes)")
+            elif kind == "journal":
+                if len(chunk.journal.data) > self.MAX_RECORD:
+                    raise InvalidRequest(f"{what}: a journal record of {len(chunk.journal.data)} bytes")
+            else:
+                raise InvalidRequest(f"{what}: a second header, or an empty message")
+            yield chunk

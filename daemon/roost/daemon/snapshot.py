@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import zstandard
 
-from .errors import StoreError
+from .errors import Corrupt
 
 PAGE_BYTES = 4096
 FRAME_PAGES = 64                    # 256 KiB of input per zstd call
@@ -38,7 +38,7 @@ _HEAD = struct.Struct("<4sHHII")
 _WORDS = PAGE_BYTES // 8
 
 
-class CorruptPage(StoreError):
+class CorruptPage(Corrupt):
     """A stored page failed its checksum: the checkpoint cannot be restored as it is."""
 
 

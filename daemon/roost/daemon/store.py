@@ -20,31 +20,143 @@ This is the only module that imports `lmdb`; LMDB errors become `StoreError` her
     (checkpoints, pagemaps and pages are written by `pagestore`, through this environment)
     timers      id                    -> u64 BE unix ns: wake the execution (durable sleep)
 
+Every value above is stored sealed: its bytes, then a u32 LE crc32 of key and bytes (`seal`).
+Every transaction hands out `Txn`, which seals what is put and checks what is read, so no
+caller sees the seal and no bit flipped on disk is ever served: the read raises `Corrupt`
+naming the database and the key. A store of format 1 (values unsealed) is sealed in one
+transaction when this roostd first opens it.
+
 The log key layout keeps one execution's records contiguous and in order, so a replay is one
 cursor scan from (id, seq).
 """
 from __future__ import annotations
 
+import errno
+import logging
+import os
+import re
 import struct
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import lmdb
 
-from .errors import FormatError, NotFound, StoreError, StoreFull
+from .errors import Corrupt, FormatError, NotFound, StoreError, StoreFull
 from .records import ExecutionRecord, ModuleRecord
 
-FORMAT_VERSION = (1, 0)
+log = logging.getLogger(__name__)
+FORMAT_VERSION = (2, 0)
+UNSEALED_MAJOR = 1          # format 1: the same layout, values without their crc32
 RESERVE_FRACTION = 0.95     # bulk writes stop here; the rest is kept for recording outcomes
 FULL_ADVICE = "the store is full: raise store.map_size_bytes or free disk space, then roost resume"
+DISK_FULL_SLACK_BYTES = 64 << 20    # an I/O error with less free than this is a full disk
 DATABASES = ("meta", "modules", "blobs", "executions", "logs", "inputs", "vfs", "journal",
              "checkpoints", "pagemaps", "pages", "timers")
 _SEQ = struct.Struct(">Q")
+_CRC = struct.Struct("<I")
+_LEGACY_FORMAT = re.compile(rb"\d+\.\d+")
 
 
 def log_key(exec_id: str, seq: int) -> bytes:
     return exec_id.encode() + b"\x00" + _SEQ.pack(seq)
+
+
+# ---- sealed values: every value carries a crc32 of its key and bytes ----
+def seal(key: bytes, value) -> bytes:
+    """The value as stored: its bytes, then crc32(key + bytes), so a flipped bit — or a value
+    stored under another key — is caught on read. crc32 runs at ~3 GB/s: cheap next to zstd."""
+    return b"".join((value, _CRC.pack(zlib.crc32(value, zlib.crc32(key)))))
+
+
+def unseal(db: str, key: bytes, raw: bytes, what: str = "reading the store") -> bytes:
+    """The bytes of a stored value, after checking its crc32; Corrupt (naming the database and
+    the key) instead of ever serving bytes that changed on disk."""
+    body = memoryview(raw)[:-_CRC.size]
+    stored = _CRC.unpack_from(raw, len(body))[0] if len(raw) >= _CRC.size else None
+    if stored != zlib.crc32(body, zlib.crc32(key)):
+        raise Corrupt(f"{what}: the {db} record {describe_key(key)} is corrupt (it fails its "
+                      f"checksum); it is not served")
+    return bytes(body)
+
+
+def describe_key(key: bytes) -> str:
+    """A key as a person reads it: `id/seq`, `id/number/f3`, `id/number/host`, `id/stdin`."""
+    exec_id, sep, rest = key.partition(b"\x00")
+    if not sep or len(rest) < _SEQ.size:
+        return key.decode(errors="backslashreplace")
+    text = f"{exec_id.decode(errors='backslashreplace')}/{_SEQ.unpack(rest[:8])[0]}"
+    suffix = rest[8:]
+    if suffix.startswith(b"/f") and len(suffix) == 6:
+        return f"{text}/f{struct.unpack('>I', suffix[2:])[0]}"
+    return text + suffix.decode(errors="backslashreplace")
+
+
+class Txn:
+    """An LMDB transaction that seals every value put and checks every value read: the one
+    place values are encoded, so no caller can skip the checksum."""
+
+    def __init__(self, raw: lmdb.Transaction, names: dict, what: str) -> None:
+        self.raw, self._names, self.what = raw, names, what
+
+    def get(self, key: bytes, default=None, db=None):
+        raw = self.raw.get(key, db=db)
+        return default if raw is None else unseal(self._names[db], key, raw, self.what)
+
+    def has(self, key: bytes, db=None) -> bool:
+        """Whether `key` is stored, without reading (and checking) its value."""
+        return self.raw.get(key, db=db) is not None
+
+    def put(self, key: bytes, value, db=None, overwrite: bool = True) -> bool:
+        return self.raw.put(key, seal(key, value), db=db, overwrite=overwrite)
+
+    def delete(self, key: bytes, db=None) -> bool:
+        return self.raw.delete(key, db=db)
+
+    def cursor(self, db=None) -> "Cursor":
+        return Cursor(self.raw.cursor(db=db), self._names[db], self.what)
+
+
+class Cursor:
+    """An LMDB cursor whose values are checked as they are read (keys are not sealed: a damaged
+    key moves its value, and the crc, which covers the key, catches that)."""
+
+    def __init__(self, raw: lmdb.Cursor, db: str, what: str) -> None:
+        self.raw, self.db, self.what = raw, db, what
+
+    def set_range(self, key: bytes) -> bool:
+        return self.raw.set_range(key)
+
+    def first(self) -> bool:
+        return self.raw.first()
+
+    def last(self) -> bool:
+        return self.raw.last()
+
+    def prev(self) -> bool:
+        return self.raw.prev()
+
+    def next(self) -> bool:
+        return self.raw.next()
+
+    def key(self) -> bytes:
+        return self.raw.key()
+
+    def value(self) -> bytes:
+        return unseal(self.db, self.raw.key(), self.raw.value(), self.what)
+
+    def delete(self) -> bool:
+        return self.raw.delete()
+
+    def iternext(self, keys: bool = True, values: bool = True):
+        if not values:
+            return self.raw.iternext(keys=keys, values=False)
+        return ((k, unseal(self.db, k, v, self.what)) if keys else unseal(self.db, k, v, self.what)
+                for k, v in self.raw.iternext(keys=True, values=True))
+
+    def __iter__(self):
+        return self.iternext()
 
 
 class Store:
@@ -52,41 +164,103 @@ class Store:
 
     def __init__(self, path: Path, map_size_bytes: int) -> None:
         path.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        data = path / "data.mdb"
+        if data.exists() and data.stat().st_size == 0:     # LMDB would start an empty store
+            raise StoreError(f"{data} is empty (truncated?): restore the data directory from a "
+                             f"copy, or remove the file to start with an empty store")
         try:
             self.env = lmdb.open(str(path), map_size=map_size_bytes, max_dbs=len(DATABASES) + 4,
                                  max_readers=512, metasync=True, sync=True)
+        except lmdb.InvalidError as e:
+            raise StoreError(f"{data} is not a whole LMDB store (truncated or corrupt): {e}") from e
         except lmdb.Error as e:
             raise StoreError(f"opening store at {path}: {e}") from e
+        self._check_whole(data)
         self.dbs = {name: self.env.open_db(name.encode()) for name in DATABASES}
+        self._names = {db: name for name, db in self.dbs.items()}
         self._check_format()
+
+    def _check_whole(self, data: Path) -> None:
+        """Refuse a data file shorter than the pages LMDB's newest meta page says are in use (a
+        truncated copy, a torn restore from backup): reading past its end would kill roostd
+        with SIGBUS, and no line would say why. Checked before any data page is touched."""
+        needed = (self.env.info()["last_pgno"] + 1) * self.env.stat()["psize"]
+        size = data.stat().st_size
+        if size < needed:
+            self.env.close()
+            raise StoreError(f"{data} is truncated or corrupt: LMDB's meta page says it uses "
+                             f"{needed} bytes, the file holds {size}; restore the data directory "
+                             f"from a copy or move it away")
 
     def close(self) -> None:
         self.env.close()
 
     @contextmanager
-    def txn(self, what: str, write: bool = False) -> Iterator[lmdb.Transaction]:
-        """One transaction; LMDB errors become StoreError naming `what`. A write bigger than
-        the reserve that check_room keeps can still fill the map: that is StoreFull too, with
-        the same advice, since the user's remedy is the same."""
+    def txn(self, what: str, write: bool = False) -> Iterator[Txn]:
+        """One transaction (values sealed and checked, see `Txn`); LMDB errors become StoreError
+        naming `what`. A write bigger than the reserve that check_room keeps can still fill the
+        map: that is StoreFull too, with the same advice, since the user's remedy is the same;
+        so is a full disk under the data dir."""
         try:
             with self.env.begin(write=write) as txn:
-                yield txn
+                yield Txn(txn, self._names, what)
         except lmdb.MapFullError as e:
             raise StoreFull(f"{what}: {FULL_ADVICE} ({e})") from e
         except lmdb.Error as e:
+            if self._disk_full(e):
+                raise StoreFull(f"{what}: the disk under {self.path} is full: free space there, "
+                                f"then roost resume ({e})") from e
             raise StoreError(f"{what}: {e}") from e
 
+    def _disk_full(self, error: lmdb.Error) -> bool:
+        """ENOSPC is a full disk; so is an I/O error with (almost) no space left under the data
+        dir: LMDB reports a short write of its pages as EIO ("short write, filesystem full?")."""
+        if isinstance(error, lmdb.DiskError):
+            return True
+        if os.strerror(errno.EIO) not in str(error):        # (lmdb's errors carry no errno)
+            return False
+        try:
+            fs = os.statvfs(self.path)
+        except OSError:
+            return False
+        return fs.f_bavail * fs.f_frsize < DISK_FULL_SLACK_BYTES
+
     def _check_format(self) -> None:
-        """Accept the same major version and an older-or-equal minor; stamp a new store."""
+        """Accept the same major version and an older-or-equal minor; stamp a new store; seal
+        the values of a format-1 store (see `_seal_all`)."""
         with self.txn("checking store format", write=True) as txn:
-            raw = txn.get(b"format", db=self.dbs["meta"])
-            if raw is None:
+            found = self._format(txn)
+            if found is None:
                 txn.put(b"format", b"%d.%d" % FORMAT_VERSION, db=self.dbs["meta"])
-                return
-            major, minor = (int(x) for x in raw.decode().split("."))
-            if major != FORMAT_VERSION[0] or minor > FORMAT_VERSION[1]:
-                raise FormatError(f"store format {major}.{minor} is not supported by this roostd "
-                                  f"(reads {FORMAT_VERSION[0]}.0 to {FORMAT_VERSION[0]}.{FORMAT_VERSION[1]})")
+            elif found[0] == UNSEALED_MAJOR:
+                self._seal_all(txn)
+            elif found[0] != FORMAT_VERSION[0] or found[1] > FORMAT_VERSION[1]:
+                raise FormatError(f"store format {found[0]}.{found[1]} is not supported by this "
+                                  f"roostd (it reads {FORMAT_VERSION[0]}.0 to {FORMAT_VERSION[0]}."
+                                  f"{FORMAT_VERSION[1]}, and seals {UNSEALED_MAJOR}.x)")
+
+    def _format(self, txn: Txn) -> tuple[int, int] | None:
+        """(major, minor) of the store; None for a new one. Format 1 stored it unsealed."""
+        raw = txn.raw.get(b"format", db=self.dbs["meta"])
+        if raw is None:
+            return None
+        if _LEGACY_FORMAT.fullmatch(raw) is None:
+            raw = txn.get(b"format", db=self.dbs["meta"])
+        elif not raw.startswith(b"%d." % UNSEALED_MAJOR):
+            raise FormatError(f"store format {raw.decode()} is not supported by this roostd")
+        major, minor = raw.split(b".")
+        return int(major), int(minor)
+
+    def _seal_all(self, txn: Txn) -> None:
+        """Format 1 -> 2: rewrite every value with its checksum, in the caller's (one)
+        transaction, so a crash or a full map leaves the store as it was, still format 1.
+        Values of format 1 carry no checksum: what was damaged before is sealed as it is."""
+        for db in self.dbs.values():
+            cur = txn.raw.cursor(db=db)
+            for key, value in cur:
+                cur.put(key, seal(key, value))
+        txn.put(b"format", b"%d.%d" % FORMAT_VERSION, db=self.dbs["meta"])
 
     def node_id(self, current: str) -> str:
         """The node id this store was last used by; `current` from now on."""
@@ -110,7 +284,7 @@ class Store:
 
     def has_module(self, sha256: str) -> bool:
         with self.txn(f"reading module {sha256}") as txn:
-            return txn.get(sha256.encode(), db=self.dbs["modules"]) is not None
+            return txn.has(sha256.encode(), db=self.dbs["modules"])
 
     def module_bytes(self, sha256: str) -> bytes:
         with self.txn(f"reading module bytes {sha256}") as txn:
@@ -178,8 +352,17 @@ class Store:
         return record
 
     def list_executions(self) -> list[ExecutionRecord]:
+        """Every record that reads back intact; a corrupt one is logged and left out, so one
+        damaged record does not stop the daemon listing, or resuming, the others."""
+        out = []
         with self.txn("listing executions") as txn:
-            return [ExecutionRecord.from_json(v) for _, v in txn.cursor(db=self.dbs["executions"])]
+            cur = txn.cursor(db=self.dbs["executions"])
+            for key in cur.iternext(values=False):
+                try:
+                    out.append(ExecutionRecord.from_json(cur.value()))
+                except Corrupt as e:
+                    log.error("%s", e)
+        return out
 
     def stdin(self, exec_id: str) -> bytes:
         with self.txn(f"reading stdin of {exec_id}") as txn:
@@ -244,10 +427,10 @@ class Store:
             cur = txn.cursor(db=self.dbs["journal"])
             out: list[bytes] = []
             if cur.set_range(log_key(exec_id, from_seq)):
-                for key, value in cur:
+                for key in cur.iternext(values=False):   # values checked only if they are ours
                     if not key.startswith(prefix):
                         break
-                    out.append(bytes(value))
+                    out.append(cur.value())
             return out
 
     def read_logs(self, exec_id: str, from_seq: int, limit_bytes: int = 4 << 20
@@ -260,17 +443,28 @@ class Store:
             cur = txn.cursor(db=self.dbs["logs"])
             if not cur.set_range(log_key(exec_id, from_seq)):
                 return out
-            for key, value in cur:
+            for key in cur.iternext(values=False):      # values checked only if they are read
                 if not key.startswith(prefix) or total >= limit_bytes:
                     break
-                out.append((_SEQ.unpack(key[-8:])[0], value[0], bytes(value[1:])))
+                value = cur.value()
+                out.append((_SEQ.unpack(key[-8:])[0], value[0], value[1:]))
                 total += len(value)
         return out
 
     # ---- timers ----
     def timers(self) -> dict[str, int]:
+        """Every stored wake-up time; a corrupt one is due now (logged): waking a durable sleep
+        early restores it inside its poll, which sleeps on from its original start."""
+        out = {}
         with self.txn("reading timers") as txn:
-            return {k.decode(): _SEQ.unpack(v)[0] for k, v in txn.cursor(db=self.dbs["timers"])}
+            cur = txn.cursor(db=self.dbs["timers"])
+            for key in cur.iternext(values=False):
+                try:
+                    out[key.decode()] = _SEQ.unpack(cur.value())[0]
+                except Corrupt as e:
+                    log.error("%s: waking it now", e)
+                    out[key.decode()] = 0
+        return out
 
     def clear_timer(self, exec_id: str) -> None:
         with self.txn(f"clearing the timer of {exec_id}", write=True) as txn:

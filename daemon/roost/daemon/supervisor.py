@@ -7,6 +7,7 @@ and after a daemon restart.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 import signal
@@ -20,15 +21,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import faults, hoststate, journal, metrics, pagemap, snapshot
-from .errors import InvalidRequest, NotFound, StateConflict, StoreError, TimedOut
+from .errors import (Corrupt, InvalidRequest, LimitExceeded, NotFound, OutputQuotaExceeded,
+                     StateConflict, StoreError, TimedOut)
 from .faults import Fault
 from .live import Live, describe_exit, fresh_output, merge_output, reap, send_signal
 from .modules import ModuleRegistry
-from .pagestore import PageStore, Uncommitted
+from .pagestore import PageStore, Restore, Uncommitted
 from .records import ExecutionRecord, State
 from .store import Store
 from .timers import Timers
-from .vfs import Entry, Vfs
+from .vfs import Entry, FsError, Vfs, VfsLimits
 from .workerlink import (APPLIED, APPLY, CHECKPOINT, CONTROL, END, GO, JOURNAL, OUTPUT, PAGES, READY,
                          START, STATS, Frame)
 from .workers import WorkerPool
@@ -37,6 +39,7 @@ log = logging.getLogger(__name__)
 STREAM_DEPTH = 2       # checkpoint parts received but not yet written, per execution
 SHUTDOWN = "roostd is shutting down"
 STORE_FAILED = "paused: the store could not take the execution's output"
+OUTPUT_QUOTA = "paused: the execution's output reached its quota"
 MAX_BARREN_DEATHS = 5   # workers in a row that die without making new progress: a crash loop
 
 
@@ -59,7 +62,8 @@ class Supervisor:
                  node_id: str, default_memory_limit_bytes: int,
                  durable_sleep_seconds: float = 2.0,
                  checkpoint_every_seconds: float = 0.0, checkpoint_retain: int = 2,
-                 address: str = "", standby_timeout_seconds: float = 120.0) -> None:
+                 address: str = "", standby_timeout_seconds: float = 120.0,
+                 vfs_limits: VfsLimits = VfsLimits(), output_limit_bytes: int = 0) -> None:
         self.store = store
         self.modules = modules
         self.pool = pool
@@ -72,6 +76,8 @@ class Supervisor:
         self.standby_timeout_seconds = standby_timeout_seconds
         metrics.STANDBY_WORKERS.set_function(lambda: len(self._standby))
         self.default_memory_limit_bytes = default_memory_limit_bytes
+        self.vfs_limits = vfs_limits                 # every execution's files (sent in START)
+        self.output_limit_bytes = output_limit_bytes  # stored stdout + stderr (0: no quota)
         self._live: dict[str, Live] = {}
         self._lock = threading.Lock()
         self._ended = threading.Condition()   # notified whenever any execution ends
@@ -151,11 +157,10 @@ class Supervisor:
         if self._stopping:
             raise StateConflict("roostd is shutting down; not starting new executions")
         requested = time.monotonic()
+        self._admit(spec.memory_limit_bytes or self.default_memory_limit_bytes)
         module = self.store.get_module(spec.module_sha256)
         self.modules.ensure_artifact(module.sha256, not spec.cooperative)
-        vfs = Vfs()
-        for guest_path, entries in spec.mounts:
-            vfs.add_mount(guest_path, entries)
+        vfs = self._mounted(spec.mounts)
         limit = spec.memory_limit_bytes or self.default_memory_limit_bytes
         record = ExecutionRecord(
             id=secrets.token_hex(6), name=spec.name, module_sha256=module.sha256,
@@ -173,12 +178,31 @@ class Supervisor:
         log.info("started execution %s (%s)", record.id, module.name)
         return record
 
+    def _mounted(self, mounts: list[tuple[str, list[Entry]]]) -> Vfs:
+        """The initial filesystem: the mounts copied in. Refused (RESOURCE_EXHAUSTED, naming
+        the limit) when they alone hold more than an execution's files may."""
+        vfs = Vfs()
+        try:
+            for guest_path, entries in mounts:
+                vfs.add_mount(guest_path, entries)
+        except (FsError, ValueError) as e:
+            raise InvalidRequest(f"mount: {str(e)[:200]}") from e
+        used, lim = vfs.usage(), self.vfs_limits
+        for what, have, cap, key in (("bytes of files", used.bytes, lim.bytes, "vfs_bytes"),
+                                     ("inodes", used.inodes, lim.inodes, "vfs_inodes"),
+                                     ("directory entries", used.names, lim.inodes, "vfs_inodes")):
+            if have > cap:
+                raise LimitExceeded(f"mounts hold {have} {what}; an execution may hold at most "
+                                    f"{cap} (limits.{key} in roostd's config)")
+        return vfs
+
     def _launch(self, record: ExecutionRecord, restore: bool, requested: float,
                 barren_deaths: int = 0) -> None:
         """Give the execution a worker: fresh, or (restore) replaying its journal from the
         start so it recomputes exactly what it computed before."""
         artifact, manifest = self.modules.ensure_artifact(record.module_sha256, not record.cooperative)
-        ckpt = self.pages.latest(record.id) if restore else None
+        saved = self._restore_point(record) if restore else None
+        ckpt = saved.manifest if saved else None
         if ckpt and ckpt.get("prepare_version") != manifest.get("prepare_version"):
             raise StateConflict(f"execution {record.id}: its checkpoint was taken from a module "
                                 f"prepared by version {ckpt.get('prepare_version')}; this roostd "
@@ -189,7 +213,9 @@ class Supervisor:
             self.pages.discard_after(record.id, ckpt["number"] if ckpt else 0)
         worker = self.pool.take()
         next_seq = self.store.next_seq("logs", record.id) if restore else 0
-        journal_seq = self.store.next_seq("journal", record.id) if restore else 0
+        # Never below the checkpoint's position: the commit that collected the journal before it
+        # may have left none, and records stored below it would not be replayed after a crash.
+        journal_seq = max(self.store.next_seq("journal", record.id), first) if restore else 0
         live = Live(record, worker, requested_at=requested, launched_at=time.monotonic(),
                     barren_deaths=barren_deaths, next_seq=next_seq, journal_seq=journal_seq,
                     launch_mark=(next_seq, journal_seq, record.checkpoints),
@@ -203,25 +229,46 @@ class Supervisor:
         else:
             record.started_at = time.time()
         self.store.put_execution(record)
-        start, blobs = self._start_message(record, artifact, manifest, ckpt, replay, live)
+        start, blobs = self._start_message(record, artifact, manifest, saved, replay, live)
+        start["numbered_after"] = record.checkpoints      # past checkpoints dropped as corrupt
         worker.link.send(START, start, blobs)
         threading.Thread(target=self._pump, args=(live,), name=f"pump-{record.id}", daemon=True).start()
 
-    def _start_message(self, record: ExecutionRecord, artifact, manifest: dict, ckpt: dict | None,
-                       replay: list[bytes], live: Live) -> tuple[dict, list]:
+    def _restore_point(self, record: ExecutionRecord) -> Restore | None:
+        """The newest retained checkpoint that reads back intact (None: there is none, replay
+        the journal from the start). One found corrupt is dropped and the next older one
+        restored instead: the journal is kept from the oldest retained checkpoint on, so replay
+        recomputes the rest, and output already stored is not sent twice (`Live.durable`)."""
+        dropped = None
+        for number in self.pages.restorable(record.id):
+            try:
+                return self.pages.load(record.id, number)
+            except Corrupt as e:
+                dropped = e
+                self.pages.drop_newest(record.id, number)
+                note = f"checkpoint {number} is corrupt, restoring from an older one: {e}"
+                log.warning("execution %s: %s", record.id, note)
+                record.notes.append(note)
+        if dropped is not None:
+            raise Corrupt(f"execution {record.id}: no intact checkpoint is left ({dropped})")
+        return None
+
+    def _start_message(self, record: ExecutionRecord, artifact, manifest: dict,
+                       saved: Restore | None, replay: list[bytes], live: Live) -> tuple[dict, list]:
+        ckpt = saved.manifest if saved else None
         first = ckpt["journal_seq"] if ckpt else 0
         start = {"id": record.id, "artifact": str(artifact), "manifest": manifest,
                  "argv": record.argv, "env": record.env,
                  "memory_limit_bytes": record.memory_limit_bytes,
                  "checkpoint_every_seconds": record.checkpoint_every_seconds,
                  "durable_sleep_seconds": self.durable_sleep_seconds,
+                 "vfs_limits": dataclasses.asdict(self.vfs_limits),
                  "journal_first_seq": first, "checkpoint": ckpt,
                  "stdout_offset": ckpt["stdout_offset"] if ckpt else 0,
                  "stderr_offset": ckpt["stderr_offset"] if ckpt else 0}
         blobs = [self.store.stdin(record.id), self.store.initial_vfs(record.id),
                  journal.pack_many(replay)]
-        if ckpt:
-            saved = self.pages.load(record.id, ckpt["number"])
+        if saved:
             start["checkpoint"] = {**ckpt, "frame_versions": [v for v, _ in saved.frames]}
             blobs += [saved.host, saved.stack, pagemap.encode_full(saved.page_map),
                       *(f for _, f in saved.frames)]
@@ -256,6 +303,36 @@ class Supervisor:
         released and that has yet to exit)."""
         live = self._live.get(exec_id)
         return live is not None and live.record.epoch == epoch and self.owns(live.record)
+
+    # Admission: what may run here at once (config limits.executions, limits.memory_total_bytes).
+    max_executions: int = 1 << 30
+    max_memory_total_bytes: int = 1 << 62
+
+    def _admit(self, memory_limit_bytes: int) -> None:
+        """Refuse a new execution that would run more executions, or commit more guest memory
+        (their limits added up), than this daemon is configured to carry."""
+        with self._lock:
+            running = list(self._live.values())
+        if len(running) >= self.max_executions:
+            raise LimitExceeded(f"roostd runs {len(running)} executions, its most "
+                                "(limits.executions): start it elsewhere or later")
+        committed = sum(live.record.memory_limit_bytes for live in running)
+        if committed + memory_limit_bytes > self.max_memory_total_bytes:
+            raise LimitExceeded(f"a memory limit of {memory_limit_bytes} bytes on top of the "
+                                f"{committed} its running executions may use is more than "
+                                f"{self.max_memory_total_bytes} (limits.memory_total_bytes)")
+
+    def responsive(self, timeout: float = 2.0) -> bool:
+        """The supervisor's lock can be had within `timeout` (the watchdog asks)."""
+        if not self._lock.acquire(timeout=timeout):
+            return False
+        self._lock.release()
+        return True
+
+    def runs(self, exec_id: str) -> bool:
+        """A worker runs the execution here for this daemon, its owner (whatever the epoch)."""
+        live = self._live.get(exec_id)
+        return live is not None and self.owns(live.record)
 
     def has_standby(self, exec_id: str) -> bool:
         return exec_id in self._standby
@@ -297,11 +374,11 @@ class Supervisor:
     def _launch_standby(self, exec_id: str, number: int) -> Live:
         record = self.store.get_execution(exec_id)
         artifact, manifest = self.modules.ensure_artifact(record.module_sha256, not record.cooperative)
-        ckpt = self.pages.manifest(exec_id, number)
+        saved = self.pages.load(exec_id, number)
         worker = self.pool.take()
         live = Live(record, worker, requested_at=time.monotonic(), launched_at=time.monotonic(),
                     standby=True, applied=number, touched=time.monotonic())
-        start, blobs = self._start_message(record, artifact, manifest, ckpt, [], live)
+        start, blobs = self._start_message(record, artifact, manifest, saved, [], live)
         start["standby"] = True
         with self._lock:
             self._standby[exec_id] = live
@@ -373,7 +450,7 @@ class Supervisor:
         host, stack = self.pages.host_state(record.id, ckpt["number"]), self.pages.stack(record.id, ckpt["number"])
         replay = self.store.read_journal(record.id, ckpt["journal_seq"])
         next_seq = self.store.next_seq("logs", record.id)
-        journal_seq = self.store.next_seq("journal", record.id)
+        journal_seq = max(self.store.next_seq("journal", record.id), ckpt["journal_seq"])
         live.record, live.standby = record, False
         live.next_seq, live.journal_seq = next_seq, journal_seq
         live.launch_mark = (next_seq, journal_seq, record.checkpoints)
@@ -484,22 +561,6 @@ class Supervisor:
             except OSError:
                 pass
 
-    def superseded(self, exec_id: str, owner: str, address: str, epoch: int) -> None:
-        """Another daemon owns the execution at a newer epoch: stop running it here."""
-        record = self.get(exec_id)
-        if epoch <= record.epoch:
-            return
-        live = self._live.get(exec_id)
-        if live is not None:
-            live.end_reason = f"superseded: {owner} runs it at epoch {epoch}"
-            send_signal(live.worker, signal.SIGKILL)
-            with live.changed:
-                live.changed.wait_for(lambda: exec_id not in self._live, timeout=10)
-        record = self.store.get_execution(exec_id)
-        record.owner, record.owner_address, record.epoch = owner, address, epoch
-        self.store.put_execution(record)
-        self._changed(exec_id)
-
     def note_replica(self, exec_id: str, node: str) -> None:
         """`node` holds a replica of the execution (for inspect)."""
         def add(record: ExecutionRecord) -> bool:
@@ -529,6 +590,11 @@ class Supervisor:
         except StoreError as e:  # disk or map full: stop the guest, lose nothing, pause
             log.error("%s: %s: pausing the execution", live.record.id, e)
             live.end_reason = f"{STORE_FAILED}: {e}"
+            send_signal(live.worker, signal.SIGKILL)
+            end = None
+        except OutputQuotaExceeded as e:   # its output quota: the same pause, another reason
+            log.warning("%s: %s", live.record.id, e)
+            live.end_reason = f"{OUTPUT_QUOTA}: {e}"
             send_signal(live.worker, signal.SIGKILL)
             end = None
         except Exception:       # never leave an execution without an outcome
@@ -585,6 +651,7 @@ class Supervisor:
         """Commit a burst of journal records and output. The record's counters (what dedup
         trusts after a restore) change only if the commit does."""
         record = live.record
+        self._check_quota(record, outputs)
         before = (record.stdout_bytes, record.stderr_bytes, record.journal_records)
         record.stdout_bytes += sum(len(d) for fd, d in outputs if fd == 1)
         record.stderr_bytes += sum(len(d) for fd, d in outputs if fd != 1)
@@ -601,6 +668,17 @@ class Supervisor:
             live.journal_seq += len(records)
             live.next_seq += len(outputs)
             live.changed.notify_all()
+
+    def _check_quota(self, record: ExecutionRecord, outputs: list[tuple[int, bytes]]) -> None:
+        """OutputQuotaExceeded when this burst would take the stored output past the quota: nothing
+        of it is stored, and the execution pauses (`_pump`) until the quota is raised."""
+        total = record.stdout_bytes + record.stderr_bytes + sum(len(d) for _, d in outputs)
+        if self.output_limit_bytes and total > self.output_limit_bytes:
+            raise OutputQuotaExceeded(
+                f"execution {record.id} would store {total} bytes of stdout and stderr, over "
+                f"its quota of {self.output_limit_bytes} (limits.output_bytes): raise "
+                f"[limits] output_bytes in roostd's config, restart roostd, then "
+                f"`roost resume {record.id}`")
 
     def _store_pages(self, live: Live, frame: Frame) -> None:
         """A part of a checkpoint's frames, written now (uncommitted) while the worker
@@ -716,6 +794,8 @@ class Supervisor:
             write.exception()              # discarded at the next start) before it starts
         live.writes = []
         code = None if end is not None else reap(live.worker)   # the status explains a crash
+        if end is not None and self._restore_older(live, end):
+            return
         vfs = None
         if end is not None:
             vfs = self._apply_end(live, end)
@@ -723,7 +803,7 @@ class Supervisor:
             record.state, record.exit_code, record.error = State.KILLED, -1, "killed by request"
         elif live.end_reason == SHUTDOWN:
             pass                                   # stays RUNNING: replayed at the next start
-        elif live.end_reason.startswith(STORE_FAILED):
+        elif live.end_reason.startswith((STORE_FAILED, OUTPUT_QUOTA)):
             # What the worker sent after the last commit is lost, and nothing depends on it:
             # resume replays it from the latest checkpoint and the journal.
             record.state, record.error = State.PAUSED, live.end_reason
@@ -774,6 +854,32 @@ class Supervisor:
         record.error = end.meta.get("error", "")
         record.memory_bytes = int(end.meta.get("memory_bytes", 0))
         return end.blobs[0] if end.blobs else None
+
+    def _restore_older(self, live: Live, end: Frame) -> bool:
+        """The worker found the checkpoint it restored corrupt (a frame that passed the store's
+        checksum but not its own: damaged before it was stored): drop it and restore the next
+        older one, as `_restore_point` does for one the store finds corrupt. False when there
+        is none (the execution fails with the worker's reason) or roostd is stopping."""
+        record, number = live.record, end.meta.get("corrupt_checkpoint")
+        restorable = self.pages.restorable(record.id) if number is not None else []
+        if self._stopping or len(restorable) < 2 or restorable[0] != number:
+            return False
+        note = f"checkpoint {number} is corrupt, restoring from an older one: {end.meta.get('error')}"
+        log.warning("execution %s: %s", record.id, note)
+        record.notes.append(note)
+        self.pages.drop_newest(record.id, number)
+        live.worker.link.close()
+        try:
+            self._launch(record, restore=True, requested=time.monotonic(),
+                         barren_deaths=live.barren_deaths)
+        except Exception as e:
+            live.end_reason = f"checkpoint {number} is corrupt; no older one could be restored: {e}"
+            return False
+        finally:
+            reap(live.worker)
+        with live.changed:
+            live.changed.notify_all()
+        return True
 
     def _recover(self, live: Live, code: int | None) -> bool:
         """A worker died on its own: start another that replays the journal. False when the
@@ -939,13 +1045,14 @@ class Supervisor:
                                       timeout=1.0)
 
     def copy_out(self, ref: str, guest_path: str) -> Iterator[Entry]:
+        """The entries of a guest file or tree, produced as the caller consumes them: file data
+        is a view into the restored VFS, so a copy holds no second copy of any file."""
         record = self.get(ref)
         vfs = self._latest_vfs(record)
         try:
-            entries = list(vfs.export(guest_path))
-        except (KeyError, FileNotFoundError) as e:
+            return vfs.export(guest_path)
+        except (KeyError, FsError) as e:
             raise NotFound(f"{guest_path}: no such file or directory in execution {record.id}") from e
-        return iter(entries)
 
 
     def _latest_vfs(self, record: ExecutionRecord) -> Vfs:

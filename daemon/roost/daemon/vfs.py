@@ -9,6 +9,16 @@ wasmtime.
 Path resolution follows cap-std, which wasmtime's WASI uses: paths are relative to a directory,
 `..` may not climb above that directory, absolute paths and absolute symlink targets are refused
 with EPERM, and intermediate symlinks are followed (at most 40 per lookup).
+
+A guest must not grow its filesystem without bound (it lives in the worker's memory, beside the
+guest's, and is copied whole into every checkpoint), so each `Vfs` enforces `VfsLimits`: file
+bytes (file data plus symlink targets; a file may not extend past the whole budget: EFBIG, the
+budget exhausted: ENOSPC), inodes and directory entries (ENOSPC), and hard links per inode
+(EMLINK). Names longer than NAME_MAX and paths longer than PATH_MAX are ENAMETOOLONG, as on Linux.
+Nothing here recurses per directory level (a guest can nest directories as deep as it likes).
+
+Timestamps come from `Vfs.clock`, which the WASI host binds to its journaled filesystem clock,
+so a restored execution stamps exactly the times the original run did.
 """
 from __future__ import annotations
 
@@ -17,11 +27,11 @@ import struct
 import time
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import zstandard
 
-__all__ = ["Entry", "Errno", "FsError", "Inode", "InodeState", "Vfs", "VfsState"]
+__all__ = ["Entry", "Errno", "FsError", "Inode", "InodeState", "Vfs", "VfsLimits", "VfsState"]
 
 
 class Errno(IntEnum):
@@ -66,11 +76,16 @@ class FsError(Exception):
 
 @dataclass(frozen=True)
 class Entry:
-    """One node of a tree copied in (`--mount`) or out (`roost cp`)."""
+    """One node of a tree copied in (`--mount`) or out (`roost cp`).
+
+    Exported files carry a memoryview of the live inode's data, not a copy, so copying out a
+    tree costs no memory per file; 'hardlink' (export only) names a file already exported,
+    whose path is `target`, so an inode's data is sent once however many names it has."""
     path: str
-    kind: str  # 'file' | 'dir' | 'symlink'
-    data: bytes = b''
+    kind: str  # 'file' | 'dir' | 'symlink' | 'hardlink'
+    data: bytes | memoryview = b''
     target: str = ''
+    links: int = 1   # a file's link count (names of its inode)
 
 
 @dataclass(slots=True)
@@ -113,28 +128,61 @@ class VfsState:
     next_ino: int
 
 
+@dataclass(frozen=True)
+class VfsLimits:
+    """What one execution's filesystem may hold (config `[limits]`: vfs_bytes, vfs_inodes,
+    links); the defaults are unlimited for the VFS alone (the daemon always sets its own)."""
+    bytes: int = 1 << 62
+    inodes: int = 1 << 62      # inodes, and separately names in directories (hard links)
+    links: int = 1 << 31       # links to one file
+
+
+@dataclass(frozen=True)
+class VfsUsage:
+    """What a filesystem holds, in the units of `VfsLimits`."""
+    bytes: int
+    inodes: int
+    names: int
+
+
 MAGIC = b'RVFS'
 FORMAT_VERSION = (1, 0)
 _HEADER = struct.Struct('<4sHH32s')
 MAX_SYMLINKS = 40
-
-
-def _now() -> int:
-    return time.time_ns()
+NAME_MAX = 255
+PATH_MAX = 4096
+MAX_OFFSET = (1 << 63) - 1       # off_t: the largest position or size a file can have
+MAX_TIME_NS = (1 << 63) - 1      # timestamps are stored as i64
 
 
 class Vfs:
     """An inode table with preopened roots; see the module docstring for path rules."""
 
-    def __init__(self) -> None:
+    def __init__(self, limits: VfsLimits = VfsLimits()) -> None:
         self.inodes: dict[int, Inode] = {}
         self._preopens: list[tuple[str, int]] = []
         self.next_ino = 1
+        self.limits = limits
+        self.clock: Callable[[], int] = time.time_ns
+        self.data_bytes = 0          # file data + symlink targets, counted against limits.bytes
+        self.names = 0               # directory entries, counted against limits.inodes
+
+    def now(self) -> int:
+        """The time to stamp on a change (the journaled clock inside a guest's host)."""
+        return self.clock()
+
+    def usage(self) -> VfsUsage:
+        return VfsUsage(self.data_bytes, len(self.inodes), self.names)
 
     # ---- building -------------------------------------------------------------------------
     def new_inode(self, kind: str, **fields: object) -> int:
-        """Allocate an inode with all three timestamps set to now."""
-        now = _now()
+        """Allocate an inode with all three timestamps set to now; ENOSPC past the inode
+        limit (and the byte limit, for a symlink's target or a file's data)."""
+        if len(self.inodes) >= self.limits.inodes:
+            raise FsError(Errno.NOSPC, "inode limit")
+        size = len(fields.get('target', '')) + len(fields.get('data', b''))   # type: ignore[arg-type]
+        self._charge(size)
+        now = self.now()
         ino = self.next_ino
         self.next_ino += 1
         self.inodes[ino] = Inode(kind, atim_ns=now, mtim_ns=now, ctim_ns=now, **fields)
@@ -157,8 +205,7 @@ class Vfs:
         for p in parts[:-1]:
             child = self.inodes[parent].entries.get(p)
             if child is None:
-                child = self.new_inode('dir')
-                self.link(parent, p, child)
+                child = self.create(parent, p, 'dir')
             elif self.inodes[child].kind != 'dir':
                 raise ValueError(f"mount entry {e.path!r}: {p!r} is not a directory")
             parent = child
@@ -166,11 +213,11 @@ class Vfs:
         if name in self.inodes[parent].entries:
             return
         if e.kind == 'dir':
-            self.link(parent, name, self.new_inode('dir'))
+            self.create(parent, name, 'dir')
         elif e.kind == 'symlink':
-            self.link(parent, name, self.new_inode('symlink', target=e.target), new=True)
+            self.create(parent, name, 'symlink', target=e.target)
         else:
-            self.link(parent, name, self.new_inode('file', data=bytearray(e.data)), new=True)
+            self.create(parent, name, 'file', data=bytearray(e.data))
 
     @property
     def preopens(self) -> list[tuple[str, int]]:
@@ -181,29 +228,49 @@ class Vfs:
     def link(self, parent: int, name: str, ino: int, new: bool = False) -> None:
         """Enter `ino` as `name` in directory `parent`, keeping link counts right."""
         d = self.inodes[parent]
-        d.entries[name] = ino
         node = self.inodes[ino]
+        self.check_new_name(name)
+        if node.kind != 'dir' and not new and node.nlink >= self.limits.links:
+            raise FsError(Errno.MLINK, name)
+        d.entries[name] = ino
+        self.names += 1
         if node.kind == 'dir':
             d.nlink += 1
         elif not new:
             node.nlink += 1
-        d.mtim_ns = d.ctim_ns = _now()
+        d.mtim_ns = d.ctim_ns = self.now()
+
+    def check_new_name(self, name: str) -> None:
+        """A new directory entry `name` fits: ENAMETOOLONG, or ENOSPC past the entry limit."""
+        _check_name(name)
+        if self.names >= self.limits.inodes:
+            raise FsError(Errno.NOSPC, "directory entry limit")
+
+    def create(self, parent: int, name: str, kind: str, **fields: object) -> int:
+        """A new inode entered as `name` in `parent`; the name is checked first, so a refused
+        one leaves no inode behind."""
+        self.check_new_name(name)
+        ino = self.new_inode(kind, **fields)
+        self.link(parent, name, ino, new=True)
+        return ino
 
     def unlink(self, parent: int, name: str) -> int:
         """Remove entry `name` of `parent`; a node left with no links is kept until `collect`."""
         d = self.inodes[parent]
         ino = d.entries.pop(name)
+        self.names -= 1
         node = self.inodes[ino]
         if node.kind == 'dir':
             d.nlink -= 1
             node.nlink = 0
         else:
             node.nlink -= 1
-        d.mtim_ns = d.ctim_ns = node.ctim_ns = _now()
+        d.mtim_ns = d.ctim_ns = node.ctim_ns = self.now()
         return ino
 
     def move(self, src_dir: int, src_name: str, dst_dir: int, dst_name: str) -> None:
         """Rename an entry, replacing (and unlinking) whatever `dst_name` named."""
+        _check_name(dst_name)
         if dst_name in self.inodes[dst_dir].entries:
             self.unlink(dst_dir, dst_name)
         s, d = self.inodes[src_dir], self.inodes[dst_dir]
@@ -212,21 +279,67 @@ class Vfs:
         if self.inodes[ino].kind == 'dir':
             s.nlink -= 1
             d.nlink += 1
-        now = _now()
+        now = self.now()
         s.mtim_ns = s.ctim_ns = d.mtim_ns = d.ctim_ns = self.inodes[ino].ctim_ns = now
 
     def is_ancestor(self, ino: int, of: int) -> bool:
-        """Whether directory `ino` is `of` or contains it (renaming a dir into itself)."""
-        if ino == of:
-            return True
-        return any(self.is_ancestor(child, of) for child in self.inodes[ino].entries.values()
-                   if self.inodes[child].kind == 'dir')
+        """Whether directory `ino` is `of` or contains it (renaming a dir into itself).
+        Iterative: a tree may be deeper than Python's recursion limit."""
+        stack = [ino]
+        while stack:
+            cur = stack.pop()
+            if cur == of:
+                return True
+            stack.extend(c for c in self.inodes[cur].entries.values()
+                         if self.inodes[c].kind == 'dir')
+        return False
 
     def collect(self, ino: int, still_open: bool) -> None:
         """Drop an unlinked inode once no descriptor refers to it."""
         node = self.inodes.get(ino)
         if node is not None and node.nlink <= 0 and not still_open:
+            self.data_bytes -= len(node.data) + len(node.target)
             del self.inodes[ino]
+
+    # ---- file data (every size change goes through here, for the limits) -------------------
+    def _charge(self, growth: int) -> None:
+        """Account `growth` more bytes (negative: fewer); ENOSPC past the byte limit."""
+        if growth > 0 and self.data_bytes + growth > self.limits.bytes:
+            raise FsError(Errno.NOSPC, "file bytes limit")
+        self.data_bytes += growth
+
+    def _check_size(self, size: int) -> None:
+        """EFBIG for a file that would end past the whole byte budget (or past off_t)."""
+        if size > min(self.limits.bytes, MAX_OFFSET):
+            raise FsError(Errno.FBIG, f"file size {size}")
+
+    def write(self, ino: int, pos: int, data: bytes) -> None:
+        """Write `data` at `pos` of file `ino`, zero-filling any gap past the end."""
+        node = self.inodes[ino]
+        d = node.data
+        end = pos + len(data)
+        if not data:                 # POSIX: a zero-byte write changes nothing
+            return
+        if end > len(d):
+            self._check_size(end)
+            self._charge(end - len(d))
+            if pos > len(d):
+                d.extend(bytes(pos - len(d)))
+        d[pos:end] = data
+        node.mtim_ns = node.ctim_ns = self.now()
+
+    def truncate(self, ino: int, size: int) -> None:
+        """Set file `ino`'s size: cut, or extend with zeros."""
+        node = self.inodes[ino]
+        d = node.data
+        if size > len(d):
+            self._check_size(size)
+            self._charge(size - len(d))
+            d.extend(bytes(size - len(d)))
+        else:
+            self.data_bytes -= len(d) - size
+            del d[size:]
+        node.mtim_ns = node.ctim_ns = self.now()
 
     # ---- path resolution ---------------------------------------------------------------
     def resolve(self, base: int, path: str, follow: bool) -> tuple[int, str, int | None]:
@@ -287,6 +400,8 @@ class Vfs:
         parts = path.split('/')
         trailing = len(parts) > 1 and parts[-1] == ''
         comps = [p for p in parts if p != '']
+        for c in comps:
+            _check_name(c)
         if not comps:
             raise FsError(Errno.PERM, path)
         out = [(c, False) for c in comps]
@@ -303,10 +418,12 @@ class Vfs:
 
     # ---- export (roost cp) -------------------------------------------------------------
     def export(self, guest_path: str) -> Iterator[Entry]:
-        """Entries of the file at `guest_path` or of the whole tree under it (roost cp)."""
+        """Entries of the file at `guest_path` or of the whole tree under it (roost cp).
+
+        The path is resolved now (KeyError, FsError), the tree lazily as it is consumed."""
         root, rest = self._preopen_for(guest_path)
         ino = self.lookup(root, rest, follow=True) if rest else root
-        return self._walk(ino, '')
+        return self._walk(ino)
 
     def _preopen_for(self, guest_path: str) -> tuple[int, str]:
         best: tuple[int, int, str] | None = None
@@ -318,16 +435,40 @@ class Vfs:
             raise KeyError(guest_path)
         return best[1], best[2]
 
-    def _walk(self, ino: int, rel: str) -> Iterator[Entry]:
-        node = self.inodes[ino]
-        if node.kind == 'file':
-            yield Entry(rel, 'file', bytes(node.data))
-        elif node.kind == 'symlink':
-            yield Entry(rel, 'symlink', target=node.target)
-        else:
-            yield Entry(rel, 'dir')
-            for name in sorted(node.entries):
-                yield from self._walk(node.entries[name], f"{rel}/{name}" if rel else name)
+    def _walk(self, top: int) -> Iterator[Entry]:
+        """Pre-order, names sorted, with an explicit stack: a guest can nest directories
+        deeper than Python's recursion limit. A file with several names in the tree is
+        exported once; its later names are 'hardlink' entries naming the first."""
+        first_name: dict[int, str] = {}
+        stack: list[tuple[str, Iterator[str], dict[str, int]]] = []
+        pending: tuple[int, str] | None = (top, '')
+        while pending is not None or stack:
+            if pending is None:
+                rel, names, entries = stack[-1]
+                name = next(names, None)
+                if name is None:
+                    stack.pop()
+                    continue
+                pending = (entries[name], f"{rel}/{name}" if rel else name)
+            ino, path = pending
+            pending = None
+            node = self.inodes[ino]
+            if node.kind == 'dir':
+                stack.append((path, iter(sorted(node.entries)), node.entries))
+            yield self._exported(ino, node, path, first_name)
+
+    @staticmethod
+    def _exported(ino: int, node: Inode, path: str, first_name: dict[int, str]) -> Entry:
+        """The entry for one node; remembers the first name of a file with several."""
+        if node.kind == 'dir':
+            return Entry(path, 'dir')
+        if node.kind == 'symlink':
+            return Entry(path, 'symlink', target=node.target)
+        if ino in first_name:
+            return Entry(path, 'hardlink', target=first_name[ino])
+        if node.nlink > 1:
+            first_name[ino] = path
+        return Entry(path, 'file', memoryview(node.data), links=node.nlink)
 
     # ---- persistence -------------------------------------------------------------------
     def save(self) -> VfsState:
@@ -337,18 +478,19 @@ class Vfs:
             preopens=tuple(self._preopens), next_ino=self.next_ino)
 
     @classmethod
-    def restore(cls, state: VfsState) -> Vfs:
+    def restore(cls, state: VfsState, limits: VfsLimits = VfsLimits()) -> Vfs:
         """A live table equal to the one that produced `state`."""
-        v = cls()
+        v = cls(limits)
         v.inodes = {ino: _restore_inode(s) for ino, s in state.inodes}
         v._preopens = list(state.preopens)
         v.next_ino = state.next_ino
+        v.data_bytes = sum(len(n.data) + len(n.target) for n in v.inodes.values())
+        v.names = sum(len(n.entries) for n in v.inodes.values())
         return v
 
     def to_bytes(self) -> bytes:
         """Deterministic bytes: header (magic, version, sha256 of body) + zstd body."""
-        body = zstandard.ZstdCompressor(level=3).compress(_encode(self.save()))
-        return _HEADER.pack(MAGIC, *FORMAT_VERSION, hashlib.sha256(body).digest()) + body
+        return state_to_bytes(self.save())
 
     @classmethod
     def from_bytes(cls, b: bytes) -> Vfs:
@@ -364,6 +506,24 @@ class Vfs:
         if hashlib.sha256(body).digest() != digest:
             raise ValueError("vfs image: checksum mismatch")
         return cls.restore(_decode(zstandard.ZstdDecompressor().decompress(body)))
+
+
+def state_to_bytes(state: VfsState) -> bytes:
+    """`Vfs.to_bytes` of a saved state, without building a live table from it first (a
+    checkpoint encodes the state it took: one copy of the files fewer)."""
+    body = zstandard.ZstdCompressor(level=3).compress(_encode(state))
+    return _HEADER.pack(MAGIC, *FORMAT_VERSION, hashlib.sha256(body).digest()) + body
+
+
+def _check_name(name: str) -> None:
+    """ENAMETOOLONG for a path component longer than NAME_MAX bytes (Linux's rule)."""
+    if len(name) > NAME_MAX // 4 and len(name.encode()) > NAME_MAX:
+        raise FsError(Errno.NAMETOOLONG, name[:32])
+
+
+def clamp_time(ns: int) -> int:
+    """A timestamp a guest set, as the i64 the saved form holds."""
+    return min(max(ns, 0), MAX_TIME_NS)
 
 
 def _strip_prefix(guest_path: str, name: str) -> str | None:

@@ -33,7 +33,8 @@ from .errors import LimitExceeded
 from .faults import Fault
 from .snapshot import CorruptPage
 from .journal import Replay, ReplayDiverged
-from .vfs import Vfs
+from .lifeline import die_with_parent
+from .vfs import Vfs, VfsLimits
 from .wasi import GuestExit, GuestTrap, WasiHost, initial_state
 from .workerlink import APPLIED, APPLY, CHECKPOINT, CONTROL, END, GO, PAGES, READY, START, STATS, Link
 
@@ -203,7 +204,8 @@ class Guest:
                  initial_state(spec["argv"], [tuple(kv) for kv in spec["env"]], stdin, Vfs.from_bytes(vfs)))
         self.journal = JournalSink(link, Replay(journal.unpack_many(replay), spec.get("journal_first_seq", 0)))
         self.output = Output(link, spec.get("stdout_offset", 0), spec.get("stderr_offset", 0), self.journal)
-        self.host = WasiHost(state, self.output, self.journal, self.journal.replay)
+        self.host = WasiHost(state, self.output, self.journal, self.journal.replay,
+                             limits=VfsLimits(**spec.get("vfs_limits", {})))
         linker = wasmtime.Linker(eng)
         self.host.define(linker)
         manifest = spec.get("manifest")
@@ -229,7 +231,9 @@ class Guest:
         self._lock = threading.Lock()
         self._throttle = 0.0
         self._decision, self._decided = "release", threading.Event()
-        self.checkpoints = int(ckpt["number"]) if ckpt else 0
+        # Numbered on after any checkpoint the supervisor dropped as corrupt (`numbered_after`):
+        # a number is never reused, so no replica holding the dropped one mistakes the new one.
+        self.checkpoints = max(int(ckpt["number"]) if ckpt else 0, int(spec.get("numbered_after", 0)))
         # A standby (a live migration's target) holds the memory of the checkpoints pushed to
         # its daemon, applying each (`apply`), and runs only when told to (`go`).
         self.standby = bool(spec.get("standby"))
@@ -628,10 +632,10 @@ def serve(link: Link) -> int:
         link.send(END, {"state": "FAILED", "exit_code": -1,
                         "error": "instantiation failed: " + describe_trap(e)}, [frame.blobs[1]])
         return 0
-    except CorruptPage as e:         # reported, never restored
-        link.send(END, {"state": "FAILED", "exit_code": -1,
-                        "error": f"restoring checkpoint {frame.meta['checkpoint']['number']}: {e}"},
-                  [frame.blobs[1]])
+    except CorruptPage as e:         # reported, never restored (the supervisor tries an older one)
+        number = frame.meta["checkpoint"]["number"]
+        link.send(END, {"state": "FAILED", "exit_code": -1, "corrupt_checkpoint": number,
+                        "error": f"restoring checkpoint {number}: {e}"}, [frame.blobs[1]])
         return 0
     link.send(READY, _ready(guest, began))
     if guest.standby:
@@ -666,12 +670,7 @@ def _ready(guest: Guest, began: float) -> dict:
 
 def _die_with_parent() -> None:
     """A worker must never outlive its daemon: nobody would record what it does."""
-    import ctypes
-    PR_SET_PDEATHSIG = 1
-    parent = os.getppid()
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:      # the daemon died before prctl took effect
-        os._exit(1)
+    die_with_parent()
 
 
 def main(argv: list[str] | None = None) -> int:

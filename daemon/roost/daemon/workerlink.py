@@ -24,6 +24,7 @@ import threading
 from dataclasses import dataclass, field
 
 START, READY, OUTPUT, JOURNAL, STATS, END = b"S", b"R", b"O", b"J", b"T", b"E"
+OUTPUT_PIECE = 1 << 20          # the largest output record (see `Link.send_output`)
 CONTROL, CHECKPOINT = b"C", b"K"      # supervisor -> worker request; worker -> supervisor checkpoint
 PAGES = b"P"                          # worker -> supervisor: a part of a checkpoint's page frames
 APPLY, GO = b"A", b"G"                # supervisor -> standby worker: a newer checkpoint; run it
@@ -111,9 +112,15 @@ class Link:
             self.sock.sendall(frame[:len(frame) // 2])
 
     def send_output(self, fd: int, offset: int, data: bytes) -> None:
-        head = _HEAD.pack(len(data) + 10, OUTPUT) + bytes((fd,)) + _U64.pack(offset)
+        """One write of the guest's, in frames of at most OUTPUT_PIECE bytes: each becomes one
+        output record, so no record is too big to serve, push to a peer or migrate (a guest's
+        1 GiB write is 1024 records, each at its own stream offset)."""
+        view = memoryview(data)
         with self._send_lock:
-            self.sock.sendall(head + data)
+            for at in range(0, max(len(data), 1), OUTPUT_PIECE):
+                piece = view[at:at + OUTPUT_PIECE]
+                head = _HEAD.pack(len(piece) + 10, OUTPUT) + bytes((fd,)) + _U64.pack(offset + at)
+                self.sock.sendall(head + piece)
 
     def send_journal(self, records: list[bytes]) -> None:
         """Several journal records in one write (the worker batches them, see JournalSink)."""

@@ -5,6 +5,10 @@ through the raw pointer wasmtime exposes and ctypes (`string_at`, `memmove`) rat
 `Memory.read`/`Memory.write` per field. The pointer is fetched again for every call because
 `memory.grow` may move the memory. Every guest pointer is bounds-checked; an out-of-bounds
 access answers EFAULT instead of touching host memory.
+
+No guest-given length sizes a host allocation before it is checked: ranges are bounds-checked
+before they are read, strings (paths) longer than PATH_MAX answer ENAMETOOLONG unread, and an
+iovec array is scanned in slices, however long the guest says it is.
 """
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ from typing import Callable
 import wasmtime
 from wasmtime import _ffi
 
-from ..vfs import Errno, FsError
+from ..vfs import PATH_MAX, Errno, FsError
 
 __all__ = ["Errno", "FsError", "Mem"]
 
@@ -97,6 +101,7 @@ EVENT = struct.Struct('<QHBxxxxxQHxxxxxx')      # userdata errno type nbytes fla
 _U32 = struct.Struct('<I')
 _U64 = struct.Struct('<Q')
 _IOVS = {n: struct.Struct('<%dI' % (2 * n)) for n in range(1, 17)}
+IOV_SLICE = 1024                                # iovecs read at a time by first_iovec
 
 # Our own prototypes of wasmtime's C accessors, returning plain integers: this skips building
 # a ctypes pointer object and casting it on every host call (wasmtime-py's are left untouched).
@@ -151,7 +156,10 @@ class Mem:
         _memmove(self.check(ptr, 8), _U64.pack(v), 8)
 
     def string(self, ptr: int, n: int) -> str:
-        """A guest UTF-8 string; invalid UTF-8 answers EILSEQ as wasmtime does."""
+        """A guest UTF-8 path; invalid UTF-8 answers EILSEQ as wasmtime does, PATH_MAX bytes
+        or more ENAMETOOLONG (as Linux does), before anything is read."""
+        if n >= PATH_MAX:
+            raise FsError(Errno.NAMETOOLONG)
         try:
             return self.read(ptr, n).decode('utf-8')
         except UnicodeDecodeError:
@@ -166,8 +174,11 @@ class Mem:
         return list(zip(flat[0::2], flat[1::2]))
 
     def first_iovec(self, ptr: int, count: int) -> tuple[int, int]:
-        """The first non-empty buffer: wasmtime's preview1 transfers only that one per call."""
-        for buf, n in self.iovecs(ptr, count):
-            if n:
-                return buf, n
+        """The first non-empty buffer: wasmtime's preview1 transfers only that one per call.
+        Read IOV_SLICE iovecs at a time: a guest may pass a count of millions."""
+        self.check(ptr, 8 * count)
+        for at in range(0, count, IOV_SLICE):
+            for buf, n in self.iovecs(ptr + 8 * at, min(IOV_SLICE, count - at)):
+                if n:
+                    return buf, n
         return 0, 0

@@ -3,16 +3,20 @@
 Like wasmtime's preview1 adapter, one read or write call transfers only the first non-empty
 iovec (wasi-libc loops), pwrite on an O_APPEND descriptor appends (Linux semantics), and a
 stdio descriptor answers ESPIPE where a seekable file is required.
+
+Every size change goes through `Vfs.write`/`Vfs.truncate`, which enforce the execution's VFS
+limits (EFBIG, ENOSPC); times come from the VFS's journaled clock (`Vfs.now`), never the host's.
 """
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING
 
 from . import abi
 from .abi import Errno, FsError
 from .durable import Kind, hostcall
+from .clocks import fs_sync
 from .fds import FdEntry
+from ..vfs import MAX_OFFSET, clamp_time
 
 if TYPE_CHECKING:
     from ..vfs import Inode
@@ -35,15 +39,6 @@ def _write_kind(host: WasiHost, fd: int, *_: int) -> Kind:
 
 def _node(host: WasiHost, e: FdEntry) -> Inode:
     return host.vfs.inodes[e.ino]
-
-
-def write_at(node: Inode, pos: int, data: bytes) -> None:
-    """Write `data` at `pos`, zero-filling any gap past the end."""
-    d = node.data
-    if pos > len(d):
-        d.extend(bytes(pos - len(d)))
-    d[pos:pos + len(data)] = data
-    node.mtim_ns = node.ctim_ns = time.time_ns()
 
 
 @hostcall(_read_kind, 'iiii')
@@ -91,6 +86,7 @@ def _write(host: WasiHost, fd: int, iovs: int, n: int, offset: int | None, nw: i
             return Errno.SPIPE
         buf, size = mem.first_iovec(iovs, n)
         data = mem.read(buf, size)
+        fs_sync(host)         # a file time the output may show is journaled before it leaves
         host.output(1 if e.kind == 'stdout' else 2, data)
     elif e.kind == 'file':
         if not e.write:
@@ -99,7 +95,7 @@ def _write(host: WasiHost, fd: int, iovs: int, n: int, offset: int | None, nw: i
         data = mem.read(buf, size)
         node = _node(host, e)
         at = len(node.data) if e.append else (e.position if offset is None else offset)
-        write_at(node, at, data)
+        host.vfs.write(e.ino, at, data)
         if offset is None:
             e.position = len(node.data) if e.append else at + len(data)
     else:
@@ -131,7 +127,7 @@ def fd_seek(host: WasiHost, fd: int, offset: int, whence: int, out: int) -> int:
         pos = len(_node(host, e).data) + offset
     else:
         return Errno.INVAL
-    if pos < 0:
+    if pos < 0 or pos > MAX_OFFSET:
         return Errno.INVAL
     e.position = pos
     host.mem().put_u64(out, pos)
@@ -189,42 +185,38 @@ def fd_filestat_get(host: WasiHost, fd: int, out: int) -> int:
 @hostcall(Kind.LOCAL, 'iI')
 def fd_filestat_set_size(host: WasiHost, fd: int, size: int) -> int:
     e = host.fds.file(fd)
-    if not e.write:
-        return Errno.INVAL   # Linux ftruncate on a read-only descriptor
-    node = _node(host, e)
-    if size > len(node.data):
-        node.data.extend(bytes(size - len(node.data)))
-    else:
-        del node.data[size:]
-    node.mtim_ns = node.ctim_ns = time.time_ns()
+    if not e.write or size > MAX_OFFSET:
+        return Errno.INVAL   # Linux ftruncate on a read-only descriptor, or a negative length
+    host.vfs.truncate(e.ino, size)
     return 0
 
 
-def new_times(atim: int, mtim: int, flags: int) -> tuple[int | None, int | None]:
-    """(atime, mtime) to set, None = unchanged; EINVAL when both a time and NOW are asked."""
+def new_times(host: WasiHost, atim: int, mtim: int, flags: int) -> tuple[int | None, int | None]:
+    """(atime, mtime) to set, None = unchanged; EINVAL when both a time and NOW are asked.
+    A given time is clamped to what the saved form holds (i64 ns)."""
     def one(set_flag: int, now_flag: int, ts: int) -> int | None:
         if flags & set_flag and flags & now_flag:
             raise FsError(Errno.INVAL)
         if flags & set_flag:
-            return ts
-        return time.time_ns() if flags & now_flag else None
+            return clamp_time(ts)
+        return host.vfs.now() if flags & now_flag else None
     return (one(abi.FST_ATIM, abi.FST_ATIM_NOW, atim),
             one(abi.FST_MTIM, abi.FST_MTIM_NOW, mtim))
 
 
-def set_times(node: Inode, times: tuple[int | None, int | None]) -> None:
+def set_times(host: WasiHost, node: Inode, times: tuple[int | None, int | None]) -> None:
     if times[0] is not None:
         node.atim_ns = times[0]
     if times[1] is not None:
         node.mtim_ns = times[1]
-    node.ctim_ns = time.time_ns()
+    node.ctim_ns = host.vfs.now()
 
 
 @hostcall(Kind.LOCAL, 'iIIi')
 def fd_filestat_set_times(host: WasiHost, fd: int, atim: int, mtim: int, flags: int) -> int:
-    times = new_times(atim, mtim, flags)
+    times = new_times(host, atim, mtim, flags)
     e = host.fds.node_fd(fd)
-    set_times(_node(host, e), times)
+    set_times(host, _node(host, e), times)
     return 0
 
 

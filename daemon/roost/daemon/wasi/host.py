@@ -13,11 +13,11 @@ from typing import Callable
 
 import wasmtime
 
-from ..vfs import Vfs, VfsState
+from ..vfs import Vfs, VfsLimits, VfsState
 # Importing the interface modules registers their host calls in durable.REGISTRY.
 from . import args, clocks, fds, files, paths, poll, proc, random, sock  # noqa: F401
 from .abi import Mem
-from .clocks import ClockState, Clocks
+from .clocks import ClockState, Clocks, fs_now
 from ..journal import Replay
 from .durable import REGISTRY, Durable, NoGate
 from .fds import FdTable, FdTableState
@@ -50,10 +50,11 @@ class WasiHost:
 
     def __init__(self, state: WasiState, output: Callable[[int, bytes], None],
                  journal: Callable[[bytes], None] | None = None,
-                 replay: Replay | None = None) -> None:
+                 replay: Replay | None = None, limits: VfsLimits = VfsLimits()) -> None:
         """`journal` receives every world-reading call's encoded record (`journal.encode`) before
         its result reaches the guest; `replay` (on recovery) answers those calls until it runs
-        out."""
+        out. `limits` bound the execution's VFS (they are the daemon's, not saved state)."""
+        self.limits = limits
         self.load(state)
         self.output = output
         self.calls: collections.Counter[str] = collections.Counter()
@@ -74,7 +75,8 @@ class WasiHost:
         self.stdin = Stdin.restore(state.stdin)
         self.clocks = Clocks.restore(state.clocks)
         self.fds = FdTable.restore(state.fds)
-        self.vfs = Vfs.restore(state.vfs)
+        self.vfs = Vfs.restore(state.vfs, self.limits)
+        self.vfs.clock = lambda: fs_now(self)     # journaled stamps: identical on replay
         self.poll_started_ns = state.poll_started_ns
 
     @classmethod

@@ -29,7 +29,7 @@ def path_create_directory(host: WasiHost, fd: int, ptr: int, n: int) -> int:
     parent, name, ino = host.vfs.resolve(base, path, follow=False)
     if ino is not None:
         return Errno.EXIST
-    host.vfs.link(parent, name, host.vfs.new_inode('dir'))
+    host.vfs.create(parent, name, 'dir')
     return 0
 
 
@@ -44,10 +44,10 @@ def path_filestat_get(host: WasiHost, fd: int, flags: int, ptr: int, n: int, out
 @hostcall(Kind.LOCAL, 'iiiiIIi')
 def path_filestat_set_times(host: WasiHost, fd: int, flags: int, ptr: int, n: int,
                             atim: int, mtim: int, fst: int) -> int:
-    times = new_times(atim, mtim, fst)
+    times = new_times(host, atim, mtim, fst)
     base, path = _dir_and_path(host, fd, ptr, n)
     ino = host.vfs.lookup(base, path, follow=bool(flags & abi.LOOKUP_SYMLINK_FOLLOW))
-    set_times(host.vfs.inodes[ino], times)
+    set_times(host, host.vfs.inodes[ino], times)
     return 0
 
 
@@ -79,7 +79,7 @@ def _open_existing(host: WasiHost, ino: int, oflags: int, write: bool) -> None:
     elif oflags & abi.O_DIRECTORY:
         raise FsError(Errno.NOTDIR)
     elif oflags & abi.O_TRUNC:
-        node.data.clear()
+        host.vfs.truncate(ino, 0)
 
 
 def _open_ino(host: WasiHost, base: int, path: str, lookup: int, oflags: int,
@@ -92,9 +92,7 @@ def _open_ino(host: WasiHost, base: int, path: str, lookup: int, oflags: int,
             raise FsError(Errno.NOENT)
         if path.endswith('/'):
             raise FsError(Errno.ISDIR)
-        ino = host.vfs.new_inode('file')
-        host.vfs.link(parent, name, ino, new=True)
-        return ino
+        return host.vfs.create(parent, name, 'file')
     if excl:
         raise FsError(Errno.EXIST)
     _open_existing(host, ino, oflags, write)
@@ -215,5 +213,5 @@ def path_symlink(host: WasiHost, old_ptr: int, old_n: int, fd: int, new_ptr: int
         return Errno.NOENT
     if target.startswith('/'):
         return Errno.PERM   # cap-std refuses to create absolute symlinks
-    host.vfs.link(parent, name, host.vfs.new_inode('symlink', target=target), new=True)
+    host.vfs.create(parent, name, 'symlink', target=target)
     return 0

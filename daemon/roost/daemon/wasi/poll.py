@@ -5,6 +5,11 @@ subscriptions is EINVAL; every fd subscription is ready at once (stdin is a byte
 are in memory) and reports nbytes=1 as wasmtime does; clocks are ready when their deadline has
 passed; only when no fd subscription is present does the worker sleep until the earliest
 deadline.
+
+Timeouts are clamped to MAX_TIMEOUT_NS (about a century): a guest may ask for 2^64-1 ns, and
+that must behave as a very long sleep (durable, killable), never overflow a wait, a timer or
+the store. More than MAX_SUBSCRIPTIONS subscriptions answer EINVAL (Linux refuses a poll of
+more descriptors than RLIMIT_NOFILE the same way): their parsed form is ~3x their bytes.
 """
 from __future__ import annotations
 
@@ -19,17 +24,21 @@ if TYPE_CHECKING:
     from .host import WasiHost
 
 _U32 = 0xFFFF_FFFF
+MAX_TIMEOUT_NS = 100 * 365 * 86400 * 10**9
+MAX_SUBSCRIPTIONS = 1 << 16
+SLEEP_SLICE_SECONDS = 86400.0       # one host sleep at most (time.sleep overflows far out)
 
 
 def _deadline(host: WasiHost, clock_id: int, timeout: int, flags: int, now: int) -> int:
     """Absolute guest-monotonic deadline of a clock subscription made at guest time `now`."""
     absolute = flags & 1
     if clock_id == abi.CLOCK_MONOTONIC:
-        return timeout if absolute else now + timeout
-    if clock_id == abi.CLOCK_REALTIME:
-        rel = max(0, timeout - time.time_ns()) if absolute else timeout
-        return now + rel
-    raise FsError(Errno.INVAL)
+        rel = timeout - now if absolute else timeout
+    elif clock_id == abi.CLOCK_REALTIME:
+        rel = timeout - time.time_ns() if absolute else timeout
+    else:
+        raise FsError(Errno.INVAL)
+    return now + min(max(rel, 0), MAX_TIMEOUT_NS)
 
 
 def _fd_event(host: WasiHost, ud: int, tag: int, fd: int) -> bytes:
@@ -48,12 +57,12 @@ def _fd_event(host: WasiHost, ud: int, tag: int, fd: int) -> bytes:
 
 def _sleep_until(host: WasiHost, deadline: int) -> None:
     while (left := deadline - host.clocks.monotonic_ns()) > 0:
-        time.sleep(left / 1e9)
+        time.sleep(min(left / 1e9, SLEEP_SLICE_SECONDS))
 
 
 @hostcall(Kind.READS_WORLD, 'iiii')
 def poll_oneoff(host: WasiHost, subs: int, events: int, n: int, nevents: int) -> int:
-    if n == 0:
+    if n == 0 or n > MAX_SUBSCRIPTIONS:
         return Errno.INVAL
     mem = host.mem()
     raw = mem.read(subs, abi.SUBSCRIPTION.size * n)
