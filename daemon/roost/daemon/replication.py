@@ -313,7 +313,15 @@ class Replicator:
                 continue
             backoff = 0.2
             self._done(client.address, exec_id, number)
+            self._note(client, exec_id)
+
+    def _note(self, client: PeerClient, exec_id: str) -> None:
+        """Record the peer's node id as a replica holder; a peer that will not say who it is
+        (refused, gone) is left out, and this thread goes on replicating."""
+        try:
             self.supervisor.note_replica(exec_id, client.hello())
+        except (PeerError, StateConflict, NotFound) as e:
+            log.warning("replica of %s on %s: %s", exec_id, client.address, e)
 
     def _done(self, address: str, exec_id: str, number: int) -> None:
         with self._changed:
