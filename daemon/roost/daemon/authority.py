@@ -20,7 +20,8 @@ from __future__ import annotations
 from roost.v1 import peer_pb2 as pb
 
 from .errors import InvalidRequest, NotFound, StateConflict
-from .peerauth import Caller, _short
+from .fields import short
+from .peerauth import Caller
 from .records import ExecutionRecord
 
 MAX_EPOCH = 1 << 53          # far past any count of handovers; epoch + 1 stays exact everywhere
@@ -41,7 +42,7 @@ class Ownership:
     def check_push(self, caller: Caller, header: pb.CheckpointHeader,
                    local: ExecutionRecord | None) -> None:
         """A push's header against the caller and what this daemon knows."""
-        what = f"push of {_short(header.id)}"
+        what = f"push of {short(header.id)}"
         check_id(header.id, what)
         check_node(header.owner, f"{what}: owner")
         check_address(header.source_address, f"{what}: source address")
@@ -60,7 +61,7 @@ class Ownership:
                                 f"{local.epoch} (owner {local.owner})")
         self.not_mine(what, local)
         if header.epoch == local.epoch and header.owner != local.owner:
-            raise StateConflict(f"{what}: {_short(header.owner)} claims epoch {header.epoch}, "
+            raise StateConflict(f"{what}: {short(header.owner)} claims epoch {header.epoch}, "
                                 f"which is {local.owner}'s")
         if header.epoch > local.epoch + MAX_EPOCH_STEP:
             raise StateConflict(f"{what}: epoch {header.epoch} does not follow from {local.epoch}")
@@ -71,7 +72,7 @@ class Ownership:
         """The record a push carries is of the execution its header names (and module)."""
         what = f"push of {header.id}"
         if pushed.id != header.id:
-            raise InvalidRequest(f"{what}: its record is of execution {_short(pushed.id)!r}")
+            raise InvalidRequest(f"{what}: its record is of execution {short(pushed.id)!r}")
         if local is not None and pushed.module_sha256 != local.module_sha256:
             raise InvalidRequest(f"{what}: its record names another module than the one known")
 
@@ -90,7 +91,7 @@ class Ownership:
         check_address(request.source_address, f"{what}: source address")
         self.not_mine(what, local)
         if request.source != local.owner:
-            raise StateConflict(f"{what}: {_short(request.source)!r} is not its owner "
+            raise StateConflict(f"{what}: {short(request.source)!r} is not its owner "
                                 f"({local.owner} at epoch {local.epoch})")
         if request.epoch != local.epoch + 1 and prepared_epoch(local) != request.epoch:
             raise StateConflict(f"{what} at epoch {request.epoch}: this daemon knows epoch "
@@ -135,7 +136,7 @@ def check_address(address: str, what: str) -> None:
     host, sep, port = address.rpartition(":")
     if (not sep or not host or len(address) > MAX_ADDRESS or not port.isdigit()
             or not 0 < int(port) < 65536 or any(c.isspace() for c in address)):
-        raise InvalidRequest(f"{what}: {_short(address)!r} is not HOST:PORT")
+        raise InvalidRequest(f"{what}: {short(address)!r} is not HOST:PORT")
 
 
 def check_epoch(epoch: int, what: str) -> None:

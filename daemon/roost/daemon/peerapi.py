@@ -19,7 +19,7 @@ from .authority import check_id
 from .errors import InvalidRequest, StateConflict
 from .handover import Handovers
 from .modules import ModuleRegistry
-from .peerauth import PeerGate, _short
+from .peerauth import PeerGate
 from .replication import Replicas
 from .supervisor import Supervisor
 
@@ -38,7 +38,7 @@ class PeerService(peer_pb2_grpc.PeerServicer):
         caller = self.gate.admit(context)
         _check(request)
         if request.node_id == self.supervisor.node_id:
-            raise StateConflict(f"a peer ({caller.address}) calls itself {_short(request.node_id)!r}, "
+            raise StateConflict(f"a peer ({caller.address}) calls itself {fields.short(request.node_id)!r}, "
                                 "this daemon's own node id: two daemons must not share one")
         caller.must_be(request.node_id, "hello")
         return pb.HelloResponse(node_id=self.supervisor.node_id, format=FORMAT)

@@ -23,6 +23,7 @@ import grpc
 
 from . import tls
 from .errors import PermissionDenied
+from .fields import short
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ class Caller:
         """A peer speaks only for itself: `node_id`, claimed in the call, must be the caller's
         proven identity (nothing can be checked in plaintext)."""
         if self.verified and node_id != self.node_id:
-            raise PermissionDenied(f"{what}: names node {_short(node_id)!r}, but the caller's "
+            raise PermissionDenied(f"{what}: names node {short(node_id)!r}, but the caller's "
                                    f"certificate is node {self.node_id!r}")
 
 
@@ -101,8 +102,3 @@ def _normal(ip: str) -> str:
         return ip
     mapped = getattr(address, "ipv4_mapped", None)
     return str(mapped or address)
-
-
-def _short(text: str, limit: int = 80) -> str:
-    """Echo at most `limit` characters of a caller's text in an error."""
-    return text if len(text) <= limit else text[:limit] + "..."

@@ -35,7 +35,8 @@ from .authority import MAX_NODE, Ownership, check_id, known
 from .errors import InvalidRequest, NotFound, StateConflict, StoreError
 from .faults import Fault
 from .pagemap import MAX_PAGES
-from .peerauth import Caller, _short
+from .fields import short
+from .peerauth import Caller
 from .pagestore import COMMITTED, PageStore, Uncommitted
 from .peers import PeerClient, PeerError
 from .records import ExecutionRecord
@@ -303,7 +304,7 @@ class Replicator:
                 # otherwise kill any run). It is not replicated there until that changes.
                 log.warning("replicating %s to %s: the peer says %s owns it at epoch %d; this "
                             "daemon owns it: not replicating it there", exec_id, client.address,
-                            _short(e.owner), e.epoch)
+                            short(e.owner), e.epoch)
                 self._done(client.address, exec_id, number)
                 continue
             except (PeerError, StateConflict, NotFound, InvalidRequest, OSError) as e:
@@ -635,7 +636,7 @@ class _Bounds:
 
     @classmethod
     def of(cls, header: pb.CheckpointHeader) -> "_Bounds":
-        what = f"push of {_short(header.id)}"
+        what = f"push of {short(header.id)}"
         if not 1 <= header.number < cls.MAX_NUMBER:
             raise InvalidRequest(f"{what}: checkpoint number {header.number} is out of range")
         if header.page_map_base >= cls.MAX_NUMBER or len(header.referenced) > header.number \
@@ -664,7 +665,7 @@ class _Bounds:
 
     def checked(self, chunks: Iterator[pb.CheckpointChunk]) -> Iterator[pb.CheckpointChunk]:
         """The push's remaining messages, each refused as it arrives if out of bounds."""
-        what = f"push of {_short(self.header.id)}"
+        what = f"push of {short(self.header.id)}"
         for chunk in chunks:
             kind = chunk.WhichOneof("part")
             if kind == "frame":
