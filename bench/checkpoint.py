@@ -55,8 +55,8 @@ import zstandard
 
 from common import build, daemon, print_table, write_result
 from roost.client.api import Client
-from roost.daemon import dirty
-from roost.daemon.store import unseal
+from roost.daemon.checkpoint import dirty
+from roost.daemon.store.db import unseal
 
 PAGE = 4096
 MiB = 1 << 20

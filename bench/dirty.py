@@ -22,8 +22,8 @@ import wasmtime
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import print_table, write_result  # noqa: E402
 
-from roost.daemon import dirty  # noqa: E402
-from roost.daemon.dirty import PAGE_BYTES  # noqa: E402
+from roost.daemon.checkpoint import dirty  # noqa: E402
+from roost.daemon.checkpoint.dirty import PAGE_BYTES  # noqa: E402
 
 WASM_PAGE = 65536
 FRACTIONS = (0.0, 0.01, 1.0)

@@ -22,9 +22,9 @@ import wasmtime
 
 from common import percentile, print_table, write_result  # noqa: I001
 from guestbuild import compile_guest
-from roost.daemon.capture import Gate, Runner, define_safepoint
-from roost.daemon.wasi import WasiHost, initial_state
-from roost.daemon.vfs import Vfs
+from roost.daemon.runtime.capture import Gate, Runner, define_safepoint
+from roost.daemon.runtime.wasi import WasiHost, initial_state
+from roost.daemon.runtime.vfs import Vfs
 import test_prepare as tp
 
 ENGINE = wasmtime.Engine()
@@ -84,7 +84,7 @@ def bench_guest(name: str, runs: int) -> dict:
 
 def prepare_seconds_per_mb(names: list[str]) -> list[dict]:
     """Uncached preparation (both modes) of each guest, seconds per MB of input wasm."""
-    from roost.daemon.prepare import prepare
+    from roost.daemon.modules.prepare import prepare
     out = []
     for name in names:
         src = guest_inputs(name, Path(tempfile.mkdtemp()) / "w")[0]

@@ -1,4 +1,4 @@
-"""Capture and restore of running guests (roost.daemon.capture), in-process on roost's WASI.
+"""Capture and restore of running guests (roost.daemon.runtime.capture), in-process on roost's WASI.
 
 A guest is unwound at many points — at host calls, chosen or random, and through the safepoint
 flag set from another thread while it is in a pure compute loop — and after each unwind it either
@@ -17,10 +17,10 @@ import pytest
 import wasmtime
 
 from guestbuild import compile_guest
-from roost.daemon.capture import Gate, GuestImage, Runner, define_safepoint
+from roost.daemon.runtime.capture import Gate, GuestImage, Runner, define_safepoint
 from roost.daemon.errors import LimitExceeded
-from roost.daemon.prepare import prepare
-from roost.daemon.wasi import GuestExit, WasiHost, WasiState, initial_state
+from roost.daemon.modules.prepare import prepare
+from roost.daemon.runtime.wasi import GuestExit, WasiHost, WasiState, initial_state
 from test_prepare import case_layout, prepared, shared_case
 from wasi_harness import make_vfs, run_roost, vfs_tree
 

@@ -172,7 +172,7 @@ def test_corrupt_checkpoint_is_reported_on_restore(tmp_path):
     not run on corrupt memory."""
     import struct as _struct
 
-    from roost.daemon.store import Store, log_key
+    from roost.daemon.store.db import Store, log_key
     daemon = Roostd(tmp_path / "data").start()
     wasm = compile_guest("spin_print")
     exec_id = _start(daemon, wasm, *SPIN)
@@ -230,8 +230,8 @@ def test_large_checkpoints_stream_in_parts_and_a_torn_one_is_discarded(tmp_path)
         assert info["restores"] == 1 and info["checkpoints"] >= 2, info
     finally:
         daemon.stop()
-    from roost.daemon.pagestore import PageStore
-    from roost.daemon.store import Store
+    from roost.daemon.store.checkpoints import PageStore
+    from roost.daemon.store.db import Store
     store = Store(tmp_path / "data" / "store", 1 << 30)
     try:
         latest = PageStore(store).latest(exec_id)

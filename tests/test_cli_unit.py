@@ -110,7 +110,7 @@ def test_the_cli_looks_for_roostd_where_roostd_puts_its_socket(monkeypatch: pyte
     """The CLI's default address and roostd's default socket agree, for root and for a user
     (without a system daemon's socket)."""
     from roost.client import api
-    from roost.daemon import config
+    from roost.daemon.node import config
     monkeypatch.delenv("ROOST_ADDR", raising=False)
     monkeypatch.delenv("RUNTIME_DIRECTORY", raising=False)
     assert api.default_addr() == "unix:" + config.default_control_socket()

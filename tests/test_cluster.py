@@ -331,7 +331,7 @@ def test_a_push_of_a_checkpoint_held_already_still_stores_its_output(nodes):
     pusher counts it as held from then on: dropped, it was missing from the peer's log for good
     once the execution ran there)."""
     from roost.v1 import control_pb2, control_pb2_grpc, peer_pb2 as pb, peer_pb2_grpc
-    from roost.daemon.records import ExecutionRecord
+    from roost.daemon.store.records import ExecutionRecord
     a, b, _ = nodes
     wasm = compile_guest("spin_print")
     exec_id = start(a, wasm, "3000", "2500000")

@@ -23,7 +23,7 @@ from harness import BIN, wait_until
 from roost.client import copyout
 from roost.client.api import Client
 from roost.client.errors import LocalError
-from roost.daemon.vfs import Entry, Vfs
+from roost.daemon.runtime.vfs import Entry, Vfs
 from roost.v1 import control_pb2 as pb
 from roost.v1 import control_pb2_grpc
 

@@ -147,7 +147,7 @@ def test_a_preparation_dies_with_roostd(tmp_path):
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     child = -1
     try:
-        child = wait_until(lambda: _children(daemon.proc.pid, "roost.daemon.prepare"), timeout=60,
+        child = wait_until(lambda: _children(daemon.proc.pid, "roost.daemon.modules.prepare"), timeout=60,
                            what="a preparation child")[0]
         wait_until(lambda: _cpu_seconds(child) >= 1.0, timeout=60, what="the child inside Binaryen")
         os.kill(child, signal.SIGSTOP)

@@ -13,8 +13,8 @@ import wasmtime
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from roost.daemon import dirty
-from roost.daemon.dirty import PAGE_BYTES
+from roost.daemon.checkpoint import dirty
+from roost.daemon.checkpoint.dirty import PAGE_BYTES
 
 WASM_PAGE = 65536
 HOST_PER_WASM = WASM_PAGE // PAGE_BYTES

@@ -268,7 +268,7 @@ class _TimerStore:
 def test_timer_thread_survives_huge_deadlines_and_failing_wakes():
     """A stored wake-up time of 2^70 ns, a 1e19 ns one and a wake that raises: the thread goes
     on and wakes the next execution due."""
-    from roost.daemon.timers import Timers
+    from roost.daemon.executions.timers import Timers
     woken: list[str] = []
 
     def wake(exec_id: str) -> None:
@@ -289,7 +289,7 @@ def test_timer_thread_survives_huge_deadlines_and_failing_wakes():
 
 
 def test_vfs_limits_accounting():
-    from roost.daemon.vfs import Entry, Errno, FsError, Vfs, VfsLimits
+    from roost.daemon.runtime.vfs import Entry, Errno, FsError, Vfs, VfsLimits
     v = Vfs(VfsLimits(bytes=100, inodes=6, links=3))
     v.add_mount("/d", [Entry("a", "file", b"x" * 40)])
     root = v.preopens[0][1]
@@ -321,7 +321,7 @@ def test_vfs_limits_accounting():
 
 
 def test_deep_tree_rename_check_does_not_recurse():
-    from roost.daemon.vfs import Vfs
+    from roost.daemon.runtime.vfs import Vfs
     v = Vfs()
     v.add_mount("/d", [])
     root = cur = v.preopens[0][1]
@@ -337,8 +337,8 @@ def test_fs_timestamps_replay_from_the_journal():
     clocks hands every change the stamp the original gave it, although the host's time has moved
     on, up to the last output; after it, stamps are live again."""
     from types import SimpleNamespace
-    from roost.daemon import journal
-    from roost.daemon.wasi.clocks import ClockState, Clocks, fs_now, fs_sync
+    from roost.daemon.checkpoint import journal
+    from roost.daemon.runtime.wasi.clocks import ClockState, Clocks, fs_now, fs_sync
     records: list[bytes] = []
     live = SimpleNamespace(clocks=Clocks(ClockState()), replay=None, journal=records.append)
     saved = live.clocks.save()

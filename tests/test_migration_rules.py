@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from roost.daemon.handover import _running_at
-from roost.daemon.migration import LONG_ROUND, _final_push
+from roost.daemon.cluster.handover import _running_at
+from roost.daemon.cluster.migration import LONG_ROUND, _final_push
 from roost.v1 import peer_pb2 as pb
 
 

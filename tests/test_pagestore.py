@@ -14,13 +14,14 @@ import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from roost.daemon import pagemap, snapshot
-from roost.daemon.pagemap import PageMap
-from roost.daemon.pagestore import PageStore, Uncommitted
-from roost.daemon.records import ExecutionRecord
-from roost.daemon.snapshot import PAGE_BYTES, CorruptPage
+from roost.daemon.checkpoint import pagemap
+from roost.daemon.checkpoint import frames as snapshot
+from roost.daemon.checkpoint.pagemap import PageMap
+from roost.daemon.store.checkpoints import PageStore, Uncommitted
+from roost.daemon.store.records import ExecutionRecord
+from roost.daemon.checkpoint.frames import PAGE_BYTES, CorruptPage
 from roost.daemon.errors import StoreFull
-from roost.daemon.store import Store, log_key
+from roost.daemon.store.db import Store, log_key
 
 RETAIN = 2
 write = st.tuples(st.just("write"), st.integers(0, 63), st.integers(0, 4), st.integers(0, 255))

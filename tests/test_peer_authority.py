@@ -21,8 +21,8 @@ import zstandard
 from guestbuild import compile_guest
 from harness import BIN, Roostd, cluster, make_ca, make_cert, wait_until
 from native import run_native
-from roost.daemon import pagemap
-from roost.daemon.records import ExecutionRecord
+from roost.daemon.checkpoint import pagemap
+from roost.daemon.store.records import ExecutionRecord
 from roost.v1 import control_pb2, control_pb2_grpc
 from roost.v1 import peer_pb2 as pb
 from roost.v1 import peer_pb2_grpc
@@ -62,7 +62,7 @@ def refused(call, *codes: grpc.StatusCode) -> str:
 
 
 def workers_of(daemon: Roostd) -> list[int]:
-    out = subprocess.run(["pgrep", "-P", str(daemon.proc.pid), "-f", "roost.daemon.worker"],
+    out = subprocess.run(["pgrep", "-P", str(daemon.proc.pid), "-f", "roost.daemon.runtime.worker"],
                          capture_output=True, text=True).stdout
     return [int(p) for p in out.split()]
 

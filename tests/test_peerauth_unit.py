@@ -4,9 +4,12 @@ from __future__ import annotations
 import pytest
 import zstandard
 
-from roost.daemon import inflate, pagemap, peerauth, tls
+from roost.daemon.checkpoint import inflate
+from roost.daemon.checkpoint import pagemap
+from roost.daemon.cluster import peerauth
+from roost.daemon.cluster import tls
 from roost.daemon.errors import PermissionDenied, StoreError
-from roost.daemon.longpolls import LongPolls, caller_of
+from roost.daemon.service.longpolls import LongPolls, caller_of
 from roost.daemon.errors import LimitExceeded
 
 

@@ -18,7 +18,7 @@ import wasmtime
 from guestbuild import compile_guest
 from native import run_native
 from roost.daemon.errors import ModuleRejected
-from roost.daemon.prepare import ASYNCIFY_MEMORY_EXPORT, PREPARE_VERSION, prepare
+from roost.daemon.modules.prepare import ASYNCIFY_MEMORY_EXPORT, PREPARE_VERSION, prepare
 from shared_guests import Case, cases
 
 CACHE = Path(__file__).parent / ".cache" / "prepared"

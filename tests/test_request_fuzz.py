@@ -89,7 +89,7 @@ def _requests(method, rng: random.Random) -> list[bytes]:
 
 
 def _push_header(name: str) -> peer_pb2.CheckpointChunk:
-    from roost.daemon.records import ExecutionRecord
+    from roost.daemon.store.records import ExecutionRecord
     record = ExecutionRecord(name, "0" * 64, name, [name], [], []).to_json()
     return peer_pb2.CheckpointChunk(header=peer_pb2.CheckpointHeader(
         id=name, owner=name, epoch=1, number=1, record=record, source_address=f"{name}:1",

@@ -14,9 +14,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from roost.daemon import dirty, snapshot, staging
-from roost.daemon.dirty import PageRuns
-from roost.daemon.staging import PAGE_BYTES, Stager, StagingBuffer
+from roost.daemon.checkpoint import dirty
+from roost.daemon.checkpoint import frames as snapshot
+from roost.daemon.checkpoint import staging
+from roost.daemon.checkpoint.dirty import PageRuns
+from roost.daemon.checkpoint.staging import PAGE_BYTES, Stager, StagingBuffer
 
 PAGES = 300
 page_sets = st.sets(st.integers(0, PAGES - 1), max_size=PAGES)

@@ -19,9 +19,9 @@ from guestbuild import compile_guest
 from harness import BIN, Roostd, free_port, wait_until
 from native import run_native
 from roost.daemon.errors import Corrupt, StoreError
-from roost.daemon.pagestore import PageStore
-from roost.daemon.records import ExecutionRecord
-from roost.daemon.store import DATABASES, FORMAT_VERSION, Store, log_key, seal
+from roost.daemon.store.checkpoints import PageStore
+from roost.daemon.store.records import ExecutionRecord
+from roost.daemon.store.db import DATABASES, FORMAT_VERSION, Store, log_key, seal
 from test_durability import SPIN, _inspect, _stdout_len
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from roost.daemon.vfs import Entry, Errno, FsError, Vfs
+from roost.daemon.runtime.vfs import Entry, Errno, FsError, Vfs
 
 
 def sample() -> Vfs:

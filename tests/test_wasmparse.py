@@ -1,4 +1,4 @@
-"""Upload validation: roost.daemon.wasmparse must reject bad or unsupported modules with a
+"""Upload validation: roost.daemon.modules.wasmparse must reject bad or unsupported modules with a
 one-line reason, never crash with a non-ModuleRejected exception, and stay fast on big modules."""
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from roost.daemon.errors import ModuleRejected
-from roost.daemon.wasmparse import Import, InvalidModule, check_supported, parse
+from roost.daemon.modules.wasmparse import Import, InvalidModule, check_supported, parse
 
 WASI = "wasi_snapshot_preview1"
 PROVIDED = {WASI: frozenset({"fd_write", "proc_exit", "args_get", "args_sizes_get"})}

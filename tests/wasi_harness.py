@@ -13,8 +13,8 @@ from pathlib import Path
 
 import wasmtime
 
-from roost.daemon.vfs import Entry, Vfs
-from roost.daemon.wasi import GuestExit, GuestTrap, WasiHost, WasiState, initial_state
+from roost.daemon.runtime.vfs import Entry, Vfs
+from roost.daemon.runtime.wasi import GuestExit, GuestTrap, WasiHost, WasiState, initial_state
 
 Tree = dict[str, tuple]          # relative path -> ('file', bytes) | ('dir',) | ('symlink', target)
 # (guest name, {relpath: bytes | None (a dir) | ('symlink', target)})

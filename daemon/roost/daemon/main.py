@@ -22,20 +22,29 @@ from grpc_reflection.v1alpha import reflection
 
 from roost.v1 import control_pb2, peer_pb2
 
-from . import api, config as config_mod, controlsocket, datadir, dirty, gctuning, metrics, notify, peerapi, tls
-from .authority import Ownership
-from .errors import InvalidRequest, RoostError
-from .handover import Handovers
-from .longpolls import LongPolls
-from .migration import Migrations
-from .modules import ModuleRegistry
-from .peerauth import PeerGate
-from .peers import Peers
-from .replication import Pusher, Replicas, Replicator
-from .store import Store
-from .supervisor import Supervisor
-from .vfs import VfsLimits
-from .workers import WorkerPool
+from roost.daemon.service import control as control_service
+from roost.daemon.node import config as config_mod
+from roost.daemon.service import controlsocket
+from roost.daemon.node import datadir
+from roost.daemon.checkpoint import dirty
+from roost.daemon import gctuning
+from roost.daemon.node import metrics
+from roost.daemon.node import notify
+from roost.daemon.service import peer as peer_service
+from roost.daemon.cluster import tls
+from roost.daemon.cluster.authority import Ownership
+from roost.daemon.errors import InvalidRequest, RoostError
+from roost.daemon.cluster.handover import Handovers
+from roost.daemon.service.longpolls import LongPolls
+from roost.daemon.cluster.migration import Migrations
+from roost.daemon.modules.registry import ModuleRegistry
+from roost.daemon.cluster.peerauth import PeerGate
+from roost.daemon.cluster.peers import Peers
+from roost.daemon.cluster.replication import Pusher, Replicas, Replicator
+from roost.daemon.store.db import Store
+from roost.daemon.executions.supervisor import Supervisor
+from roost.daemon.runtime.vfs import VfsLimits
+from roost.daemon.executions.pool import WorkerPool
 
 log = logging.getLogger("roostd")
 
@@ -123,12 +132,12 @@ class Daemon:
                 ("grpc.so_reuseport", 0)]
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=self.cfg.grpc_threads,
                                                         thread_name_prefix="grpc"), options=opts)
-        control = api.ControlService(self.supervisor, self.modules, self.migrations, self.replicator,
+        control = control_service.ControlService(self.supervisor, self.modules, self.migrations, self.replicator,
                                      self.cfg.max_memory_limit_bytes,
                                      LongPolls(self.cfg.long_polls, self.cfg.long_polls_per_client))
-        peer = peerapi.PeerService(self.supervisor, self.modules, self.replicas, self.handovers,
+        peer = peer_service.PeerService(self.supervisor, self.modules, self.replicas, self.handovers,
                                    self.gate)
-        server.add_generic_rpc_handlers((api.handlers(control), peerapi.handlers(peer)))
+        server.add_generic_rpc_handlers((control_service.handlers(control), peer_service.handlers(peer)))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         names = (control_pb2.DESCRIPTOR.services_by_name["Control"].full_name,
                  peer_pb2.DESCRIPTOR.services_by_name["Peer"].full_name,

@@ -1,0 +1,114 @@
+"""Calls to peer roostds: one channel per peer address, over mutual TLS when configured.
+
+A peer is named by its address (`--peer HOST:PORT`, or a migration's `--to`); its node id is
+learnt from its Hello answer. Errors become roost errors: UNAVAILABLE and DEADLINE_EXCEEDED a
+`PeerUnavailable` (the caller retries, or aborts a migration), FAILED_PRECONDITION a
+`StateConflict` (a stale epoch, a handover refused), anything else a `PeerError`.
+"""
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import grpc
+
+from roost.v1 import peer_pb2 as pb
+from roost.v1 import peer_pb2_grpc
+
+from roost.daemon.cluster import tls
+from roost.daemon.errors import RoostError, StateConflict
+
+MESSAGE_BYTES = 64 << 20
+
+
+class PeerError(RoostError):
+    """A peer refused or failed a call."""
+
+
+class PeerUnavailable(PeerError):
+    """A peer could not be reached (down, restarting, network)."""
+
+
+class PeerClient:
+    def __init__(self, address: str, credentials: tls.Credentials | None, me: str = "",
+                 my_address: str = "") -> None:
+        self.address = address
+        self._me, self._my_address = me, my_address
+        self._credentials = credentials
+        self._lock = threading.Lock()
+        self._channel: grpc.Channel | None = None
+        self.node_id = ""
+
+    @property
+    def stub(self) -> peer_pb2_grpc.PeerStub:
+        with self._lock:
+            if self._channel is None:
+                self._channel = tls.channel(self.address, self._credentials, [
+                    ("grpc.max_receive_message_length", MESSAGE_BYTES),
+                    ("grpc.max_send_message_length", MESSAGE_BYTES)])
+            return peer_pb2_grpc.PeerStub(self._channel)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._channel is not None:
+                self._channel.close()
+                self._channel = None
+
+    def hello(self, timeout: float = 5.0) -> str:
+        """The peer's node id (asked once per channel)."""
+        if not self.node_id:
+            r = self._call(self.stub.Hello, pb.HelloRequest(node_id=self._me, address=self._my_address),
+                           timeout)
+            self.node_id = r.node_id
+        return self.node_id
+
+    def status(self, exec_id: str, module_sha256: str = "", timeout: float = 10.0) -> pb.ReplicaStatusResponse:
+        return self._call(self.stub.ReplicaStatus,
+                          pb.ReplicaStatusRequest(id=exec_id, module_sha256=module_sha256), timeout)
+
+    def push_module(self, chunks: Iterator[pb.ModuleChunk], timeout: float = 600.0) -> pb.PushModuleResponse:
+        return self._call(self.stub.PushModule, chunks, timeout)
+
+    def push_checkpoint(self, chunks: Iterator[pb.CheckpointChunk], timeout: float = 3600.0
+                        ) -> pb.PushCheckpointResponse:
+        return self._call(self.stub.PushCheckpoint, chunks, timeout)
+
+    def handover(self, request: pb.HandoverRequest, timeout: float = 60.0) -> pb.HandoverResponse:
+        return self._call(self.stub.Handover, request, timeout)
+
+    def decision(self, exec_id: str, epoch: int, timeout: float = 10.0) -> pb.DecisionResponse:
+        return self._call(self.stub.Decision, pb.DecisionRequest(id=exec_id, epoch=epoch), timeout)
+
+    def _call(self, method, request, timeout: float):
+        try:
+            return method(request, timeout=timeout)
+        except grpc.RpcError as e:
+            code = e.code() if hasattr(e, "code") else None
+            detail = f"peer {self.address}: {e.details() if hasattr(e, 'details') else e}"
+            if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+                        grpc.StatusCode.CANCELLED):
+                raise PeerUnavailable(detail) from None
+            if code == grpc.StatusCode.FAILED_PRECONDITION:
+                raise StateConflict(detail) from None
+            raise PeerError(detail) from None
+
+
+class Peers:
+    """The clients of this daemon's peers, by address (the configured ones and any a
+    migration names)."""
+
+    def __init__(self, credentials: tls.Credentials | None, me: str, my_address: str) -> None:
+        self._credentials, self._me, self._my_address = credentials, me, my_address
+        self._clients: dict[str, PeerClient] = {}
+        self._lock = threading.Lock()
+
+    def client(self, address: str) -> PeerClient:
+        with self._lock:
+            if address not in self._clients:
+                self._clients[address] = PeerClient(address, self._credentials, self._me, self._my_address)
+            return self._clients[address]
+
+    def close(self) -> None:
+        with self._lock:
+            for client in self._clients.values():
+                client.close()

@@ -1,0 +1,113 @@
+"""Worker processes: spawning them, and keeping spares warm.
+
+Every worker is spawned from one long-lived thread, because a worker asks the kernel to kill it
+when its parent *thread* exits (PR_SET_PDEATHSIG); a gRPC handler thread would be the wrong
+parent. Spare workers have already imported wasmtime and built their engine, so taking one makes
+an execution start in milliseconds.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import socket
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+
+from roost.daemon.node import metrics
+from roost.daemon.errors import LimitExceeded
+from roost.daemon.link.transport import Link
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerProcess:
+    proc: subprocess.Popen
+    link: Link
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+
+LINK_BUFFER_BYTES = 4 << 20     # the kernel caps it at net.core.wmem_max
+
+
+def spawn() -> WorkerProcess:
+    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    # Room for a checkpoint's last pages (or a standby's APPLY) in the socket itself: the
+    # sender goes on at once instead of waiting, part by part, for the reader to drain it.
+    for end in (parent, child):
+        end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, LINK_BUFFER_BYTES)
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "roost.daemon.runtime.worker", str(child.fileno())],
+                                pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL,
+                                close_fds=True)
+    finally:
+        child.close()
+    metrics.WORKER_STARTS.inc()
+    return WorkerProcess(proc, Link(parent))
+
+
+class WorkerPool:
+    """Hands out worker processes; keeps `spares` idle ones ready."""
+
+    def __init__(self, spares: int) -> None:
+        self.spares = spares
+        self._ready: queue.Queue[WorkerProcess] = queue.Queue()
+        self._requests: queue.Queue[queue.Queue | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._spawner, name="worker-spawner", daemon=True)
+        self._closed = False
+        self._thread.start()
+        for _ in range(spares):
+            self._requests.put(self._ready)
+
+    def take(self, timeout: float = 30.0) -> WorkerProcess:
+        """A started worker waiting for START; a spare if one is ready."""
+        try:
+            worker = self._ready.get_nowait()
+            if worker.proc.poll() is not None:      # a spare that died idle
+                worker.link.close()
+                raise queue.Empty
+        except queue.Empty:
+            reply: queue.Queue[WorkerProcess] = queue.Queue()
+            self._requests.put(reply)
+            worker = reply.get(timeout=timeout)
+            if isinstance(worker, Exception):
+                raise LimitExceeded(f"cannot start a worker process: {worker}")
+        else:
+            self._requests.put(self._ready)          # replace the spare we took
+        return worker
+
+    def _spawner(self) -> None:
+        while True:
+            reply = self._requests.get()
+            if reply is None:
+                return
+            try:
+                reply.put(spawn())
+            except OSError as e:
+                log.error("cannot start a worker process: %s", e)
+                metrics.WORKER_FAILURES.labels(reason="spawn").inc()
+                if reply is not self._ready:
+                    reply.put(e)
+
+    def close(self) -> None:
+        """Stop spawning; idle spares see EOF on their socket and exit."""
+        self._requests.put(None)
+        self._thread.join(timeout=5)
+        while True:
+            try:
+                worker = self._ready.get_nowait()
+            except queue.Empty:
+                return
+            worker.link.close()
+            try:
+                worker.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                worker.proc.kill()

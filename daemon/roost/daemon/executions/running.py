@@ -1,0 +1,93 @@
+"""A running execution as the supervisor sees it: its worker, its stream positions, its
+waiters, and the small rules for the frames its worker sends (output dedup, crash reports)."""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+
+from roost.daemon.checkpoint.pagemap import PageMap
+from roost.daemon.store.records import ExecutionRecord
+from roost.daemon.link.transport import Frame
+from roost.daemon.executions.pool import WorkerProcess
+
+log = logging.getLogger(__name__)
+MAX_LOG_RECORD_BYTES = 1 << 20
+
+
+@dataclass
+class Live:
+    """A running execution: its worker, its next log sequence number, its waiters."""
+    record: ExecutionRecord
+    worker: WorkerProcess
+    next_seq: int = 0                    # next log record
+    journal_seq: int = 0                 # next journal record
+    requested_at: float = 0.0
+    launched_at: float = 0.0             # monotonic
+    launch_mark: tuple = (0, 0, 0)       # (log seq, journal seq, checkpoints) at this worker's start
+    barren_deaths: int = 0               # consecutive workers that died without new progress
+    end_reason: str = ""                 # why the supervisor stopped the worker, if it did
+    calls_seen: Counter = field(default_factory=Counter)
+    durable: dict = field(default_factory=dict)   # fd -> bytes of that stream already stored
+    checkpointable: bool = False
+    wake_at_ns: int = 0                  # the latest checkpoint was taken for a durable sleep
+    page_map: PageMap = field(default_factory=PageMap)   # of the latest committed checkpoint
+    streamed: tuple[int, int] = (0, 0)   # (checkpoint, frames received) of one being streamed
+    writes: list = field(default_factory=list)   # futures of its parts being written
+    standby: bool = False                # a live migration's target, not running yet
+    applied: int = 0                     # standby: the checkpoint its memory holds
+    applied_versions: set = field(default_factory=set)   # standby: versions sent to it
+    holds: int = 0                       # standby: the checkpoint its memory holds (acknowledged)
+    touched: float = 0.0                 # standby: when its migration last sent it anything (monotonic)
+    running: bool = False                # its guest runs (READY after START, or after GO)
+    requests: dict = field(default_factory=dict)  # request id -> checkpoint result (None: pending)
+    next_request: int = 0
+    migrate_request: int = 0             # the request of a migration's final checkpoint
+    changed: threading.Condition = field(default_factory=threading.Condition)
+
+
+def fresh_output(live: Live, frame: Frame) -> bytes:
+    """The part of an OUTPUT frame not yet stored: a restored guest repeats what it wrote
+    after its restore point, and that must not reach the log twice."""
+    stored = live.durable[frame.fd]
+    end = frame.offset + len(frame.data)
+    if end <= stored:
+        return b""
+    if frame.offset > stored:
+        log.error("%s: output gap on fd %d (%d stored, frame at %d)", live.record.id, frame.fd,
+                  stored, frame.offset)
+    live.durable[frame.fd] = end
+    return frame.data[max(0, stored - frame.offset):]
+
+
+def merge_output(outputs: list[tuple[int, bytes]], fd: int, data: bytes) -> None:
+    """Coalesce consecutive writes to one stream into one log record (bounded size)."""
+    if outputs and outputs[-1][0] == fd and len(outputs[-1][1]) + len(data) <= MAX_LOG_RECORD_BYTES:
+        outputs[-1] = (fd, outputs[-1][1] + data)
+    else:
+        outputs.append((fd, data))
+
+
+def send_signal(worker: WorkerProcess, sig: int) -> None:
+    try:
+        worker.proc.send_signal(sig)
+    except (ProcessLookupError, OSError):
+        pass
+
+
+def reap(worker: WorkerProcess) -> int | None:
+    try:
+        return worker.proc.wait(timeout=10)
+    except Exception:
+        send_signal(worker, signal.SIGKILL)
+        return worker.proc.wait()
+
+
+def describe_exit(code: int | None) -> str:
+    if code is None:
+        return "unknown status"
+    if code < 0:
+        return f"signal {signal.Signals(-code).name}"
+    return f"exit status {code}"

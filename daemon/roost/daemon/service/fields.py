@@ -1,0 +1,89 @@
+"""Checks of the fields a client sets in a Control request, before anything acts on them.
+
+Every field that sizes, times or names something is bounded here, so that a mistaken or hostile
+client gets INVALID_ARGUMENT naming the field — not an INTERNAL error from deep inside (NaN,
+inf or -5 seconds, an empty id reaching LMDB, a memory limit of 2^64-1) — and error messages
+never echo more than a short prefix of what was sent (`short`).
+"""
+from __future__ import annotations
+
+import math
+
+from roost.daemon.errors import InvalidRequest
+
+MAX_REF = 128                    # an execution id (12 hex digits) or a name
+MAX_TIMEOUT_SECONDS = 366 * 86400.0
+MIN_CHECKPOINT_EVERY_SECONDS = 0.01
+MAX_CHECKPOINT_EVERY_SECONDS = 7 * 86400.0
+MIN_MEMORY_BYTES = 64 << 10      # one wasm page
+MAX_ARGS_BYTES = 1 << 20         # argv and environment, as a guest's args_sizes_get counts them
+MAX_PATH = 4096
+
+
+def short(text: str, limit: int = 80) -> str:
+    """At most `limit` characters of a caller's text, for an error message."""
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
+
+
+def ref(value: str, what: str = "id") -> str:
+    """An execution id or name: present, bounded, printable."""
+    if not value:
+        raise InvalidRequest(f"{what}: an execution id or name is required")
+    if len(value) > MAX_REF or not value.isprintable():
+        raise InvalidRequest(f"{what}: {short(value, 40)!r} is not an execution id or name "
+                             f"(printable, at most {MAX_REF} characters)")
+    return value
+
+
+def seconds(value: float, what: str, low: float = 0.0, high: float = MAX_TIMEOUT_SECONDS) -> float:
+    """A duration: finite, within [low, high]; 0 means "the default" and always passes."""
+    if value == 0:
+        return value
+    if not math.isfinite(value) or not low <= value <= high:
+        raise InvalidRequest(f"{what}: {value!r} seconds is not a duration from {low:g} to {high:g}")
+    return value
+
+
+def memory_limit(value: int, cap: int) -> int:
+    """A requested memory limit (0: the default) no larger than the operator's cap."""
+    if value and not MIN_MEMORY_BYTES <= value <= cap:
+        raise InvalidRequest(f"memory_limit_bytes: {value} is not from {MIN_MEMORY_BYTES} to the "
+                             f"configured cap {cap} (limits.max_memory_bytes)")
+    return value
+
+
+def sha256(value: str, what: str = "module_sha256") -> str:
+    """A module's content hash: 64 lowercase hex digits."""
+    if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+        raise InvalidRequest(f"{what}: {short(value, 40)!r} is not a sha256 (64 hex digits)")
+    return value
+
+
+def name(value: str) -> str:
+    if len(value) > MAX_REF or not value.isprintable():
+        raise InvalidRequest(f"name: {short(value, 40)!r} is not a name (printable, at most "
+                             f"{MAX_REF} characters)")
+    return value
+
+
+def args_and_env(argv: list[str], env: list[tuple[str, str]]) -> None:
+    """Bounded in total (the guest copies them into its memory at start); no NUL, and no '='
+    in an environment variable's name."""
+    total = sum(len(a.encode()) + 1 for a in argv) + sum(len(k) + len(v) + 2 for k, v in env)
+    if total > MAX_ARGS_BYTES:
+        raise InvalidRequest(f"args and env: {total} bytes, more than {MAX_ARGS_BYTES}")
+    if any("\0" in a for a in argv):
+        raise InvalidRequest("args: an argument holds a NUL byte")
+    for key, value in env:
+        if not key or "=" in key or "\0" in key or "\0" in value:
+            raise InvalidRequest(f"env: {short(key, 40)!r} is not a variable name (non-empty, "
+                                 "no '=' or NUL)")
+
+
+def path(value: str, what: str) -> str:
+    if not value:
+        raise InvalidRequest(f"{what}: a guest path is required")
+    if len(value) > MAX_PATH or "\0" in value:
+        raise InvalidRequest(f"{what}: {short(value, 40)!r} is not a path (at most {MAX_PATH} "
+                             "characters, no NUL)")
+    return value
