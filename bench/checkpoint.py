@@ -1,7 +1,7 @@
 """bench/checkpoint: incremental dirty-page checkpoints through a real roostd, against the
 machine's limits measured in the same run.
 
-    .venv/bin/python bench/checkpoint.py [--quick] [--sizes 64,512,2048] [--rounds N]
+    .venv/bin/python -m bench.checkpoint [--quick] [--sizes 64,512,2048] [--rounds N]
 
 A guest (bench/guests/dirtier.c) fills M MiB, then each round writes one byte into a set of
 pages — a fraction of memory, scattered single pages or runs of 64 — prints "round K" and stays
@@ -53,7 +53,7 @@ from pathlib import Path
 import lmdb
 import zstandard
 
-from common import build, daemon, print_table, write_result
+from bench.common import build, daemon, print_table, write_result
 from roost.client.api import Client
 from roost.daemon.checkpoint import dirty
 from roost.daemon.store.db import unseal

@@ -3,19 +3,17 @@ from __future__ import annotations
 
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
 
-from harness import Roostd  # noqa: E402
+from tests.framework.harness import Roostd  # noqa: E402
 
 
 def build(name: str) -> Path:
     """Compile bench/guests/NAME.c (cached like the test guests)."""
-    from guestbuild import compile_guest
+    from tests.framework.guestbuild import compile_guest
     return compile_guest(str(ROOT / "bench" / "guests" / f"{name}.c"))
 
 

@@ -5,7 +5,7 @@ collects: the time of one collect for the uffd-WP tracker and the hashing one, n
 to read all of memory once (memcpy) measured in the same run, which bounds any tracker that has
 to look at every byte.
 
-    /work/venv/bin/python bench/dirty.py [--sizes-mib 64,1024] [--repeat 5]
+    /work/venv/bin/python -m bench.dirty [--sizes-mib 64,1024] [--repeat 5]
 """
 from __future__ import annotations
 
@@ -13,14 +13,12 @@ import argparse
 import ctypes
 import random
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import wasmtime
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import print_table, write_result  # noqa: E402
+from bench.common import print_table, write_result  # noqa: E402
 
 from roost.daemon.checkpoint import dirty  # noqa: E402
 from roost.daemon.checkpoint.dirty import PAGE_BYTES  # noqa: E402

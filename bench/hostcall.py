@@ -1,7 +1,7 @@
 """bench/hostcall: the cost of one WASI host call under roost, against wasmtime's built-in
 (Rust) WASI running the same guest in the same run — the machine's own floor for a host call.
 
-    python bench/hostcall.py [--batches N]
+    python -m bench.hostcall [--batches N]
 
 The guest times batches of 100 calls with the monotonic clock; median and p99 are over batches.
 """
@@ -12,8 +12,8 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
-from common import build, daemon, print_table, summary, write_result
-from native import run_native
+from bench.common import build, daemon, print_table, summary, write_result
+from tests.framework.native import run_native
 
 
 def per_call_ns(stdout: bytes) -> dict[str, list[float]]:

@@ -1,7 +1,7 @@
 """bench/migrate: live migration between two real roostds on loopback, against the loopback
 gRPC bandwidth measured in the same run.
 
-    .venv/bin/python bench/migrate.py [--sizes 256,1024] [--rates 1,10,100] [--repeat 2]
+    .venv/bin/python -m bench.migrate [--sizes 256,1024] [--rates 1,10,100] [--repeat 2]
 
 (ROOST_BENCH_LOGS=word,... prints the daemons' log lines holding those words at the end.)
 
@@ -25,7 +25,6 @@ import argparse
 import os
 import random
 import statistics
-import sys
 import tempfile
 import time
 from concurrent import futures
@@ -33,10 +32,9 @@ from pathlib import Path
 
 import grpc
 
-from common import build, print_table, write_result
+from bench.common import build, print_table, write_result
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from harness import Roostd  # noqa: E402
+from tests.framework.harness import Roostd  # noqa: E402
 
 from roost.client.api import Client  # noqa: E402
 

@@ -1,6 +1,6 @@
 """Prepared modules vs the original under plain wasmtime; preparation time; time-to-safepoint.
 
-    python bench/prepare.py [--runs N] [--guests a,b,...] [--optimize N]
+    python -m bench.prepare [--runs N] [--guests a,b,...] [--optimize N]
 
 For each guest: runtime (min of N runs of `_start`, compile excluded) of the original module,
 the cooperative and the preemptive prepared module, under wasmtime's own WASI; the ratios are
@@ -20,12 +20,12 @@ from pathlib import Path
 
 import wasmtime
 
-from common import percentile, print_table, write_result  # noqa: I001
-from guestbuild import compile_guest
+from bench.common import percentile, print_table, write_result  # noqa: I001
+from tests.framework.guestbuild import compile_guest
 from roost.daemon.runtime.capture import Gate, Runner, define_safepoint
 from roost.daemon.runtime.wasi import WasiHost, initial_state
 from roost.daemon.runtime.vfs import Vfs
-import test_prepare as tp
+from tests.runtime import test_prepare as tp
 
 ENGINE = wasmtime.Engine()
 C_GUESTS = {"cp_bench_cpu": ["cp_bench_cpu", "3"], "compute_loop": ["compute_loop", "300000000"]}

@@ -1,6 +1,6 @@
 """bench/safepoint: how fast a running guest can be stopped and captured, through a real roostd.
 
-    python bench/safepoint.py [--checkpoints N]
+    python -m bench.safepoint [--checkpoints N]
 
 A pure compute loop (tests/guests/compute_loop.c: no host call for seconds) is checkpointed N
 times with `roost checkpoint`'s RPC: time to safepoint (request to guest stopped), pause (guest
@@ -11,16 +11,14 @@ The machine's limit in the same run: memcpy of the guest's memory size.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, daemon, print_table, summary, write_result
+from bench.common import ROOT, daemon, print_table, summary, write_result
 from roost.client.api import Client
 
-sys.path.insert(0, str(ROOT / "tests"))
-from guestbuild import compile_guest  # noqa: E402
+from tests.framework.guestbuild import compile_guest  # noqa: E402
 
 
 def measure(client: Client, wasm: Path, args: list[str], cooperative: bool, n: int) -> dict:

@@ -2,7 +2,7 @@
 end — for a guest that prints one line, against the machine's own floors measured in the same
 run: a Python interpreter start, and instantiating the same module in-process with wasmtime.
 
-    python bench/start.py [--runs N]
+    python -m bench.start [--runs N]
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import wasmtime
 
-from common import build, daemon, print_table, summary, write_result
+from bench.common import build, daemon, print_table, summary, write_result
 from roost.client.api import Client
 
 

@@ -6,8 +6,8 @@ import types
 
 import pytest
 
-from conftest_daemon import fresh_roostd, roostd  # noqa: F401  (fixtures)
-from harness import Roostd
+from tests.framework.fixtures import fresh_roostd, roostd  # noqa: F401  (fixtures)
+from tests.framework.harness import Roostd
 
 _BEGAN = pytest.StashKey[float]()
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness import Roostd
+from tests.framework.harness import Roostd
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from guestbuild import compile_guest
-from harness import Roostd, wait_until
-from native import run_native
-from test_durability import _alive, _inspect, _kill_worker
+from tests.framework.guestbuild import compile_guest
+from tests.framework.harness import Roostd, wait_until
+from tests.framework.native import run_native
+from tests.integration.test_durability import _alive, _inspect, _kill_worker
 
 MiB = 1 << 20
 VFS_BYTES = 64 * MiB

@@ -16,9 +16,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from guestbuild import compile_guest
-from harness import BIN, Roostd, cluster, make_ca, make_cert, wait_until
-from native import run_native
+from tests.framework.guestbuild import compile_guest
+from tests.framework.harness import BIN, Roostd, cluster, make_ca, make_cert, wait_until
+from tests.framework.native import run_native
 
 
 @pytest.fixture

@@ -18,9 +18,9 @@ import grpc
 import pytest
 import zstandard
 
-from guestbuild import compile_guest
-from harness import BIN, Roostd, cluster, make_ca, make_cert, wait_until
-from native import run_native
+from tests.framework.guestbuild import compile_guest
+from tests.framework.harness import BIN, Roostd, cluster, make_ca, make_cert, wait_until
+from tests.framework.native import run_native
 from roost.daemon.checkpoint import pagemap
 from roost.daemon.store.records import ExecutionRecord
 from roost.v1 import control_pb2, control_pb2_grpc

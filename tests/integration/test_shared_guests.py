@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from shared_guests import Case, cases, guests_dir, sha256
-from test_durability import SEED
+from tests.framework.shared_guests import Case, cases, guests_dir, sha256
+from tests.integration.test_durability import SEED
 
 pytestmark = pytest.mark.guests
 CASES = cases()

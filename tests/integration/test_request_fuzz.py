@@ -15,8 +15,8 @@ import pytest
 from google.protobuf.descriptor import FieldDescriptor as F
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from guestbuild import compile_guest
-from harness import Roostd
+from tests.framework.guestbuild import compile_guest
+from tests.framework.harness import Roostd
 from roost.v1 import control_pb2, peer_pb2
 
 CASES = 24

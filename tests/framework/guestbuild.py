@@ -12,8 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-GUESTS_DIR = Path(__file__).parent / "guests"
-CACHE_DIR = Path(__file__).parent / ".cache" / "guests"
+GUESTS_DIR = Path(__file__).resolve().parent.parent / "guests"
+CACHE_DIR = Path(__file__).resolve().parent.parent / ".cache" / "guests"
 FLAGS = ("-target", "wasm32-wasi", "-O2")
 
 

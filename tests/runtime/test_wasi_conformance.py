@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from shared_guests import guests_dir
+from tests.framework.shared_guests import guests_dir
 
-from guestbuild import compile_guest
+from tests.framework.guestbuild import compile_guest
 from roost.daemon.runtime.vfs import Vfs
 from roost.daemon.runtime.wasi import PROVIDED_FUNCTIONS, WasiHost, initial_state
-from wasi_harness import make_vfs, run_roost, run_roost_state, run_wasmtime
+from tests.framework.wasi_harness import make_vfs, run_roost, run_roost_state, run_wasmtime
 
 WORK = {'input.txt': b'some input\nsecond line\n', 'sub': None, 'sub/inner.txt': b'inner'}
 APP = {'in.txt': b'app input', 'sub': None, 'sub/inner.txt': b'inner'}

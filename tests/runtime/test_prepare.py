@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 import wasmtime
 
-from guestbuild import compile_guest
-from native import run_native
+from tests.framework.guestbuild import compile_guest
+from tests.framework.native import run_native
 from roost.daemon.errors import ModuleRejected
 from roost.daemon.modules.prepare import ASYNCIFY_MEMORY_EXPORT, PREPARE_VERSION, prepare
-from shared_guests import Case, cases
+from tests.framework.shared_guests import Case, cases
 
-CACHE = Path(__file__).parent / ".cache" / "prepared"
+CACHE = Path(__file__).resolve().parent.parent / ".cache" / "prepared"
 ENGINE = wasmtime.Engine()
 C_GUESTS = [("hello", []), ("args_env", ["a", "b c"]), ("clocks", []), ("spin_print", ["40", "2000"]),
             ("compute_loop", ["3000000"]), ("cp_loops", ["3"]), ("exitcode", []), ("stdin_echo", []), ("files", [])]

@@ -14,8 +14,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from guestbuild import compile_guest
-from harness import BIN, Roostd, wait_until
+from tests.framework.guestbuild import compile_guest
+from tests.framework.harness import BIN, Roostd, wait_until
 from roost.v1 import control_pb2 as pb
 from roost.v1 import control_pb2_grpc
 

@@ -12,9 +12,9 @@ import time
 
 import pytest
 
-from guestbuild import compile_guest
-from harness import Roostd, wait_until
-from native import run_native
+from tests.framework.guestbuild import compile_guest
+from tests.framework.harness import Roostd, wait_until
+from tests.framework.native import run_native
 
 SEED = int(os.environ.get("ROOST_TEST_SEED", time.time_ns() % 100000))
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from guestbuild import compile_guest
-from harness import BIN, wait_until
+from tests.framework.guestbuild import compile_guest
+from tests.framework.harness import BIN, wait_until
 from roost.client import copyout
 from roost.client.api import Client
 from roost.client.errors import LocalError

@@ -8,10 +8,10 @@ import re
 import subprocess
 import time
 
-from guestbuild import compile_guest
-from harness import BIN, Roostd, wait_until
-from native import run_native
-from test_durability import SEED, SPIN, _alive, _inspect, _kill_worker, _stdout_len
+from tests.framework.guestbuild import compile_guest
+from tests.framework.harness import BIN, Roostd, wait_until
+from tests.framework.native import run_native
+from tests.integration.test_durability import SEED, SPIN, _alive, _inspect, _kill_worker, _stdout_len
 
 
 def _start(daemon, wasm, *args, opts=()):

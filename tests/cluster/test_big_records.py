@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from guestbuild import compile_guest
-from harness import cluster, wait_until
-from native import run_native
+from tests.framework.guestbuild import compile_guest
+from tests.framework.harness import cluster, wait_until
+from tests.framework.native import run_native
 
 
 def _digest(data: bytes) -> tuple[int, str]:

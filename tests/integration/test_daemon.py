@@ -13,9 +13,9 @@ import socket
 import grpc
 import pytest
 
-from guestbuild import compile_guest
-from harness import Roostd, wait_until
-from native import run_native
+from tests.framework.guestbuild import compile_guest
+from tests.framework.harness import Roostd, wait_until
+from tests.framework.native import run_native
 from roost.client.api import Client
 from roost.v1 import control_pb2 as pb
 
@@ -170,7 +170,7 @@ def test_kill_and_kill_again(roostd):
 
 
 def test_mounts_and_cp_match_plain_wasmtime(roostd, tmp_path):
-    wasm = compile_guest(os.path.join(os.path.dirname(__file__), "..", "examples", "sieve.c"))
+    wasm = compile_guest(os.path.join(os.path.dirname(__file__), "..", "..", "examples", "sieve.c"))
     data = tmp_path / "data"
     data.mkdir()
     (data / "label.txt").write_text("test label\n")
@@ -188,7 +188,7 @@ def test_mounts_and_cp_match_plain_wasmtime(roostd, tmp_path):
 
 def test_finished_executions_survive_a_restart(fresh_roostd, tmp_path):
     daemon = fresh_roostd.start()
-    wasm = compile_guest(os.path.join(os.path.dirname(__file__), "..", "examples", "sieve.c"))
+    wasm = compile_guest(os.path.join(os.path.dirname(__file__), "..", "..", "examples", "sieve.c"))
     data = tmp_path / "in"
     data.mkdir()
     native = run_native(wasm, ["sieve", "1000000"], mounts=[(data, "/data")], keep=tmp_path / "n")

@@ -15,14 +15,14 @@ from pathlib import Path
 import lmdb
 import pytest
 
-from guestbuild import compile_guest
-from harness import BIN, Roostd, free_port, wait_until
-from native import run_native
+from tests.framework.guestbuild import compile_guest
+from tests.framework.harness import BIN, Roostd, free_port, wait_until
+from tests.framework.native import run_native
 from roost.daemon.errors import Corrupt, StoreError
 from roost.daemon.store.checkpoints import PageStore
 from roost.daemon.store.records import ExecutionRecord
 from roost.daemon.store.db import DATABASES, FORMAT_VERSION, Store, log_key, seal
-from test_durability import SPIN, _inspect, _stdout_len
+from tests.integration.test_durability import SPIN, _inspect, _stdout_len
 
 
 def _start(daemon: Roostd, wasm: Path, *args: str) -> str:
@@ -116,7 +116,7 @@ def test_a_truncated_or_empty_data_file_is_refused(tmp_path):
 def test_restorable_checkpoints_and_dropping_the_newest(tmp_path):
     """What a restore falls back on: the retained checkpoints newest first; dropping a corrupt
     one leaves the older one whole."""
-    from test_pagestore import Guest
+    from tests.unit.test_pagestore import Guest
     store = Store(tmp_path / "store", 1 << 28)
     guest = Guest(store)
     for value in (1, 2, 3):

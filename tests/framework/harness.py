@@ -17,7 +17,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 BIN = Path(sys.executable).parent
-ARTIFACTS = Path(__file__).resolve().parent / ".cache" / "artifacts"
+ARTIFACTS = Path(__file__).resolve().parent.parent / ".cache" / "artifacts"
 
 
 def free_port() -> int:

@@ -13,11 +13,11 @@ import time
 import grpc
 import pytest
 
-from guestbuild import compile_guest
-from harness import Roostd, cluster, wait_until
+from tests.framework.guestbuild import compile_guest
+from tests.framework.harness import Roostd, cluster, wait_until
 from roost.v1 import control_pb2 as pb
 from roost.v1 import control_pb2_grpc, peer_pb2, peer_pb2_grpc
-from shared_guests import guests_dir
+from tests.framework.shared_guests import guests_dir
 
 
 def _follow(daemon: Roostd, exec_id: str, kind: str, outcomes: list, stop: threading.Event) -> None:

@@ -10,7 +10,7 @@ import time
 import pytest
 from pathlib import Path
 
-from shared_guests import guests_dir
+from tests.framework.shared_guests import guests_dir
 import wasmtime
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
