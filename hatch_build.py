@@ -14,8 +14,8 @@ from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
 def generate(root: str) -> list[str]:
     """Run protoc for every .proto under proto/roost; return the generated paths (relative)."""
-    from grpc_tools import protoc
     import grpc_tools
+    from grpc_tools import protoc
 
     proto_dir = os.path.join(root, "proto")
     protos = sorted(glob.glob(os.path.join(proto_dir, "roost", "v1", "*.proto")))

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import json
 import mmap
 import random
 import re
@@ -56,7 +55,8 @@ import zstandard
 from bench.common import build, daemon, print_table, write_result
 from roost.client.api import Client
 from roost.daemon.checkpoint import dirty
-from roost.daemon.store.db import unseal
+from roost.daemon.store.checkpoints import PageStore
+from roost.daemon.store.db import Store
 
 PAGE = 4096
 MiB = 1 << 20
@@ -250,18 +250,16 @@ class Rounds:
 
 
 class Manifests:
-    """The daemon's checkpoint manifests, read-only from its LMDB (the worker's own fields)."""
+    """The daemon's checkpoint manifests (the worker's own fields), read through a read-only
+    view of its store while it runs."""
 
     def __init__(self, data_dir: Path) -> None:
-        self.env = lmdb.open(str(data_dir / "store"), readonly=True, lock=True, max_dbs=32,
-                             map_size=256 << 30)
-        self.db = self.env.open_db(b"checkpoints", create=False)
+        self.pages = PageStore(Store(data_dir / "store", 256 << 30, readonly=True))
 
     def get(self, exec_id: str, number: int) -> dict:
-        key = exec_id.encode() + b"\x00" + struct.pack(">Q", number)
-        with self.env.begin(db=self.db) as txn:
-            raw = txn.get(key)
-        return json.loads(unseal("checkpoints", key, raw)) if raw is not None else {}
+        """The manifest as stored: one flat object, the worker's stats with it."""
+        checkpoint = self.pages.checkpoint(exec_id, number)
+        return checkpoint[0].to_dict(checkpoint[1]) if checkpoint is not None else {}
 
 
 def quiet_ms(mib: int, fraction: float) -> int:

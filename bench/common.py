@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -43,5 +44,13 @@ def print_table(title: str, header: list[str], rows: list[list]) -> None:
         print("  ".join(str(x).ljust(w) for x, w in zip(row, widths)))
 
 
+def daemon_env() -> dict[str, str]:
+    """The environment of the roostds a bench starts. ROOST_DAEMON_SRC=DIR runs the daemon (and
+    its workers) from another checkout's `daemon/` tree instead of this one: an A/B of two
+    commits in the same run (bench/ab.sh), with the same client, guests and bench code."""
+    src = os.environ.get("ROOST_DAEMON_SRC")
+    return {"PYTHONPATH": str(Path(src).resolve() / "daemon")} if src else {}
+
+
 def daemon(tmp: Path) -> Roostd:
-    return Roostd(tmp / "data").start()
+    return Roostd(tmp / "data", env=daemon_env()).start()

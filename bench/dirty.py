@@ -14,12 +14,10 @@ import ctypes
 import random
 import statistics
 import time
-from pathlib import Path
 
 import wasmtime
 
 from bench.common import print_table, write_result  # noqa: E402
-
 from roost.daemon.checkpoint import dirty  # noqa: E402
 from roost.daemon.checkpoint.dirty import PAGE_BYTES  # noqa: E402
 

@@ -32,11 +32,9 @@ from pathlib import Path
 
 import grpc
 
-from bench.common import build, print_table, write_result
-
-from tests.framework.harness import Roostd  # noqa: E402
-
+from bench.common import build, daemon_env, print_table, write_result
 from roost.client.api import Client  # noqa: E402
+from tests.framework.harness import Roostd  # noqa: E402
 
 MiB = 1 << 20
 ROUND_MS = 100
@@ -154,7 +152,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="roost-bench-migrate-") as tmp_name:
         tmp = Path(tmp_name)
         cfg = "[replication]\nfactor = 0\n"           # nothing travels but the migrations
-        a, b = Roostd(tmp / "a" / "data", config_text=cfg), Roostd(tmp / "b" / "data", config_text=cfg)
+        a, b = (Roostd(tmp / "a" / "data", config_text=cfg, env=daemon_env()),
+                Roostd(tmp / "b" / "data", config_text=cfg, env=daemon_env()))
         a.extra, b.extra = ["--peer", b.addr], ["--peer", a.addr]
         a.start()
         b.start()

@@ -21,10 +21,10 @@ from pathlib import Path
 import wasmtime
 
 from bench.common import percentile, print_table, write_result  # noqa: I001
-from tests.framework.guestbuild import compile_guest
 from roost.daemon.runtime.capture import Gate, Runner, define_safepoint
-from roost.daemon.runtime.wasi import WasiHost, initial_state
 from roost.daemon.runtime.vfs import Vfs
+from roost.daemon.runtime.wasi import WasiHost, initial_state
+from tests.framework.guestbuild import compile_guest
 from tests.runtime import test_prepare as tp
 
 ENGINE = wasmtime.Engine()

@@ -15,9 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import ROOT, daemon, print_table, summary, write_result
+from bench.common import daemon, print_table, summary, write_result
 from roost.client.api import Client
-
 from tests.framework.guestbuild import compile_guest  # noqa: E402
 
 

@@ -1,6 +1,7 @@
 """pytest fixtures shared by the test modules: real roostd daemons (see conftest_daemon)."""
 from __future__ import annotations
 
+import os
 import time
 import types
 
@@ -10,6 +11,48 @@ from tests.framework.fixtures import fresh_roostd, roostd  # noqa: F401  (fixtur
 from tests.framework.harness import Roostd
 
 _BEGAN = pytest.StashKey[float]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "serial: measures time (a deadline, a pause, a call's latency): runs alone, after the "
+                   "parallel run, so that no other test's load moves what it measures")
+    if config.pluginmanager.hasplugin("xdist"):
+        from tests.framework.xdist_groups import XdistGroups
+        config.pluginmanager.register(XdistGroups(_group), "roost-xdist-groups")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """ROOST_SERIAL=skip leaves out the tests marked `serial` (the parallel run), =only keeps
+    only them (the run after it, tests/run.sh); unset, both run."""
+    serial = os.environ.get("ROOST_SERIAL", "")
+    if serial in ("skip", "only"):
+        keep = [item for item in items if (item.get_closest_marker("serial") is not None) == (serial == "only")]
+        dropped = [item for item in items if item not in keep]
+        if dropped:
+            config.hook.pytest_deselected(items=dropped)
+            items[:] = keep
+
+
+def _group(item: pytest.Item) -> str | None:
+    """The tests pytest-xdist runs together, on one worker (tests/framework/xdist_groups.py):
+    module path::case for a test parametrized over a third-party guest case (prepared once);
+    the module's path for a test that uses a fixture its module (or class) shares, such as a
+    daemon (started once); None, a test any worker may run on its own, for the rest."""
+    module = item.nodeid.split("::")[0]
+    case = getattr(getattr(item, "callspec", None), "params", {}).get("case")
+    name = getattr(case, "name", None)
+    if isinstance(name, str):
+        return f"{module}::{name}"
+    return module if _uses_shared_fixture(item) else None
+
+
+def _uses_shared_fixture(item: pytest.Item) -> bool:
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:                     # (pytest's internals moved: keep modules together)
+        return True
+    return any(d.scope in ("module", "class", "package")
+               for defs in info.name2fixturedefs.values() for d in defs)
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -146,6 +146,7 @@ def _only_execution(daemon: Roostd) -> str:
     return listed[0]["id"] if listed else ""
 
 
+@pytest.mark.serial
 def test_durable_sleep_moves_ten_times_mid_sleep_and_wakes_on_time(nodes):
     """A guest in a 12 s durable sleep (no worker anywhere) moves around the three daemons ten
     times; the last one wakes it at the original deadline, once."""
@@ -309,7 +310,8 @@ def test_cold_migration_of_a_big_running_guest(nodes):
 def test_stale_epochs_are_refused(nodes):
     """After a handover the old owner's epoch is stale: a push carrying it is refused, and the
     daemon answers FAILED_PRECONDITION."""
-    from roost.v1 import peer_pb2 as pb, peer_pb2_grpc
+    from roost.v1 import peer_pb2 as pb
+    from roost.v1 import peer_pb2_grpc
     a, b, _ = nodes
     wasm = compile_guest("spin_print")
     exec_id = start(a, wasm, "1500", "4000000")
@@ -330,8 +332,9 @@ def test_a_push_of_a_checkpoint_held_already_still_stores_its_output(nodes):
     same N reached first; it carries the output written since, which the peer must store (the
     pusher counts it as held from then on: dropped, it was missing from the peer's log for good
     once the execution ran there)."""
-    from roost.v1 import control_pb2, control_pb2_grpc, peer_pb2 as pb, peer_pb2_grpc
     from roost.daemon.store.records import ExecutionRecord
+    from roost.v1 import control_pb2, control_pb2_grpc, peer_pb2_grpc
+    from roost.v1 import peer_pb2 as pb
     a, b, _ = nodes
     wasm = compile_guest("spin_print")
     exec_id = start(a, wasm, "3000", "2500000")

@@ -18,14 +18,13 @@ import grpc
 import pytest
 import zstandard
 
+from roost.daemon.checkpoint import pagemap
+from roost.daemon.store.records import ExecutionRecord
+from roost.v1 import control_pb2, control_pb2_grpc, peer_pb2_grpc
+from roost.v1 import peer_pb2 as pb
 from tests.framework.guestbuild import compile_guest
 from tests.framework.harness import BIN, Roostd, cluster, make_ca, make_cert, wait_until
 from tests.framework.native import run_native
-from roost.daemon.checkpoint import pagemap
-from roost.daemon.store.records import ExecutionRecord
-from roost.v1 import control_pb2, control_pb2_grpc
-from roost.v1 import peer_pb2 as pb
-from roost.v1 import peer_pb2_grpc
 
 ARGS = ("900", "3000000")          # spin_print: a few seconds of lines, then an exit code
 

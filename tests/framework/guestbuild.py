@@ -6,10 +6,13 @@ second run does not invoke the compiler at all.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 GUESTS_DIR = Path(__file__).resolve().parent.parent / "guests"
@@ -32,10 +35,26 @@ def compile_guest(name_or_path: str | os.PathLike, flags: tuple[str, ...] = FLAG
     if out.exists():
         return out
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(f".{os.getpid()}.tmp")
-    cmd = [sys.executable, "-m", "ziglang", "cc", *flags, "-o", str(tmp), str(src)]
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode != 0:
-        raise RuntimeError(f"compiling guest {src.name} failed:\n{r.stderr}")
-    tmp.replace(out)
+    with cache_lock(CACHE_DIR / f"{out.name}.lock"):   # parallel test workers compile it once
+        if out.exists():
+            return out
+        tmp = out.with_suffix(f".{os.getpid()}.tmp")
+        cmd = [sys.executable, "-m", "ziglang", "cc", *flags, "-o", str(tmp), str(src)]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"compiling guest {src.name} failed:\n{r.stderr}")
+        tmp.replace(out)
     return out
+
+
+@contextlib.contextmanager
+def cache_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `path` (created if missing): the test processes of one run
+    (pytest-xdist workers) and runs beside it build a cached thing once, the others wait for it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

@@ -6,6 +6,7 @@ Nothing here mocks roost: a `Roostd` is the installed `roostd` entry point in a 
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -20,10 +21,37 @@ BIN = Path(sys.executable).parent
 ARTIFACTS = Path(__file__).resolve().parent.parent / ".cache" / "artifacts"
 
 
+# Ports come from a block of its own for each pytest-xdist worker (gw0, gw1, ...), below Linux's
+# ephemeral range (32768+) so that no outgoing connection holds one: two workers can then never
+# hand out the same port, and a port handed out once in a process is not handed out again (a
+# daemon restarted on its port keeps it). Within the block the search starts at a random place,
+# so runs beside this one (another checkout's tests) seldom meet it either.
+_PORT_BLOCK = 1000
+_PORT_BASE = 12000
+_handed_out: set[int] = set()
+
+
+def _worker_index() -> int:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    return int(worker[2:]) % 20 if worker.startswith("gw") and worker[2:].isdigit() else 0
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback TCP port that is free now and that no other test worker will hand out."""
+    base = _PORT_BASE + _worker_index() * _PORT_BLOCK
+    start = random.randrange(_PORT_BLOCK)
+    for i in range(_PORT_BLOCK):
+        port = base + (start + i) % _PORT_BLOCK
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port in {base}..{base + _PORT_BLOCK - 1}")
 
 
 def wait_until(predicate, timeout: float = 30.0, interval: float = 0.02, what: str = "condition"):

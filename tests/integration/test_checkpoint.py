@@ -8,6 +8,8 @@ import re
 import subprocess
 import time
 
+import pytest
+
 from tests.framework.guestbuild import compile_guest
 from tests.framework.harness import BIN, Roostd, wait_until
 from tests.framework.native import run_native
@@ -94,6 +96,7 @@ def test_checkpoint_metrics(roostd):
         assert name in text, name
 
 
+@pytest.mark.serial
 def test_durable_sleep_wakes_at_the_original_deadline_across_restarts(fresh_roostd):
     """A guest sleeping 10 s; roostd killed after 3 s, restarted after 6 s: it wakes within half
     a second of its original deadline, its worker released while it sleeps."""
@@ -234,8 +237,10 @@ def test_large_checkpoints_stream_in_parts_and_a_torn_one_is_discarded(tmp_path)
     from roost.daemon.store.db import Store
     store = Store(tmp_path / "data" / "store", 1 << 30)
     try:
-        latest = PageStore(store).latest(exec_id)
-        assert latest["parts"] >= 2 and latest["dirty_pages"] > 2048, latest
+        pages = PageStore(store)
+        _, stats = pages.checkpoint(exec_id, pages.restorable(exec_id)[0])
+        assert stats.parts is not None and stats.parts >= 2, stats
+        assert stats.dirty_pages is not None and stats.dirty_pages > 2048, stats
     finally:
         store.close()
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.framework.guestbuild import compile_guest
-from tests.framework.harness import BIN, Roostd, wait_until
 from roost.v1 import control_pb2 as pb
 from roost.v1 import control_pb2_grpc
+from tests.framework.guestbuild import compile_guest
+from tests.framework.harness import BIN, Roostd, wait_until
 
 
 @pytest.fixture(scope="module")

@@ -18,14 +18,14 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.framework.guestbuild import compile_guest
-from tests.framework.harness import BIN, wait_until
-from roost.client import copyout
+from roost.client import copyout, localfs
 from roost.client.api import Client
 from roost.client.errors import LocalError
 from roost.daemon.runtime.vfs import Entry, Vfs
 from roost.v1 import control_pb2 as pb
 from roost.v1 import control_pb2_grpc
+from tests.framework.guestbuild import compile_guest
+from tests.framework.harness import BIN, wait_until
 
 MiB = 1 << 20
 
@@ -220,7 +220,7 @@ def test_names_equal_but_for_case_are_both_written_where_the_filesystem_tells_th
 def case_insensitive(monkeypatch):
     """Makes the writer see the destination as case-insensitive (APFS, NTFS): a test machine
     cannot mount one, so names that fold alike are reported to be one entry on disk."""
-    monkeypatch.setattr(copyout, "_same_entry", lambda parent, a, b: copyout.fold(a) == copyout.fold(b))
+    monkeypatch.setattr(copyout, "same_entry", lambda parent, a, b: localfs.fold(a) == localfs.fold(b))
 
 
 def test_a_name_equal_but_for_case_does_not_overwrite_the_first(place, case_insensitive) -> None:
@@ -235,8 +235,8 @@ def test_a_name_equal_but_for_case_does_not_overwrite_the_first(place, case_inse
 
 
 def test_unicode_normalisation_is_folded_too() -> None:
-    assert copyout.fold("Caf\u00e9") == copyout.fold("cafe\u0301") == copyout.fold("CAFE\u0301")
-    assert copyout.fold("a") != copyout.fold("b")
+    assert localfs.fold("Caf\u00e9") == localfs.fold("cafe\u0301") == localfs.fold("CAFE\u0301")
+    assert localfs.fold("a") != localfs.fold("b")
 
 
 # ---------------------------------------------------------------- hard links
@@ -362,7 +362,7 @@ def test_a_deep_tree_is_written_with_few_descriptors(deep_place) -> None:
     dest, _ = deep_place
     before = len(os.listdir("/proc/self/fd"))
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (before + 3 * copyout.MAX_OPEN_DIRS, hard))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (before + 3 * localfs.MAX_OPEN_DIRS, hard))
     try:
         copy(deep_stream() + [*f("/".join(["dir"] * 100 + ["back-up.txt"]))], dest)
     finally:

@@ -13,11 +13,11 @@ import socket
 import grpc
 import pytest
 
+from roost.client.api import Client
+from roost.v1 import control_pb2 as pb
 from tests.framework.guestbuild import compile_guest
 from tests.framework.harness import Roostd, wait_until
 from tests.framework.native import run_native
-from roost.client.api import Client
-from roost.v1 import control_pb2 as pb
 
 
 def test_run_matches_plain_wasmtime(roostd):
@@ -93,7 +93,6 @@ def _module_importing(module: str, name: str) -> bytes:
 
 def _wat_module(body: str) -> bytes:
     import wasmtime
-    cfg = wasmtime.Config()
     return wasmtime.wat2wasm(f'(module {body} (func (export "_start")))')
 
 

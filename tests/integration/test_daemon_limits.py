@@ -3,7 +3,6 @@ leave `ps`, `inspect` and a peer's handover answering within a second; the execu
 daemon carries are bounded (count and memory); a module preparation dies with roostd."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -13,10 +12,10 @@ import time
 import grpc
 import pytest
 
-from tests.framework.guestbuild import compile_guest
-from tests.framework.harness import Roostd, cluster, wait_until
 from roost.v1 import control_pb2 as pb
 from roost.v1 import control_pb2_grpc, peer_pb2, peer_pb2_grpc
+from tests.framework.guestbuild import compile_guest
+from tests.framework.harness import Roostd, cluster, wait_until
 from tests.framework.shared_guests import guests_dir
 
 
@@ -52,6 +51,7 @@ def _timed(call) -> float:
     return time.monotonic() - began
 
 
+@pytest.mark.serial
 def test_seventy_long_polls_leave_every_other_call_answering(tmp_path):
     a, b = cluster(tmp_path / "polls", n=2)
     try:

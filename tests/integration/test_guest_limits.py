@@ -337,8 +337,9 @@ def test_fs_timestamps_replay_from_the_journal():
     clocks hands every change the stamp the original gave it, although the host's time has moved
     on, up to the last output; after it, stamps are live again."""
     from types import SimpleNamespace
+
     from roost.daemon.checkpoint import journal
-    from roost.daemon.runtime.wasi.clocks import ClockState, Clocks, fs_now, fs_sync
+    from roost.daemon.runtime.wasi.clocks import Clocks, ClockState, fs_now, fs_sync
     records: list[bytes] = []
     live = SimpleNamespace(clocks=Clocks(ClockState()), replay=None, journal=records.append)
     saved = live.clocks.save()

@@ -15,9 +15,9 @@ import pytest
 from google.protobuf.descriptor import FieldDescriptor as F
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from roost.v1 import control_pb2, peer_pb2
 from tests.framework.guestbuild import compile_guest
 from tests.framework.harness import Roostd
-from roost.v1 import control_pb2, peer_pb2
 
 CASES = 24
 BAD = (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 import subprocess
 import time
 from pathlib import Path
@@ -15,14 +14,14 @@ from pathlib import Path
 import lmdb
 import pytest
 
+from roost.daemon.errors import Corrupt, StoreError
+from roost.daemon.store.checkpoints import PageStore
+from roost.daemon.store.db import DATABASES, FORMAT_VERSION, Store, log_key, seal
+from roost.daemon.store.records import ExecutionRecord
 from tests.framework.guestbuild import compile_guest
 from tests.framework.harness import BIN, Roostd, free_port, wait_until
 from tests.framework.native import run_native
-from roost.daemon.errors import Corrupt, StoreError
-from roost.daemon.store.checkpoints import PageStore
-from roost.daemon.store.records import ExecutionRecord
-from roost.daemon.store.db import DATABASES, FORMAT_VERSION, Store, log_key, seal
-from tests.integration.test_durability import SPIN, _inspect, _stdout_len
+from tests.integration.test_durability import _inspect, _stdout_len
 
 
 def _start(daemon: Roostd, wasm: Path, *args: str) -> str:
@@ -125,8 +124,8 @@ def test_restorable_checkpoints_and_dropping_the_newest(tmp_path):
     pages = guest.pages
     assert pages.restorable("e1") == [3, 2]
     pages.drop_newest("e1", 3)
-    assert pages.restorable("e1") == [2] and pages.latest("e1")["number"] == 2
-    assert PageStore(store).load("e1", 2).manifest["number"] == 2
+    assert pages.restorable("e1") == [2] and pages.latest("e1").number == 2
+    assert PageStore(store).load("e1", 2).manifest.number == 2
 
 
 # ---- a real daemon ----

@@ -14,9 +14,9 @@ import pytest
 
 from tests.framework.guestbuild import compile_guest
 from tests.framework.harness import Roostd, wait_until
+from tests.framework.wasi_harness import host_tree, run_wasmtime
 from tests.integration.test_durability import SEED
 from tests.runtime.test_wasi_conformance import CASES
-from tests.framework.wasi_harness import host_tree, run_wasmtime
 
 # Cases whose guests need no particular timing (poll sleeps are fine: they are journaled).
 CORPUS = sorted(CASES)

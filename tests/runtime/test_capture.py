@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 import wasmtime
 
-from tests.framework.guestbuild import compile_guest
-from roost.daemon.runtime.capture import Gate, GuestImage, Runner, define_safepoint
 from roost.daemon.errors import LimitExceeded
 from roost.daemon.modules.prepare import prepare
+from roost.daemon.runtime.capture import Gate, GuestImage, Runner, define_safepoint
 from roost.daemon.runtime.wasi import GuestExit, WasiHost, WasiState, initial_state
-from tests.runtime.test_prepare import case_layout, prepared, shared_case
+from tests.framework.guestbuild import compile_guest
 from tests.framework.wasi_harness import make_vfs, run_roost, vfs_tree
+from tests.runtime.test_prepare import case_layout, prepared, shared_case
 
 ENGINE = wasmtime.Engine()
 _MODULES: dict[Path, wasmtime.Module] = {}

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import wasmtime
 
-from tests.framework.guestbuild import compile_guest
-from tests.framework.native import run_native
 from roost.daemon.errors import ModuleRejected
 from roost.daemon.modules.prepare import ASYNCIFY_MEMORY_EXPORT, PREPARE_VERSION, prepare
+from tests.framework.guestbuild import cache_lock, compile_guest
+from tests.framework.native import run_native
 from tests.framework.shared_guests import Case, cases
 
 CACHE = Path(__file__).resolve().parent.parent / ".cache" / "prepared"
@@ -36,12 +36,13 @@ def prepared(wasm: Path, preemptive: bool) -> tuple[Path, dict]:
     out = CACHE / f"{wasm.stem}-{mode}-{key}.wasm"
     meta = out.with_suffix(".json")
     if not (out.exists() and meta.exists()):
-        pm = prepare(data, preemptive)
-        CACHE.mkdir(parents=True, exist_ok=True)
-        for path, blob in ((out, pm.wasm), (meta, json.dumps(pm.manifest()).encode())):
-            tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(blob)
-            tmp.replace(path)
+        with cache_lock(out.with_suffix(".lock")):      # test processes prepare it once
+            if not (out.exists() and meta.exists()):
+                pm = prepare(data, preemptive)
+                for path, blob in ((out, pm.wasm), (meta, json.dumps(pm.manifest()).encode())):
+                    tmp = path.with_suffix(".tmp")
+                    tmp.write_bytes(blob)
+                    tmp.replace(path)
     return out, json.loads(meta.read_text())
 
 

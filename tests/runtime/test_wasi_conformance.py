@@ -13,11 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.framework.shared_guests import guests_dir
-
-from tests.framework.guestbuild import compile_guest
 from roost.daemon.runtime.vfs import Vfs
 from roost.daemon.runtime.wasi import PROVIDED_FUNCTIONS, WasiHost, initial_state
+from tests.framework.guestbuild import compile_guest
+from tests.framework.shared_guests import guests_dir
 from tests.framework.wasi_harness import make_vfs, run_roost, run_roost_state, run_wasmtime
 
 WORK = {'input.txt': b'some input\nsecond line\n', 'sub': None, 'sub/inner.txt': b'inner'}
@@ -138,6 +137,7 @@ def test_third_party_guest(case_dir: Path) -> None:
         assert hashlib.sha256(data).hexdigest() == digest
 
 
+@pytest.mark.serial
 def test_hostcall_cost(capsys: pytest.CaptureFixture[str]) -> None:
     """Median cost of one trivial host call (clock_time_get), measured in-process."""
     import statistics

@@ -217,7 +217,8 @@ def test_human_bytes(size: int, expected: str) -> None:
 
 @pytest.mark.parametrize(
     "seconds, expected",
-    [(0.25, "250ms"), (42, "42s"), (192, "3m12s"), (5 * 3600 + 180, "5h03m"), (2 * 86400 + 4 * 3600, "2d04h"), (-3, "0ms")],
+    [(0.25, "250ms"), (42, "42s"), (192, "3m12s"), (5 * 3600 + 180, "5h03m"), (2 * 86400 + 4 * 3600, "2d04h"),
+     (-3, "0ms")],
 )
 def test_human_duration(seconds: float, expected: str) -> None:
     assert display.human_duration(seconds) == expected
@@ -435,7 +436,8 @@ def test_run_writes_guest_output_byte_exact_and_exits_with_its_code(
     assert captured.err == b"err\r\n"  # not a terminal: no progress line
     assert control.uploads == [WASM]
     start = control.starts[0]
-    assert (start.argv0, list(start.args), start.module_sha256) == ("hello", ["a", "-b"], hashlib.sha256(WASM).hexdigest())
+    assert (start.argv0, list(start.args), start.module_sha256) == (
+        "hello", ["a", "-b"], hashlib.sha256(WASM).hexdigest())
 
 
 def test_run_sends_every_option(

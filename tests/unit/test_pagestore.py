@@ -4,6 +4,8 @@ was; garbage collection keeps every page a retained checkpoint needs and nothing
 corrupted page is reported, never restored."""
 from __future__ import annotations
 
+import dataclasses
+import json
 import struct
 import tempfile
 import zlib
@@ -14,14 +16,16 @@ import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from roost.daemon.checkpoint import pagemap
 from roost.daemon.checkpoint import frames as snapshot
-from roost.daemon.checkpoint.pagemap import PageMap
-from roost.daemon.store.checkpoints import PageStore, Uncommitted
-from roost.daemon.store.records import ExecutionRecord
+from roost.daemon.checkpoint import pagemap
 from roost.daemon.checkpoint.frames import PAGE_BYTES, CorruptPage
-from roost.daemon.errors import StoreFull
-from roost.daemon.store.db import Store, log_key
+from roost.daemon.checkpoint.manifest import CheckpointStats, Manifest
+from roost.daemon.checkpoint.pagemap import PageMap
+from roost.daemon.errors import StoreError, StoreFull
+from roost.daemon.store import keys
+from roost.daemon.store.checkpoints import PageStore, Uncommitted
+from roost.daemon.store.db import Store
+from roost.daemon.store.records import ExecutionRecord
 
 RETAIN = 2
 write = st.tuples(st.just("write"), st.integers(0, 63), st.integers(0, 4), st.integers(0, 255))
@@ -67,7 +71,7 @@ class Guest:
         frames, stored, zeroed = snapshot.encode_pages(staged)
         self.page_map, delta = pagemap.successor(self.page_map, self.number,
                                                  len(self.memory) // PAGE_BYTES, stored, zeroed)
-        manifest = {"number": self.number, "journal_seq": 0, "memory_bytes": len(self.memory)}
+        manifest = Manifest(number=self.number, journal_seq=0, memory_bytes=len(self.memory))
         self.pages.put(self.record, manifest, frames, b"host", b"stack", self.page_map, delta, RETAIN,
                        hurry=hurry)
         self.images[self.number] = bytes(self.memory)
@@ -77,7 +81,7 @@ class Guest:
     def restore(self, number: int) -> bytes:
         saved = self.pages.load("e1", number)
         return bytes(snapshot.image_from_versions(saved.frames, saved.page_map.versions,
-                                                  saved.manifest["memory_bytes"]))
+                                                  saved.manifest.memory_bytes))
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -89,7 +93,7 @@ def test_every_retained_checkpoint_restores_exactly(sequence):
         for op, a, b, c in sequence + [("checkpoint", 0, 0, 0)]:
             getattr(guest, op)(*(x for x in (a, b, c)[: {"write": 3, "grow": 1}.get(op, 0)]))
         latest = guest.pages.latest("e1")
-        assert latest["number"] == guest.number
+        assert latest is not None and latest.number == guest.number
         for number in range(max(1, guest.number - RETAIN + 1), guest.number + 1):
             assert guest.restore(number) == guest.images[number], number
         _assert_only_needed_versions_kept(store, guest)
@@ -101,9 +105,7 @@ def _assert_only_needed_versions_kept(store: Store, guest: Guest) -> None:
     needed: set[int] = set()
     for number in range(max(1, guest.number - RETAIN + 1), guest.number + 1):
         needed |= guest.pages.load("e1", number).page_map.referenced()
-    with store.txn("listing frames") as txn:
-        have = {n for n in range(1, guest.number + 1)
-                if txn.get(log_key("e1", n) + b"/f" + bytes(4), db=store.dbs["pages"]) is not None}
+    have = {n for n in range(1, guest.number + 1) if any(guest.pages.iter_frames("e1", n))}
     assert have == {n for n in needed if guest.stored_any[n]}
 
 
@@ -115,11 +117,10 @@ def test_little_change_costs_little_metadata(tmp_path):
     guest.checkpoint()
     guest.write(5, 0, 9)
     guest.checkpoint()
-    with store.txn("reading maps") as txn:
-        first = bytes(txn.get(log_key("e1", 1), db=store.dbs["pagemaps"]))
-        second = bytes(txn.get(log_key("e1", 2), db=store.dbs["pagemaps"]))
-    assert pagemap.is_full(first) and not pagemap.is_full(second)
-    assert len(second) < 64
+    first, second = guest.pages.manifest("e1", 1), guest.pages.manifest("e1", 2)
+    assert first is not None and second is not None
+    assert first.map_base == 1 and second.map_base == 1        # full, then a delta from it
+    assert second.map_bytes is not None and second.map_bytes < 64
     for _ in range(pagemap.COMPACT_EVERY):
         guest.write(7, 0, 3)
         guest.checkpoint()
@@ -132,9 +133,9 @@ def test_corrupt_page_is_reported_not_restored(tmp_path, where):
     guest = Guest(store)
     guest.write(1, 2, 77)
     guest.checkpoint()
-    key = log_key("e1", 1) + b"/f" + bytes(4)
+    key = keys.frame("e1", 1, 0)
+    frame = bytearray(dict(guest.pages.iter_frames("e1", 1))[0])
     with store.txn("corrupting", write=True) as txn:
-        frame = bytearray(txn.get(key, db=store.dbs["pages"]))
         body = 16 + 4 * 3                       # header, then 3 page indexes (pages 1..3)
         at = {"index": 16, "compressed pages": body + (len(frame) - body) // 2,
               "content checksum": len(frame) - 1}[where]
@@ -181,18 +182,19 @@ def test_uncommitted_checkpoint_reads_as_it_will_be_stored(tmp_path):
     guest.pages.put_frames("e1", number, 0, frames[:streamed])
     page_map, delta = pagemap.successor(guest.page_map, number, len(guest.memory) // PAGE_BYTES,
                                         stored, zeroed)
-    manifest = {"number": number, "journal_seq": 0, "memory_bytes": len(guest.memory)}
-    pending = Uncommitted("e1", number, dict(manifest), page_map, b"host", b"stack",
+    manifest = Manifest(number=number, journal_seq=0, memory_bytes=len(guest.memory))
+    pending = Uncommitted("e1", number, manifest, page_map, b"host", b"stack",
                           [memoryview(f) for f in frames[streamed:]], streamed,  # (as a big
                           guest.record.to_json(), frozenset(page_map.referenced()))  # frame gives them)
-    before = list(pending.iter_frames(guest.pages, number))
+    pending.reading(guest.pages)
+    before = list(pending.iter_frames(number))
     assert all(type(frame) is bytes for _, frame in before)      # what protobuf takes
     guest.pages.put(guest.record, manifest, frames[streamed:], b"host", b"stack", page_map, delta,
                     RETAIN, streamed=streamed)
-    after = list(pending.iter_frames(guest.pages, number))
+    after = list(pending.iter_frames(number))
     stored_frames = list(guest.pages.iter_frames("e1", number))
     assert before == after == stored_frames == list(enumerate(frames))
-    assert list(pending.iter_frames(guest.pages, 1)) == list(guest.pages.iter_frames("e1", 1))
+    assert list(pending.iter_frames(1)) == list(guest.pages.iter_frames("e1", 1))
     assert pending.referenced == guest.pages.referenced("e1", number)
 
 
@@ -211,3 +213,43 @@ def test_a_write_bigger_than_the_reserve_is_store_full_with_the_advice(tmp_path)
     assert "MDB_MAP_FULL" in str(full.value)              # a bigger append than the reserve
     store.put_execution(record)
     assert store.get_execution("e1").id == "e1"
+
+
+def test_a_read_only_view_reads_through_the_store(tmp_path):
+    """Tools (bench, tests) read a daemon's store through `Store(readonly=True)`, never raw
+    LMDB: values are checked as the daemon's are, and nothing is written."""
+    store = Store(tmp_path, 1 << 30)
+    guest = Guest(store)
+    guest.write(1, 2, 77)
+    guest.checkpoint()
+    store.close()
+    view = Store(tmp_path, 1 << 30, readonly=True)
+    pages = PageStore(view)
+    stored = pages.manifest("e1", 1)
+    assert stored is not None and stored.number == 1
+    assert pages.restorable("e1") == [1]
+    with pytest.raises(StoreError):
+        view.put_execution(guest.record)
+    view.close()
+    with pytest.raises(StoreError):
+        Store(tmp_path / "nothing", 1 << 30, readonly=True)
+
+
+def test_the_commit_returns_the_manifest_it_stores(tmp_path):
+    """The sink completes the manifest (how its map is chained) and returns it, the one it
+    stored: `to_json` of it and the stats, byte for byte; the given one is left as it was."""
+    guest = Guest(Store(tmp_path, 1 << 30))
+    guest.checkpoint()
+    manifest = Manifest(number=2, journal_seq=3, memory_bytes=len(guest.memory), reason="pause",
+                        extra={"from_a_newer_roostd": [1]})
+    stats = CheckpointStats(pause_seconds=0.5, stored_bytes=7)
+    stored = guest.pages.put(guest.record, manifest, [], b"host", b"stack", guest.page_map, None,
+                             RETAIN, stats=stats)
+    assert manifest.map_base is None
+    assert (stored.map_base, stored.chain_entries) == (1, 0) and stored.map_bytes
+    assert stored == dataclasses.replace(manifest, map_base=1, chain_entries=0, map_bytes=stored.map_bytes)
+    with guest.pages.store.txn("test") as txn:
+        raw = txn.get(keys.seq("e1", 2), db=guest.pages.dbs["checkpoints"])
+    assert raw == stored.to_json(stats)
+    assert guest.pages.checkpoint("e1", 2) == (stored, stats) and guest.pages.latest("e1") == stored
+    assert json.loads(raw)["from_a_newer_roostd"] == [1]

@@ -4,13 +4,10 @@ from __future__ import annotations
 import pytest
 import zstandard
 
-from roost.daemon.checkpoint import inflate
-from roost.daemon.checkpoint import pagemap
-from roost.daemon.cluster import peerauth
-from roost.daemon.cluster import tls
-from roost.daemon.errors import PermissionDenied, StoreError
+from roost.daemon.checkpoint import inflate, pagemap
+from roost.daemon.cluster import peerauth, tls
+from roost.daemon.errors import LimitExceeded, PermissionDenied, StoreError
 from roost.daemon.service.longpolls import LongPolls, caller_of
-from roost.daemon.errors import LimitExceeded
 
 
 def test_a_peer_is_named_by_exactly_one_roost_peer_uri():

@@ -14,9 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from roost.daemon.checkpoint import dirty
+from roost.daemon.checkpoint import dirty, staging
 from roost.daemon.checkpoint import frames as snapshot
-from roost.daemon.checkpoint import staging
 from roost.daemon.checkpoint.dirty import PageRuns
 from roost.daemon.checkpoint.staging import PAGE_BYTES, Stager, StagingBuffer
 

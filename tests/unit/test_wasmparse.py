@@ -6,17 +6,16 @@ import glob
 import os
 import random
 import time
-
-import pytest
 from pathlib import Path
 
-from tests.framework.shared_guests import guests_dir
+import pytest
 import wasmtime
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from roost.daemon.errors import ModuleRejected
 from roost.daemon.modules.wasmparse import Import, InvalidModule, check_supported, parse
+from tests.framework.shared_guests import guests_dir
 
 WASI = "wasi_snapshot_preview1"
 PROVIDED = {WASI: frozenset({"fd_write", "proc_exit", "args_get", "args_sizes_get"})}

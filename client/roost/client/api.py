@@ -215,7 +215,7 @@ class Client:
             return list(self._stub.ListExecutions(pb.ListExecutionsRequest(all=all)).executions)
 
     def logs(
-        self, id: str, follow: bool = False, stream: int | None = None, from_seq: int = 0
+        self, id: str, follow: bool = False, stream: pb.LogStream | None = None, from_seq: int = 0
     ) -> Iterator[pb.LogChunk]:
         """Replays the durable output from record `from_seq`; with `follow`, until the end.
 
@@ -268,6 +268,11 @@ class Client:
         """Prepares a stored module for a mode ahead of its first start."""
         with _rpc_errors():
             return self._stub.PrepareModule(pb.PrepareModuleRequest(sha256=sha256, cooperative=cooperative))
+
+    def debug_checkpoint(self, id: str, number: int = 0) -> pb.DebugCheckpointResponse:
+        """A stored checkpoint summarised (`roost debug checkpoint`); 0: the newest restorable."""
+        with _rpc_errors():
+            return self._stub.DebugCheckpoint(pb.DebugCheckpointRequest(id=id, number=number))
 
     def copy_out(self, id: str, guest_path: str) -> Iterator[pb.FileChunk]:
         """Streams a file or directory tree out of the execution's filesystem."""

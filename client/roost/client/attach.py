@@ -125,7 +125,7 @@ def follow_logs(
     client: Client,
     id: str,
     *,
-    stream: int | None = None,
+    stream: pb.LogStream | None = None,
     write: Callable[[pb.LogChunk], None] = write_chunk,
     reconnect: Reconnect | None = None,
     follow: Follow | None = None,

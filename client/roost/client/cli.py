@@ -112,6 +112,29 @@ def _add_later_commands(sub: argparse._SubParsersAction, common: argparse.Argume
                          help="live: stop-and-copy once the rest fits this (default: the daemon's)")
 
 
+def _add_debug(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    debug = sub.add_parser("debug", parents=[common], help="look inside what roostd stores",
+                           description="Read-only views of roostd's stored state, for "
+                                       "diagnosing a problem; they change nothing.")
+    what = debug.add_subparsers(dest="debug_command", metavar="WHAT", required=True)
+    checkpoint = what.add_parser(
+        "checkpoint", parents=[common], help="show a stored checkpoint (like CRIU's crit)",
+        description="Show a checkpoint as the daemon stores it: its manifest, its page map "
+                    "(pages, zero pages, the versions it takes pages from), the header of every "
+                    "frame it needs (version, index, pages, bytes, checksums) and its host state. "
+                    "With --json, all of it as one JSON object.")
+    checkpoint.add_argument("id", metavar="ID", help="execution id or name")
+    checkpoint.add_argument("number", metavar="NUMBER", nargs="?", type=_arg(_checkpoint_number),
+                            default=0, help="checkpoint number (default: the newest restorable one)")
+
+
+def _checkpoint_number(text: str) -> int:
+    """A checkpoint number: 1 or more, at most u32."""
+    if not text.isdigit() or not 1 <= int(text) < 1 << 32:
+        raise LocalError(f"bad checkpoint number {text!r}: expected 1, 2, ...")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole `roost` command line."""
     common = _common_options()
@@ -130,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub, common)
     _add_execution_commands(sub, common)
     _add_later_commands(sub, common)
+    _add_debug(sub, common)
     return parser
 
 
@@ -186,15 +210,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def tls_of(ns: argparse.Namespace) -> TLS | None:
     """--tls-* flags (all three), else the environment's ($ROOST_TLS_*), else plaintext."""
-    paths = [getattr(ns, f"tls_{k}", None) for k in ("ca", "cert", "key")]
-    if any(paths) and not all(paths):
+    ca, cert, key = (getattr(ns, f"tls_{k}", None) for k in ("ca", "cert", "key"))
+    if ca and cert and key:
+        return TLS(ca, cert, key)
+    if ca or cert or key:
         raise LocalError("--tls-ca, --tls-cert and --tls-key go together")
-    return TLS(*paths) if all(paths) else None
+    return None
 
 
 def describe(err: RoostClientError, addr: str) -> str:
-    """The one line a failed daemon call becomes."""
-    if err.code_name == "UNAVAILABLE":
+    """The one line a failed daemon call becomes. UNAVAILABLE that roostd itself sent (a peer
+    it cannot reach: `err.error` is set) is its message, not "cannot reach roostd"."""
+    if err.code_name == "UNAVAILABLE" and not err.error:
         return f"cannot reach roostd at {addr}: {err.message}"
     if err.code_name == "DEADLINE_EXCEEDED":
         return f"timed out: {err.message}"

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from roost.client import display
+from roost.client import debug, display
 from roost.client.api import Client
 from roost.client.attach import Follow, Reconnect, follow_logs, moved, write_chunk
 from roost.client.copyout import write_chunks
@@ -314,7 +314,7 @@ def _prepare(client: Client, ns: argparse.Namespace) -> int:
 # one execution
 
 
-def log_stream(ns: argparse.Namespace) -> int | None:
+def log_stream(ns: argparse.Namespace) -> pb.LogStream | None:
     """The stream `logs` asked for: STDOUT, STDERR, or None for both."""
     if ns.stdout:
         return pb.STDOUT
@@ -432,4 +432,5 @@ COMMANDS: dict[str, Command] = {
     "pause": cmd_pause,
     "resume": cmd_resume,
     "migrate": cmd_migrate,
+    "debug": debug.cmd_debug,
 }

@@ -20,31 +20,31 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from roost.v1 import control_pb2, peer_pb2
-
-from roost.daemon.service import control as control_service
-from roost.daemon.node import config as config_mod
-from roost.daemon.service import controlsocket
-from roost.daemon.node import datadir
-from roost.daemon.checkpoint import dirty
 from roost.daemon import gctuning
-from roost.daemon.node import metrics
-from roost.daemon.node import notify
-from roost.daemon.service import peer as peer_service
+from roost.daemon.checkpoint import dirty
 from roost.daemon.cluster import tls
 from roost.daemon.cluster.authority import Ownership
-from roost.daemon.errors import InvalidRequest, RoostError
 from roost.daemon.cluster.handover import Handovers
-from roost.daemon.service.longpolls import LongPolls
 from roost.daemon.cluster.migration import Migrations
-from roost.daemon.modules.registry import ModuleRegistry
 from roost.daemon.cluster.peerauth import PeerGate
 from roost.daemon.cluster.peers import Peers
-from roost.daemon.cluster.replication import Pusher, Replicas, Replicator
-from roost.daemon.store.db import Store
-from roost.daemon.executions.supervisor import Supervisor
-from roost.daemon.runtime.vfs import VfsLimits
+from roost.daemon.cluster.push import Pusher, Replicator
+from roost.daemon.cluster.receive import Replicas
+from roost.daemon.errors import InvalidRequest, RoostError
 from roost.daemon.executions.pool import WorkerPool
+from roost.daemon.executions.supervisor import Supervisor
+from roost.daemon.modules.registry import ModuleRegistry
+from roost.daemon.node import config as config_mod
+from roost.daemon.node import datadir, metrics, notify
+from roost.daemon.node.identity import NodeIdentity
+from roost.daemon.runtime.vfs import VfsLimits
+from roost.daemon.service import control as control_service
+from roost.daemon.service import controlsocket
+from roost.daemon.service import peer as peer_service
+from roost.daemon.service.longpolls import LongPolls
+from roost.daemon.store.checkpoints import PageStore
+from roost.daemon.store.db import Store
+from roost.v1 import control_pb2, peer_pb2
 
 log = logging.getLogger("roostd")
 
@@ -92,6 +92,7 @@ class Daemon:
         self.modules = ModuleRegistry(self.store, cfg.cache_dir or cfg.data_dir / "cache",
                                       cfg.max_module_bytes, cfg.asyncify_stack_bytes)
         self.pool = WorkerPool(cfg.spare_workers)
+        self.checkpoints = PageStore(self.store)   # the one LMDB checkpoint source and sink
         self.supervisor = Supervisor(self.store, self.modules, self.pool, cfg.node_id,
                                      cfg.memory_limit_bytes, cfg.durable_sleep_seconds,
                                      cfg.checkpoint_every_seconds, cfg.checkpoint_retain,
@@ -99,20 +100,24 @@ class Daemon:
                                      standby_timeout_seconds=cfg.migration_standby_timeout_seconds,
                                      vfs_limits=VfsLimits(cfg.vfs_limit_bytes, cfg.vfs_inodes,
                                                           cfg.links_per_inode),
-                                     output_limit_bytes=cfg.output_limit_bytes)
+                                     output_limit_bytes=cfg.output_limit_bytes,
+                                     pages=self.checkpoints)
         self.supervisor.max_executions = cfg.max_executions
         self.supervisor.max_memory_total_bytes = cfg.max_memory_total_bytes
         self.peers = Peers(self.credentials, cfg.node_id, cfg.address)
-        self.pusher = Pusher(self.supervisor)
-        self.replicator = Replicator(self.supervisor, self.pusher,
+        me, checkpoints = NodeIdentity(cfg.node_id, cfg.address), self.checkpoints
+        self.pusher = Pusher(me, self.store, checkpoints)
+        self.replicator = Replicator(me, checkpoints, self.supervisor, self.pusher,
                                      [self.peers.client(a) for a in cfg.peers if a != cfg.address],
                                      cfg.replication_factor, cfg.replication_ack)
         self.supervisor.on_commit = self.replicator.committed
-        ownership = Ownership(cfg.node_id, self.supervisor.owns, self.supervisor.runs)
-        self.handovers = Handovers(self.supervisor, self.peers, ownership)
-        self.replicas = Replicas(self.supervisor, cfg.checkpoint_retain, self.handovers, ownership)
-        self.migrations = Migrations(self.supervisor, self.peers, self.pusher, self.handovers,
-                                     cfg.migration_downtime_seconds, cfg.migration_max_rounds)
+        ownership = Ownership(cfg.node_id, me.owns, self.supervisor.runs)
+        self.handovers = Handovers(me, self.store, checkpoints, self.supervisor, self.peers, ownership)
+        self.replicas = Replicas(me, self.store, checkpoints, self.supervisor, cfg.checkpoint_retain,
+                                 self.handovers, ownership)
+        self.migrations = Migrations(me, self.store, checkpoints, self.supervisor, self.peers,
+                                     self.pusher, self.handovers, cfg.migration_downtime_seconds,
+                                     cfg.migration_max_rounds)
         self.gate = PeerGate(self.credentials is not None, cfg.node_id, cfg.peers)
         self.health = health.HealthServicer()
         self.server = self._grpc_server()         # the ports are bound before anything resumes

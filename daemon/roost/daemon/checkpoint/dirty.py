@@ -12,9 +12,7 @@ finding those pages and copying them. Two trackers answer the same question:
 
 `make_tracker` picks the first when `probe()` says the kernel supports it. Both report every page
 at the first collect after `start` (the first checkpoint is a full one) and every page added by
-`grow`. Kernel ABI values below come from include/uapi/linux/userfaultfd.h and fs.h and
-Documentation/admin-guide/mm/pagemap.rst; they are fixed UAPI, spelled out because the libc
-headers of the build host may predate them.
+`grow`. The kernel's interface (userfaultfd, PAGEMAP_SCAN) is in `uffd`.
 
 wasmtime: linear memory 0 is an anonymous mmap reservation (4 GiB + guard for wasm32) whose
 accessible prefix grows by mprotect, at a stable base. The tracker registers only the accessible
@@ -31,12 +29,13 @@ import functools
 import hashlib
 import mmap
 import os
-import platform
 import threading
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
+
+from roost.daemon.checkpoint import uffd
 
 PAGE_BYTES = 4096
 _PAGE_SHIFT = PAGE_BYTES.bit_length() - 1
@@ -58,7 +57,9 @@ class PageRuns:
     __slots__ = ("_starts", "_ends")
 
     def __init__(self, starts: np.ndarray | list[int], ends: np.ndarray | list[int]) -> None:
-        self._starts, self._ends = starts, ends
+        # Lists (small) or arrays: each method's `is_small` branch knows which it has.
+        self._starts: Any = starts
+        self._ends: Any = ends
 
     @classmethod
     def empty(cls) -> "PageRuns":
@@ -139,9 +140,13 @@ class DirtyTracker(Protocol):
     concurrent: bool
     """A collect while the guest runs is cheap and exact (the pages it reports are re-armed
     atomically): checkpoints may pre-copy (see staging)."""
-    base: int
-    size: int
-    """The range tracked, as of the last start, grow or collect."""
+    @property
+    def base(self) -> int:
+        """The range tracked, as of the last start, grow or collect: its start..."""
+
+    @property
+    def size(self) -> int:
+        """...and its size in bytes."""
 
     def start(self, base: int, size: int) -> None: ...
 
@@ -161,121 +166,6 @@ class DirtyTracker(Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-# --- kernel ABI -----------------------------------------------------------------------------
-
-_NR_USERFAULTFD = {"x86_64": 323, "aarch64": 282}
-_UFFD_USER_MODE_ONLY = 1
-_UFFD_API = 0xAA
-_UFFD_FEATURE_PAGEFAULT_FLAG_WP = 1 << 0
-_UFFD_FEATURE_WP_UNPOPULATED = 1 << 13
-_UFFD_FEATURE_WP_ASYNC = 1 << 15
-_FEATURES = _UFFD_FEATURE_PAGEFAULT_FLAG_WP | _UFFD_FEATURE_WP_UNPOPULATED | _UFFD_FEATURE_WP_ASYNC
-_UFFDIO_REGISTER_MODE_WP = 1 << 1
-_UFFDIO_WRITEPROTECT_MODE_WP = 1 << 0
-_PM_SCAN_WP_MATCHING = 1 << 0
-_PM_SCAN_CHECK_WPASYNC = 1 << 1
-_PAGE_IS_WRITTEN = 1 << 1
-
-
-class _UffdioApi(ctypes.Structure):
-    _fields_ = [("api", ctypes.c_uint64), ("features", ctypes.c_uint64),
-                ("ioctls", ctypes.c_uint64)]
-
-
-class _UffdioRange(ctypes.Structure):
-    _fields_ = [("start", ctypes.c_uint64), ("len", ctypes.c_uint64)]
-
-
-class _UffdioRegister(ctypes.Structure):
-    _fields_ = [("range", _UffdioRange), ("mode", ctypes.c_uint64), ("ioctls", ctypes.c_uint64)]
-
-
-class _UffdioWriteprotect(ctypes.Structure):
-    _fields_ = [("range", _UffdioRange), ("mode", ctypes.c_uint64)]
-
-
-class _PageRegion(ctypes.Structure):
-    _fields_ = [("start", ctypes.c_uint64), ("end", ctypes.c_uint64),
-                ("categories", ctypes.c_uint64)]
-
-
-class _PmScanArg(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_uint64) for name in (
-        "size", "flags", "start", "end", "walk_end", "vec", "vec_len", "max_pages",
-        "category_inverted", "category_mask", "category_anyof_mask", "return_mask")]
-
-
-def _iowr(kind: int, nr: int, size: int) -> int:
-    """The asm-generic _IOWR encoding (x86_64 and arm64 share it)."""
-    return (3 << 30) | (size << 16) | (kind << 8) | nr
-
-
-_UFFDIO_API = _iowr(0xAA, 0x3F, ctypes.sizeof(_UffdioApi))
-_UFFDIO_REGISTER = _iowr(0xAA, 0x00, ctypes.sizeof(_UffdioRegister))
-_UFFDIO_WRITEPROTECT = _iowr(0xAA, 0x06, ctypes.sizeof(_UffdioWriteprotect))
-_PAGEMAP_SCAN = _iowr(ord("f"), 16, ctypes.sizeof(_PmScanArg))
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
-_libc.ioctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p]
-_libc.ioctl.restype = ctypes.c_int
-
-
-def _ioctl(fd: int, request: int, arg: ctypes.Structure, what: str) -> int:
-    result = _libc.ioctl(fd, request, ctypes.addressof(arg))
-    if result < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}")
-    return result
-
-
-def _open_uffd() -> int:
-    """A userfaultfd with async WP; user-mode-only first, which needs no privilege."""
-    nr = _NR_USERFAULTFD.get(platform.machine())
-    if nr is None:
-        raise OSError(errno.ENOSYS, f"userfaultfd: no syscall number for {platform.machine()}")
-    base_flags = os.O_CLOEXEC | os.O_NONBLOCK
-    fd = _libc.syscall(nr, base_flags | _UFFD_USER_MODE_ONLY)
-    if fd < 0:
-        fd = _libc.syscall(nr, base_flags)
-    if fd < 0:
-        raise OSError(ctypes.get_errno(), f"userfaultfd: {_uffd_errno_text(ctypes.get_errno())}")
-    try:
-        _enable_wp_async(fd)
-    except OSError:
-        os.close(fd)
-        raise
-    return fd
-
-
-def _uffd_errno_text(err: int) -> str:
-    text = errno.errorcode.get(err, str(err))
-    if err == errno.EPERM:
-        text += " (vm.unprivileged_userfaultfd=0, or seccomp forbids userfaultfd)"
-    return text
-
-
-def _enable_wp_async(fd: int) -> None:
-    api = _UffdioApi(api=_UFFD_API, features=_FEATURES)
-    try:
-        _ioctl(fd, _UFFDIO_API, api, "UFFDIO_API")
-    except OSError as e:
-        reason = f"UFFDIO_API: WP_ASYNC refused, kernel < 6.7? ({os.strerror(e.errno)})"
-        raise OSError(e.errno, reason) from None
-    if api.features & _FEATURES != _FEATURES:
-        raise OSError(errno.EOPNOTSUPP, "UFFDIO_API: kernel lacks UFFD_FEATURE_WP_ASYNC")
-
-
-def _register(fd: int, start: int, length: int) -> None:
-    reg = _UffdioRegister(range=_UffdioRange(start, length), mode=_UFFDIO_REGISTER_MODE_WP)
-    _ioctl(fd, _UFFDIO_REGISTER, reg, f"UFFDIO_REGISTER {start:#x}+{length:#x}")
-
-
-def _write_protect(fd: int, start: int, length: int) -> None:
-    wp = _UffdioWriteprotect(range=_UffdioRange(start, length), mode=_UFFDIO_WRITEPROTECT_MODE_WP)
-    _ioctl(fd, _UFFDIO_WRITEPROTECT, wp, f"UFFDIO_WRITEPROTECT {start:#x}+{length:#x}")
 
 
 class _Tracker:
@@ -341,13 +231,13 @@ class UffdWpTracker(_Tracker):
 
     def __init__(self, memory_reader: MemoryReader | None = None) -> None:
         super().__init__(memory_reader)
-        self._uffd = _open_uffd()
+        self._uffd = uffd.open_uffd()
         try:
             self._pagemap = os.open("/proc/self/pagemap", os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             os.close(self._uffd)
             raise
-        self._vec = (_PageRegion * self._VEC_LEN)()
+        self._vec = (uffd.PageRegion * self._VEC_LEN)()
         self._pending: list[tuple[int, int]] = []
 
     def start(self, base: int, size: int) -> None:
@@ -356,15 +246,15 @@ class UffdWpTracker(_Tracker):
         with self._lock:
             self._base, self._size = base, size
             if size:
-                _register(self._uffd, base, size)
-                _write_protect(self._uffd, base, size)
+                uffd.register(self._uffd, base, size)
+                uffd.write_protect(self._uffd, base, size)
             self._pending = [(0, size // PAGE_BYTES)]
 
     def _grow_locked(self, new_size: int) -> None:
         """Registers the newly accessible range; its pages count as dirty."""
         if new_size <= self._size:
             return
-        _register(self._uffd, self._base + self._size, new_size - self._size)
+        uffd.register(self._uffd, self._base + self._size, new_size - self._size)
         self._pending.append((self._size // PAGE_BYTES, new_size // PAGE_BYTES))
         self._size = new_size
 
@@ -407,7 +297,8 @@ class UffdWpTracker(_Tracker):
             base = self._base
             return ([(w - base) >> _PAGE_SHIFT for w in words[0::3]],
                     [(w - base) >> _PAGE_SHIFT for w in words[1::3]])
-        starts, ends = [], []
+        starts: list[np.ndarray] = []
+        ends: list[np.ndarray] = []
         self._regions(vec, count, starts, ends)
         while start < end:
             count, start = self._scan_once(start, end, vec)
@@ -418,17 +309,17 @@ class UffdWpTracker(_Tracker):
 
     def _scan_once(self, start: int, end: int, vec: ctypes.Array) -> tuple[int, int]:
         """One PAGEMAP_SCAN from `start`: (regions written into `vec`, where the walk ended)."""
-        arg = _PmScanArg(
-            size=ctypes.sizeof(_PmScanArg), flags=_PM_SCAN_WP_MATCHING | _PM_SCAN_CHECK_WPASYNC,
+        arg = uffd.PmScanArg(
+            size=ctypes.sizeof(uffd.PmScanArg), flags=uffd.PM_SCAN_WP_MATCHING | uffd.PM_SCAN_CHECK_WPASYNC,
             start=start, end=end, vec=ctypes.addressof(vec), vec_len=len(vec),
-            category_anyof_mask=_PAGE_IS_WRITTEN, return_mask=_PAGE_IS_WRITTEN)
-        count = _ioctl(self._pagemap, _PAGEMAP_SCAN, arg, "PAGEMAP_SCAN")
+            category_anyof_mask=uffd.PAGE_IS_WRITTEN, return_mask=uffd.PAGE_IS_WRITTEN)
+        count = uffd.ioctl(self._pagemap, uffd.PAGEMAP_SCAN, arg, "PAGEMAP_SCAN")
         if arg.walk_end <= start:
             raise OSError(errno.EIO, f"PAGEMAP_SCAN made no progress at {start:#x}")
         return count, arg.walk_end
 
     def _regions(self, vec: ctypes.Array, count: int, starts: list, ends: list) -> None:
-        regions = np.frombuffer(vec, dtype=np.uint64, count=3 * count).reshape(count, 3)
+        regions = np.frombuffer(vec, dtype=np.uint64, count=3 * count).reshape(count, 3)  # type: ignore[call-overload]
         starts.append(((regions[:, 0] - self._base) >> _PAGE_SHIFT).astype(np.int64))
         ends.append(((regions[:, 1] - self._base) >> _PAGE_SHIFT).astype(np.int64))
 

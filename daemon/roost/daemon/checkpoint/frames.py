@@ -21,11 +21,12 @@ import threading
 import zlib
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
+from typing import cast
 
 import numpy as np
 import zstandard
 
-from roost.daemon.errors import Corrupt
+from roost.daemon.errors import CorruptPage
 
 PAGE_BYTES = 4096
 FRAME_PAGES = 64                    # 256 KiB of input per zstd call
@@ -38,17 +39,13 @@ _HEAD = struct.Struct("<4sHHII")
 _WORDS = PAGE_BYTES // 8
 
 
-class CorruptPage(Corrupt):
-    """A stored page failed its checksum: the checkpoint cannot be restored as it is."""
-
-
 # ---------------------------------------------------------------- encoding
 
 def nonzero_mask(pages: np.ndarray) -> np.ndarray:
     """For (n, 4096) uint8 pages: which hold anything but zeros (vectorised, one read)."""
     if not len(pages):
         return np.zeros(0, bool)
-    return pages.view(np.uint64).reshape(len(pages), _WORDS).any(axis=1)
+    return cast(np.ndarray, pages.view(np.uint64).reshape(len(pages), _WORDS).any(axis=1))
 
 
 def frame_bytes(indexes: np.ndarray, data, compressor: zstandard.ZstdCompressor) -> bytes:
@@ -178,7 +175,7 @@ def encode_pages(pages: list[tuple[int, bytes]]) -> tuple[list[bytes], list[int]
 
 # ---------------------------------------------------------------- decoding
 
-def decode_frame(frame: bytes, what: str = "frame") -> tuple[np.ndarray, np.ndarray]:
+def decode_frame(frame: bytes | memoryview, what: str = "frame") -> tuple[np.ndarray, np.ndarray]:
     """(page indexes, (n, 4096) page bytes) of a frame, checksums verified."""
     if len(frame) < _HEAD.size:
         raise CorruptPage(f"{what}: truncated")
@@ -202,14 +199,14 @@ def decode_frame(frame: bytes, what: str = "frame") -> tuple[np.ndarray, np.ndar
     return indexes, pages
 
 
-def _check_page_crcs(frame: bytes, at: int, indexes: np.ndarray, pages: np.ndarray, what: str) -> None:
+def _check_page_crcs(frame: bytes | memoryview, at: int, indexes: np.ndarray, pages: np.ndarray, what: str) -> None:
     crcs = struct.unpack_from(f"<{len(indexes)}I", frame, at)
     for k, crc in enumerate(crcs):
         if zlib.crc32(pages[k]) != crc:
             raise CorruptPage(f"{what}: page {int(indexes[k])} fails its checksum")
 
 
-def restore_pages(memory: np.ndarray, frames: Iterable[tuple[int, bytes]], versions: np.ndarray) -> None:
+def restore_pages(memory: np.ndarray, frames: Iterable[tuple[int, bytes | memoryview]], versions: np.ndarray) -> None:
     """Write a checkpoint's pages into `memory` ((pages, 4096), zero where the map says 0):
     each page from exactly the version its map gives (others in a frame are older copies). A
     page the map needs but no frame holds is reported, never left as zeros."""

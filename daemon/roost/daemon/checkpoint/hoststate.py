@@ -14,7 +14,10 @@ import hashlib
 import json
 import struct
 
-from roost.daemon.runtime.vfs import Vfs, state_to_bytes
+import zstandard
+
+from roost.daemon.errors import CorruptCheckpoint
+from roost.daemon.runtime.vfs import FsError, Vfs, state_to_bytes
 from roost.daemon.runtime.wasi import WasiState
 from roost.daemon.runtime.wasi.clocks import ClockState
 from roost.daemon.runtime.wasi.fds import FdRecord, FdTableState
@@ -36,16 +39,32 @@ def encode(state: WasiState) -> bytes:
     return _HEADER.pack(MAGIC, *FORMAT_VERSION, hashlib.sha256(body).digest()) + body
 
 
+# What a blob whose checksum holds but whose contents do not decode raises on the way (JSON,
+# the VFS image's zstd and struct fields, dataclass fields): a checkpoint written by a bug, or
+# bytes crafted to pass the checksum. Each is reported as the checkpoint being corrupt.
+_DECODING_ERRORS = (ValueError, KeyError, TypeError, IndexError, AttributeError, OverflowError,
+                    RecursionError, struct.error, zstandard.ZstdError, FsError)
+
+
 def decode(blob: bytes, stdin: bytes) -> WasiState:
-    """ValueError on a bad magic, an unsupported version or a checksum mismatch."""
+    """CorruptCheckpoint on a bad magic, an unsupported version, a checksum mismatch or
+    contents that do not decode: never a bare ValueError, KeyError or struct.error."""
     if len(blob) < _HEADER.size:
-        raise ValueError("host state too short")
+        raise CorruptCheckpoint(f"host state: {len(blob)} bytes, too short")
     magic, major, minor, digest = _HEADER.unpack_from(blob)
     if magic != MAGIC or major != FORMAT_VERSION[0] or minor > FORMAT_VERSION[1]:
-        raise ValueError(f"host state: bad magic or unsupported version {major}.{minor}")
+        raise CorruptCheckpoint(f"host state: bad magic or unsupported version {major}.{minor}")
     body = memoryview(blob)[_HEADER.size:]
     if hashlib.sha256(body).digest() != digest:
-        raise ValueError("host state: checksum mismatch")
+        raise CorruptCheckpoint("host state: checksum mismatch")
+    try:
+        return _state(body, stdin)
+    except _DECODING_ERRORS as e:
+        raise CorruptCheckpoint(f"host state: contents do not decode "
+                                f"({type(e).__name__}: {str(e)[:200]})") from None
+
+
+def _state(body: memoryview, stdin: bytes) -> WasiState:
     (n,) = struct.unpack_from("<I", body)
     meta = json.loads(bytes(body[4:4 + n]))
     vfs = Vfs.from_bytes(bytes(body[4 + n:]))
@@ -53,3 +72,11 @@ def decode(blob: bytes, stdin: bytes) -> WasiState:
     return WasiState(tuple(meta["argv"]), tuple(tuple(kv) for kv in meta["env"]),
                      StdinState(stdin, meta["stdin_position"]), ClockState(**meta["clocks"]),
                      fds, vfs.save(), meta.get("poll_started_ns", 0))
+
+
+def version(blob: bytes) -> tuple[int, int]:
+    """The format version a host state blob declares (for `roost debug`; `decode` checks it)."""
+    if len(blob) < _HEADER.size:
+        raise CorruptCheckpoint(f"host state: {len(blob)} bytes, too short")
+    _, major, minor, _ = _HEADER.unpack_from(blob)
+    return major, minor

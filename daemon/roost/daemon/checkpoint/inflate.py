@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import zstandard
 
-
-class Inflated(ValueError):
-    """Compressed data that is malformed or would grow past its bound."""
+from roost.daemon.errors import Inflated  # (re-exported: callers catch it from here)
 
 
-def inflate(data: bytes, limit: int, what: str) -> bytes:
+def inflate(data: bytes | memoryview, limit: int, what: str) -> bytes:
     """`data` decompressed, at most `limit` bytes; Inflated naming `what` otherwise."""
     try:
         declared = zstandard.frame_content_size(data)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from roost.daemon.errors import RoostError
+from roost.daemon.errors import ReplayDiverged  # (defined in the tree; raised here)
 
 _HEAD = struct.Struct("<iQH")
 _WRITE = struct.Struct("<II")
@@ -41,11 +41,6 @@ class Record:
     result: int
     monotonic_ns: int
     writes: tuple[tuple[int, bytes], ...]
-
-
-class ReplayDiverged(RoostError):
-    """The guest asked for something other than what the journal recorded: it is not
-    deterministic, and continuing would show the world inconsistent results."""
 
 
 def encode(record: Record) -> bytes:

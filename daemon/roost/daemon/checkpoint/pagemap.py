@@ -19,8 +19,8 @@ from collections.abc import Iterable
 import numpy as np
 import zstandard
 
-from roost.daemon.errors import StoreError
 from roost.daemon.checkpoint.inflate import Inflated, inflate
+from roost.daemon.errors import StoreError
 
 FORMAT_VERSION = (1, 0)
 COMPACT_EVERY = 8
@@ -109,7 +109,7 @@ def is_full(raw: bytes) -> bool:
 MAX_PAGES = 1 << 20          # 4 GiB of 4 KiB pages: all a wasm32 memory can have
 
 
-def _head(raw: bytes, max_pages: int) -> tuple[bytes, int]:
+def _head(raw: bytes | memoryview, max_pages: int) -> tuple[bytes, int]:
     if len(raw) < _HEAD.size:
         raise StoreError(f"page map: {len(raw)} bytes, too short for its header")
     magic, major, minor, pages = _HEAD.unpack_from(raw)
@@ -120,7 +120,7 @@ def _head(raw: bytes, max_pages: int) -> tuple[bytes, int]:
     return magic, pages
 
 
-def _body(raw: bytes, offset: int, size: int) -> bytes:
+def _body(raw: bytes | memoryview, offset: int, size: int) -> bytes:
     """The map's compressed entries, which must be exactly `size` bytes."""
     try:
         body = inflate(raw[offset:], size, "page map")
@@ -131,7 +131,7 @@ def _body(raw: bytes, offset: int, size: int) -> bytes:
     return body
 
 
-def delta_entries(raw: bytes, max_pages: int = MAX_PAGES) -> tuple[int, Delta]:
+def delta_entries(raw: bytes | memoryview, max_pages: int = MAX_PAGES) -> tuple[int, Delta]:
     """A delta (encode_delta) as the memory size in pages it is for and its entries, decoded
     once for callers that need both the entries and the map they make (`with_delta`). Every
     size is checked before memory is allocated for it (a peer sends these)."""

@@ -312,4 +312,4 @@ def guest_pages(base: int, size: int) -> np.ndarray:
     if size == 0:
         return np.empty((0, PAGE_BYTES), np.uint8)
     raw = (ctypes.c_uint8 * size).from_address(base)
-    return np.frombuffer(raw, np.uint8).reshape(-1, PAGE_BYTES)
+    return np.frombuffer(raw, np.uint8).reshape(-1, PAGE_BYTES)   # type: ignore[call-overload]

@@ -17,12 +17,11 @@ A later issue puts ownership on etcd; these rules are what a hostile caller meet
 """
 from __future__ import annotations
 
-from roost.v1 import peer_pb2 as pb
-
+from roost.daemon.cluster.peerauth import Caller
 from roost.daemon.errors import InvalidRequest, NotFound, StateConflict
 from roost.daemon.service.fields import short
-from roost.daemon.cluster.peerauth import Caller
-from roost.daemon.store.records import ExecutionRecord
+from roost.daemon.store.records import ExecutionRecord, Owner
+from roost.v1 import peer_pb2 as pb
 
 MAX_EPOCH = 1 << 53          # far past any count of handovers; epoch + 1 stays exact everywhere
 MAX_EPOCH_STEP = 1 << 10     # a push may move a known execution's epoch this far ahead at once
@@ -111,13 +110,12 @@ class Ownership:
 
 def prepared_epoch(record: ExecutionRecord) -> int:
     """The epoch a prepared handover is for (0: none)."""
-    head = record.prepared.split(" ", 1)[0]
-    return int(head) if head.isdigit() else 0
+    return Owner.epoch_of(record.prepared)
 
 
 def prepared_source(record: ExecutionRecord) -> str:
-    parts = record.prepared.split(" ")
-    return parts[1] if len(parts) > 1 else ""
+    source = Owner.parse(record.prepared)
+    return source.node if source is not None else ""
 
 
 def check_id(exec_id: str, what: str) -> None:

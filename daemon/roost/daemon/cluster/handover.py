@@ -5,7 +5,7 @@ Two phases, the source deciding:
 
     source                                           target
     final checkpoint committed, worker gone
-    record.migration = "<epoch> <target>"
+    record.migration = "<epoch> <target>"  (an `Owner`)
     PushCheckpoint (the final one) ------------->    stored
     PREPARE(epoch, checkpoint) ----------------->    holds that checkpoint? record.prepared =
                                 <-----------------   "<epoch> <source> <address>"; ok
@@ -25,7 +25,7 @@ Two phases, the source deciding:
 - A target left prepared with no word (a source that died and stays away, an ABORT lost) asks
   the source (`Decision`) after DECISION_WAIT_SECONDS, and again with backoff until it gets an
   answer: it never runs the execution unless the source says COMMITTED. Its standby worker goes
-  meanwhile (`Supervisor._expire_standby`); a late COMMIT restores from the store.
+  meanwhile (`executions.standbys.Standbys._expire`); a late COMMIT restores from the store.
 
 A daemon refuses pushes and handovers carrying an epoch older than the one it knows, and any
 peer's word on an execution it owns or runs: only its own handover gives one away (the rules
@@ -38,13 +38,16 @@ import threading
 import time
 from dataclasses import dataclass
 
-from roost.v1 import peer_pb2 as pb
-
 from roost.daemon.cluster.authority import Ownership
-from roost.daemon.errors import NotFound, StateConflict
 from roost.daemon.cluster.peerauth import Caller
 from roost.daemon.cluster.peers import PeerError, Peers
+from roost.daemon.errors import NotFound, StateConflict
 from roost.daemon.executions.supervisor import Supervisor
+from roost.daemon.node.identity import NodeIdentity
+from roost.daemon.store.checkpoints import PageStore
+from roost.daemon.store.db import Store
+from roost.daemon.store.records import Owner
+from roost.v1 import peer_pb2 as pb
 
 log = logging.getLogger(__name__)
 Phase = pb.HandoverRequest.Phase
@@ -69,10 +72,11 @@ def _running_at(sent: float, answered: float, response: pb.HandoverResponse) -> 
 
 
 class Handovers:
-    def __init__(self, supervisor: Supervisor, peers: Peers, ownership: Ownership) -> None:
-        self.supervisor = supervisor
+    def __init__(self, me: NodeIdentity, store: Store, checkpoints: PageStore,
+                 supervisor: Supervisor, peers: Peers, ownership: Ownership) -> None:
+        self.me, self.store, self.checkpoints = me, store, checkpoints
+        self.supervisor = supervisor      # runs, gives up, adopts and takes back executions
         self.ownership = ownership
-        self.store = supervisor.store
         self.peers = peers
         # A target's moves out of `prepared` (COMMIT, ABORT, the source's answer to Decision)
         # one at a time: a COMMIT retried while the first is still being carried out, or
@@ -87,8 +91,8 @@ class Handovers:
         raises, and nothing was decided; a COMMIT that fails after the decision is retried in
         the background."""
         client = self.peers.client(address)
-        request = pb.HandoverRequest(id=exec_id, source=self.supervisor.node_id,
-                                     source_address=self.supervisor.address, epoch=epoch,
+        request = pb.HandoverRequest(id=exec_id, source=self.me.node_id,
+                                     source_address=self.me.address, epoch=epoch,
                                      checkpoint=number, migration=migration)
         request.phase = Phase.PREPARE
         if not prepared and not client.handover(request).ok:
@@ -117,7 +121,7 @@ class Handovers:
         does not hear it asks `Decision` when it comes back)."""
         try:
             self.peers.client(address).handover(pb.HandoverRequest(
-                id=exec_id, phase=Phase.ABORT, epoch=epoch, source=self.supervisor.node_id), timeout=5.0)
+                id=exec_id, phase=Phase.ABORT, epoch=epoch, source=self.me.node_id), timeout=5.0)
         except PeerError as e:
             log.info("abort of the handover of %s to %s: %s", exec_id, address, e)
 
@@ -128,9 +132,9 @@ class Handovers:
             record = self.supervisor.get(exec_id)
         except NotFound:
             return Outcome.ABORTED
-        if not self.supervisor.owns(record) and record.epoch >= epoch:
+        if not self.me.owns(record) and record.epoch >= epoch:
             return Outcome.COMMITTED
-        if record.migration and record.migration.split()[0] == str(epoch):
+        if record.migration and Owner.epoch_of(record.migration) == epoch:
             return Outcome.UNDECIDED
         return Outcome.ABORTED
 
@@ -145,8 +149,8 @@ class Handovers:
     def _retry_commit(self, exec_id: str, epoch: int, address: str) -> None:
         def run() -> None:
             request = pb.HandoverRequest(id=exec_id, phase=Phase.COMMIT, epoch=epoch,
-                                         source=self.supervisor.node_id,
-                                         source_address=self.supervisor.address)
+                                         source=self.me.node_id,
+                                         source_address=self.me.address)
             backoff = 0.5
             while True:
                 try:
@@ -169,13 +173,13 @@ class Handovers:
         """PREPARE, from the execution's owner (`authority`): hold the handover at its epoch."""
         record = self.store.get_execution(request.id)
         self.ownership.check_prepare(caller, request, record)
-        if not (record.prepared and record.prepared.split()[0] == str(request.epoch)):
+        if not (record.prepared and Owner.epoch_of(record.prepared) == request.epoch):
             self.check_prepare(request.id, request.epoch, record.epoch)
-        latest = self.supervisor.pages.latest(request.id)
-        if latest is None or latest["number"] != request.checkpoint:
+        latest = self.checkpoints.latest(request.id)
+        if latest is None or latest.number != request.checkpoint:
             raise StateConflict(f"handover of {request.id}: checkpoint {request.checkpoint} is not "
-                                f"the latest here ({latest['number'] if latest else 'none'})")
-        record.prepared = f"{request.epoch} {request.source} {request.source_address}"
+                                f"the latest here ({latest.number if latest else 'none'})")
+        record.prepared = str(Owner(request.epoch, request.source, request.source_address))
         self.store.put_execution(record)
         self.watch(request.id, request.epoch)
         return pb.HandoverResponse(ok=True)
@@ -186,15 +190,17 @@ class Handovers:
         began = time.monotonic()
         with self._deciding:
             record = self.store.get_execution(request.id)
-            if (record.owner == self.supervisor.node_id and record.epoch == request.epoch
+            if (record.owner == self.me.node_id and record.epoch == request.epoch
                     or self.supervisor.is_running_here(request.id, request.epoch)):
                 return pb.HandoverResponse(ok=True)      # a retry: it runs here already
             if caller is not None:
                 self.ownership.check_decider(caller, request, record)
-            if not record.prepared or record.prepared.split()[0] != str(request.epoch):
+            if not record.prepared or Owner.epoch_of(record.prepared) != request.epoch:
                 raise StateConflict(f"handover of {request.id}: not prepared for epoch {request.epoch}")
-            latest = self.supervisor.pages.latest(request.id)
-            seconds = self.supervisor.adopt(request.id, request.epoch, latest["number"])
+            latest = self.checkpoints.latest(request.id)
+            if latest is None:                   # (PREPARE found it: only a store wiped since)
+                raise StateConflict(f"handover of {request.id}: no checkpoint of it is here")
+            seconds = self.supervisor.adopt(request.id, request.epoch, latest.number)
         return pb.HandoverResponse(ok=True, restore_seconds=seconds,
                                    running_after_seconds=time.monotonic() - began)
 
@@ -208,7 +214,7 @@ class Handovers:
                 return pb.HandoverResponse(ok=True)
             if caller is not None:
                 self.ownership.check_decider(caller, request, record)
-            if record.prepared and record.prepared.split()[0] == str(request.epoch):
+            if record.prepared and Owner.epoch_of(record.prepared) == request.epoch:
                 record.prepared = ""
                 self.store.put_execution(record)
             self.supervisor.drop_standby(request.id)
@@ -219,7 +225,7 @@ class Handovers:
         def run() -> None:
             time.sleep(wait)
             record = self.store.get_execution(exec_id)
-            if record.prepared and record.prepared.split()[0] == str(epoch):
+            if record.prepared and Owner.epoch_of(record.prepared) == epoch:
                 log.info("%s: prepared at epoch %d for %.0f s with no decision: asking its source",
                          exec_id, epoch, wait)
                 self._ask_source(exec_id)
@@ -233,10 +239,10 @@ class Handovers:
             if record.prepared:
                 threading.Thread(target=self._ask_source, args=(record.id,), daemon=True,
                                  name=f"decision-{record.id}").start()
-            elif record.migration and self.supervisor.owns(record):
-                epoch, _, address = (record.migration.split(" ", 2) + ["", ""])[:3]
-                if address:
-                    self.abort(record.id, address, int(epoch))
+            elif record.migration and self.me.owns(record):
+                target = Owner.parse(record.migration)
+                if target is not None and target.address:
+                    self.abort(record.id, target.address, target.epoch)
                 self.supervisor.take_back(record.id)
             elif record.handing_over:
                 self._retry_commit(record.id, record.handing_over, record.owner_address)
@@ -246,18 +252,19 @@ class Handovers:
         backoff = 0.5
         while True:
             record = self.store.get_execution(exec_id)
-            if not record.prepared:
+            source = Owner.parse(record.prepared)
+            if source is None:                   # (nothing prepared: "" parses to None)
                 return
-            epoch, source, address = (record.prepared.split(" ", 2) + ["", ""])[:3]
+            epoch = source.epoch
             try:
-                outcome = self.peers.client(address).decision(exec_id, int(epoch)).outcome
+                outcome = self.peers.client(source.address).decision(exec_id, epoch).outcome
             except PeerError:
                 outcome = Outcome.UNDECIDED
             if outcome == Outcome.COMMITTED:
-                self.commit(pb.HandoverRequest(id=exec_id, epoch=int(epoch)), None)
+                self.commit(pb.HandoverRequest(id=exec_id, epoch=epoch), None)
                 return
             if outcome == Outcome.ABORTED:
-                self.forget(pb.HandoverRequest(id=exec_id, epoch=int(epoch)), None)
+                self.forget(pb.HandoverRequest(id=exec_id, epoch=epoch), None)
                 return
             time.sleep(backoff)
             backoff = min(backoff * 2, 10.0)

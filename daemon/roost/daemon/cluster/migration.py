@@ -36,14 +36,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from roost.daemon.node import metrics
-from roost.daemon.errors import InvalidRequest, NotFound, RoostError, StateConflict
+from roost.daemon.checkpoint.transfer import Uncommitted
 from roost.daemon.cluster.handover import Handovers
-from roost.daemon.store.checkpoints import Uncommitted
 from roost.daemon.cluster.peers import PeerError, Peers
-from roost.daemon.store.records import State
-from roost.daemon.cluster.replication import Pusher
+from roost.daemon.cluster.push import Pusher
+from roost.daemon.errors import InvalidRequest, NotFound, RoostError, StateConflict
 from roost.daemon.executions.supervisor import Supervisor
+from roost.daemon.node import metrics
+from roost.daemon.node.identity import NodeIdentity
+from roost.daemon.store.checkpoints import PageStore
+from roost.daemon.store.db import Store
+from roost.daemon.store.records import State
 
 log = logging.getLogger(__name__)
 SHRINKING = 0.8          # a round whose dirty set is not below this fraction of the last stalls
@@ -64,8 +67,13 @@ class Progress:
 
 
 class Migrations:
-    def __init__(self, supervisor: Supervisor, peers: Peers, pusher: Pusher, handovers: Handovers,
+    """Migrations from this daemon. `supervisor` checkpoints, throttles, stops and takes back
+    the execution; the store and `checkpoints` are read directly."""
+
+    def __init__(self, me: NodeIdentity, store: Store, checkpoints: PageStore,
+                 supervisor: Supervisor, peers: Peers, pusher: Pusher, handovers: Handovers,
                  downtime_seconds: float, max_rounds: int) -> None:
+        self.me, self.store, self.checkpoints = me, store, checkpoints
         self.supervisor, self.peers, self.pusher, self.handovers = supervisor, peers, pusher, handovers
         self.downtime_seconds, self.max_rounds = downtime_seconds, max_rounds
 
@@ -74,7 +82,7 @@ class Migrations:
         """Move the execution `ref` to the roostd at `address`; the report."""
         record = self.supervisor.get(ref)
         exec_id = record.id
-        if not self.supervisor.owns(record):
+        if not self.me.owns(record):
             raise StateConflict(f"execution {exec_id} runs on {record.owner} ({record.owner_address}): "
                                 "migrate it there")
         if record.state.ended or record.migration:
@@ -85,7 +93,7 @@ class Migrations:
             target = client.hello()
         except PeerError as e:
             raise StateConflict(f"migration of {exec_id}: {e}") from None
-        if target == self.supervisor.node_id:
+        if target == self.me.node_id:
             raise InvalidRequest(f"migration of {exec_id}: {address} is this daemon")
         live = record.state == State.RUNNING and not cold
         run = _Run(self, exec_id, address, target, record.epoch + 1, live,
@@ -116,7 +124,6 @@ class _Run:
         self.uncommitted: Uncommitted | None = None   # the final checkpoint while it commits
 
     def go(self) -> dict:
-        sup = self.m.supervisor
         try:
             if self.live:
                 self._precopy()
@@ -125,7 +132,7 @@ class _Run:
             final_bytes = self.m.pusher.push(self.client, self.exec_id, final, migration=self.id,
                                              prepare_epoch=self.epoch, uncommitted=self.uncommitted)
             if self.uncommitted is not None:      # stored here before anything is decided
-                self.uncommitted.committed.result()
+                self.uncommitted.wait_committed()
             self.sent += final_bytes
             pushed = time.time()
             self._say("handover")
@@ -136,7 +143,7 @@ class _Run:
             raise
         done, resume_seconds = handed.running_at, handed.restore_seconds
         downtime = done - self.stopped_at
-        report = {"id": self.exec_id, "source": sup.node_id, "target": self.target,
+        report = {"id": self.exec_id, "source": self.m.me.node_id, "target": self.target,
                   "rounds": self.rounds, "bytes_sent": self.sent,
                   "memory_bytes": self.memory_bytes, "total_seconds": time.monotonic() - self.began,
                   "downtime_seconds": downtime, "epoch": self.epoch, "cold": not self.live,
@@ -206,15 +213,16 @@ class _Run:
             self.uncommitted = sup.stop_for_migration(self.exec_id, self.target, self.address, self.epoch)
             manifest = self.uncommitted.manifest
             final = self.uncommitted.number
-            self.stopped_at = float(manifest.get("stopped_at", manifest.get("created_at", self.stopped_at)))
-            self.memory_bytes = int(manifest.get("memory_bytes", self.memory_bytes))
+            self.stopped_at = float(manifest.stopped_at if manifest.stopped_at is not None
+                                    else manifest.created_at or self.stopped_at)
+            self.memory_bytes = manifest.memory_bytes
         else:
-            latest = sup.pages.latest(self.exec_id)
+            latest = self.m.checkpoints.latest(self.exec_id)
             if latest is None:
                 raise StateConflict(f"execution {self.exec_id} has no checkpoint to move")
             sup.mark_migrating(self.exec_id, self.target, self.address, self.epoch)
-            final = latest["number"]
-            self.memory_bytes = int(latest.get("memory_bytes", 0))
+            final = latest.number
+            self.memory_bytes = latest.memory_bytes
         self.stopped = True
         return final
 
@@ -223,8 +231,8 @@ class _Run:
         sup = self.m.supervisor
         log.warning("migration of %s to %s failed: %s; it stays here", self.exec_id, self.address, error)
         sup.throttle(self.exec_id, 0.0)
-        record = sup.store.get_execution(self.exec_id)
-        if not sup.owns(record):
+        record = self.m.store.get_execution(self.exec_id)
+        if not self.m.me.owns(record):
             return                               # decided already: the commit is retried
         self.m.handovers.abort(self.exec_id, self.address, self.epoch)
         if self.stopped:

@@ -12,21 +12,12 @@ from collections.abc import Iterator
 
 import grpc
 
+from roost.daemon.cluster import tls
+from roost.daemon.errors import PeerError, PeerUnavailable, StateConflict  # (re-exported)
 from roost.v1 import peer_pb2 as pb
 from roost.v1 import peer_pb2_grpc
 
-from roost.daemon.cluster import tls
-from roost.daemon.errors import RoostError, StateConflict
-
 MESSAGE_BYTES = 64 << 20
-
-
-class PeerError(RoostError):
-    """A peer refused or failed a call."""
-
-
-class PeerUnavailable(PeerError):
-    """A peer could not be reached (down, restarting, network)."""
 
 
 class PeerClient:

@@ -15,9 +15,9 @@ import sys
 import threading
 from dataclasses import dataclass
 
-from roost.daemon.node import metrics
 from roost.daemon.errors import LimitExceeded
 from roost.daemon.link.transport import Link
+from roost.daemon.node import metrics
 
 log = logging.getLogger(__name__)
 

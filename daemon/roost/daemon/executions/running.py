@@ -1,20 +1,23 @@
 """A running execution as the supervisor sees it: its worker, its stream positions, its
-waiters, and the small rules for the frames its worker sends (output dedup, crash reports)."""
+waiters, and the small rules about its worker process (signals, exit status, call counts).
+Output dedup lives with the output writer (`output`)."""
 from __future__ import annotations
 
-import logging
 import signal
 import threading
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from roost.daemon.checkpoint.pagemap import PageMap
-from roost.daemon.store.records import ExecutionRecord
-from roost.daemon.link.transport import Frame
 from roost.daemon.executions.pool import WorkerProcess
+from roost.daemon.node import metrics
+from roost.daemon.store.records import ExecutionRecord
 
-log = logging.getLogger(__name__)
-MAX_LOG_RECORD_BYTES = 1 << 20
+# Why the supervisor stopped a worker (`Live.end_reason`), where the ending depends on it.
+SHUTDOWN = "roostd is shutting down"
+STORE_FAILED = "paused: the store could not take the execution's output"
+OUTPUT_QUOTA = "paused: the execution's output reached its quota"
 
 
 @dataclass
@@ -48,26 +51,15 @@ class Live:
     changed: threading.Condition = field(default_factory=threading.Condition)
 
 
-def fresh_output(live: Live, frame: Frame) -> bytes:
-    """The part of an OUTPUT frame not yet stored: a restored guest repeats what it wrote
-    after its restore point, and that must not reach the log twice."""
-    stored = live.durable[frame.fd]
-    end = frame.offset + len(frame.data)
-    if end <= stored:
-        return b""
-    if frame.offset > stored:
-        log.error("%s: output gap on fd %d (%d stored, frame at %d)", live.record.id, frame.fd,
-                  stored, frame.offset)
-    live.durable[frame.fd] = end
-    return frame.data[max(0, stored - frame.offset):]
-
-
-def merge_output(outputs: list[tuple[int, bytes]], fd: int, data: bytes) -> None:
-    """Coalesce consecutive writes to one stream into one log record (bounded size)."""
-    if outputs and outputs[-1][0] == fd and len(outputs[-1][1]) + len(data) <= MAX_LOG_RECORD_BYTES:
-        outputs[-1] = (fd, outputs[-1][1] + data)
-    else:
-        outputs.append((fd, data))
+def count_calls(live: Live, calls: Mapping[str, int]) -> None:
+    """The worker's host-call totals (STATS, END): the metrics grow by what is new since the
+    last report; the record keeps the sum."""
+    for name, total in calls.items():
+        delta = total - live.calls_seen[name]
+        if delta > 0:
+            metrics.HOST_CALLS.labels(function=name).inc(delta)
+            live.calls_seen[name] = total
+    live.record.host_calls = sum(live.calls_seen.values())
 
 
 def send_signal(worker: WorkerProcess, sig: int) -> None:

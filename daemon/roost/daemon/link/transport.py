@@ -12,8 +12,12 @@ final checkpoint's host state, stack and journal), answered by APPLIED; READY, O
 JOURNAL, PAGES (a part of a checkpoint's page frames, sent while the rest is compressed),
 CHECKPOINT (meta, host state, asyncify stack, page lists, the last page frames), STATS and END
 (worker -> supervisor). OUTPUT carries the byte offset of the data in its
-stream, so output that a recovering guest produces again is recognised and not stored twice. The reader returns every complete frame it has buffered, so one LMDB
-transaction can absorb a burst of guest output.
+stream, so output that a recovering guest produces again is recognised and not stored twice.
+The reader returns every complete frame it has buffered, so one LMDB transaction can absorb a
+burst of guest output.
+
+`messages` has a typed record per kind (`Link.send_message` sends one); this module knows
+only kinds, JSON and blobs.
 """
 from __future__ import annotations
 
@@ -21,7 +25,9 @@ import json
 import socket
 import struct
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeAlias
 
 START, READY, OUTPUT, JOURNAL, STATS, END = b"S", b"R", b"O", b"J", b"T", b"E"
 OUTPUT_PIECE = 1 << 20          # the largest output record (see `Link.send_output`)
@@ -35,31 +41,39 @@ _U64 = struct.Struct("<Q")
 _IOV_MAX = 512                 # buffers per sendmsg (Linux allows 1024)
 BIG_FRAME = 1 << 20            # frames above this are received into their own buffer
 
+Blob: TypeAlias = bytes | memoryview    # a big frame's blobs are views of its buffer (`_read_big`)
+
 
 @dataclass
 class Frame:
     kind: bytes
-    meta: dict = field(default_factory=dict)
-    blobs: list[bytes] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+    blobs: list[Blob] = field(default_factory=list)
     fd: int = 0          # OUTPUT only
     offset: int = 0      # OUTPUT only
     data: bytes = b""    # OUTPUT and JOURNAL
 
 
-def _parts(kind: bytes, meta: dict | None, blobs) -> list:
+class Encodable(Protocol):
+    """A message record (`link.messages`): it knows its frame."""
+
+    def encode(self) -> tuple[bytes, dict[str, Any], list[Blob]]: ...
+
+
+def _parts(kind: bytes, meta: dict[str, Any] | None, blobs: Sequence[Blob]) -> list[Blob]:
     raw = json.dumps(meta or {}).encode()
-    parts: list = [b"", _U32.pack(len(raw)) + raw]
+    parts: list[Blob] = [b"", _U32.pack(len(raw)) + raw]
     for blob in blobs:
         parts += [_U64.pack(len(blob)), blob]
     parts[0] = _HEAD.pack(sum(len(p) for p in parts) + 1, kind)
     return parts
 
 
-def encode(kind: bytes, meta: dict | None = None, blobs: tuple[bytes, ...] | list[bytes] = ()) -> bytes:
+def encode(kind: bytes, meta: dict[str, Any] | None = None, blobs: Sequence[Blob] = ()) -> bytes:
     return b"".join(_parts(kind, meta, blobs))
 
 
-def _send_buffers(sock: socket.socket, buffers: list) -> None:
+def _send_buffers(sock: socket.socket, buffers: list[Blob]) -> None:
     """sendall for a list of buffers, without joining them."""
     views = [memoryview(b).cast("B") for b in buffers if len(b)]
     i = 0
@@ -82,7 +96,8 @@ def _decode(kind: bytes, body: memoryview, views: bool = False) -> Frame:
         return Frame(kind, data=bytes(body))
     (n,) = _U32.unpack_from(body, 0)
     meta = json.loads(bytes(body[4:4 + n]))
-    blobs, off = [], 4 + n
+    blobs: list[Blob] = []
+    off = 4 + n
     while off < len(body):
         (size,) = _U64.unpack_from(body, off)
         blob = body[off + 8:off + 8 + size]
@@ -100,18 +115,22 @@ class Link:
         self._buf = bytearray()
         self._pending: list[Frame] = []
 
-    def send(self, kind: bytes, meta: dict | None = None, blobs: tuple[bytes, ...] | list[bytes] = ()) -> None:
+    def send(self, kind: bytes, meta: dict[str, Any] | None = None, blobs: Sequence[Blob] = ()) -> None:
         parts = _parts(kind, meta, blobs)
         with self._send_lock:
             _send_buffers(self.sock, parts)
 
-    def send_torn(self, kind: bytes, meta: dict | None = None, blobs: tuple[bytes, ...] | list[bytes] = ()) -> None:
+    def send_message(self, message: Encodable) -> None:
+        """A record of `link.messages`: the same bytes as `send` of its kind, meta and blobs."""
+        self.send(*message.encode())
+
+    def send_torn(self, kind: bytes, meta: dict[str, Any] | None = None, blobs: Sequence[Blob] = ()) -> None:
         """Fault point only: the first half of a frame, as a worker killed mid-write leaves it."""
         frame = encode(kind, meta, blobs)
         with self._send_lock:
             self.sock.sendall(frame[:len(frame) // 2])
 
-    def send_output(self, fd: int, offset: int, data: bytes) -> None:
+    def send_output(self, fd: int, offset: int, data: Blob) -> None:
         """One write of the guest's, in frames of at most OUTPUT_PIECE bytes: each becomes one
         output record, so no record is too big to serve, push to a peer or migrate (a guest's
         1 GiB write is 1024 records, each at its own stream offset)."""
@@ -175,7 +194,8 @@ class Link:
         return frames[0]
 
     def _parse(self) -> list[Frame]:
-        frames, off, buf = [], 0, self._buf
+        frames: list[Frame] = []
+        off, buf = 0, self._buf
         view = memoryview(buf)
         try:
             while len(buf) - off >= _HEAD.size:

@@ -24,14 +24,13 @@ from pathlib import Path
 
 import wasmtime
 
-from roost.daemon.runtime import engine
-from roost.daemon.node import metrics
-from roost.daemon.modules import prepare
-from roost.daemon.modules import wasmparse
 from roost.daemon.errors import InvalidRequest, LimitExceeded, ModuleRejected
-from roost.daemon.store.records import ModuleRecord
-from roost.daemon.store.db import Store
+from roost.daemon.modules import prepare, wasmparse
+from roost.daemon.node import metrics
+from roost.daemon.runtime import engine
 from roost.daemon.runtime.wasi import PROVIDED_FUNCTIONS
+from roost.daemon.store.db import Store
+from roost.daemon.store.records import ModuleRecord
 
 log = logging.getLogger(__name__)
 PROVIDED = {"wasi_snapshot_preview1": PROVIDED_FUNCTIONS}
@@ -133,7 +132,7 @@ def _mode(preemptive: bool) -> str:
     return "preempt" if preemptive else "coop"
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def _write_atomic(path: Path, data: bytes | bytearray) -> None:
     tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}.{threading.get_ident()}")
     tmp.write_bytes(data)
     os.replace(tmp, path)

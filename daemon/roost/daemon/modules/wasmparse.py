@@ -30,7 +30,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import NoReturn
 
-from roost.daemon.errors import ModuleRejected
+from roost.daemon.errors import InvalidModule, ModuleRejected
 
 __all__ = [
     "Import",
@@ -41,10 +41,6 @@ __all__ = [
     "check_supported",
     "parse",
 ]
-
-
-class InvalidModule(ModuleRejected):
-    """The bytes are not a well-formed core wasm module (bad magic, truncated, malformed)."""
 
 
 @dataclass(frozen=True)

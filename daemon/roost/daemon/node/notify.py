@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+from collections.abc import Callable
 
 
 def _address(raw: str) -> str | bytes:
@@ -38,7 +39,7 @@ def watchdog_interval_seconds() -> float | None:
     return int(usec) / 1e6 / 2
 
 
-def start_watchdog(stop: threading.Event, alive: "callable[[], bool]" = lambda: True) -> None:
+def start_watchdog(stop: threading.Event, alive: Callable[[], bool] = lambda: True) -> None:
     """Ping WATCHDOG=1 while `alive()` holds; a hung daemon stops pinging and systemd restarts it."""
     interval = watchdog_interval_seconds()
     if interval is None:

@@ -23,7 +23,7 @@ import struct
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable, cast
 
 import wasmtime
 
@@ -157,6 +157,7 @@ class _DirectCall:
                  results: int) -> None:
         self._public = lambda: func(store, *args)
         self._results_n = results
+        self._ffi: Any       # wasmtime's private ctypes module, None where it is missing
         try:
             from wasmtime import _ffi as ffi
             from wasmtime._func import maybe_raise_last_exn
@@ -165,7 +166,7 @@ class _DirectCall:
             self._func = ctypes.byref(func._func)
             self._params = (ffi.wasmtime_val_t * max(1, len(args)))()
             for i, value in enumerate(args):
-                self._params[i].kind = ffi.WASMTIME_I32.value
+                self._params[i].kind = ffi.WASMTIME_I32.value   # type: ignore[assignment]  # a c_uint8 field
                 self._params[i].of.i32 = value
             self._args_n = len(args)
             self._results = (ffi.wasmtime_val_t * max(1, results))()
@@ -202,10 +203,10 @@ class _Control:
     def __init__(self, store: wasmtime.Store, instance: wasmtime.Instance, manifest: dict) -> None:
         ex = instance.exports(store)
         self.store = store
-        self.funcs = {n: ex[f"asyncify_{n}"] for n in
+        self.funcs = {n: cast(wasmtime.Func, ex[f"asyncify_{n}"]) for n in
                       ("start_unwind", "stop_unwind", "start_rewind", "stop_rewind", "get_state")}
-        self.memory: wasmtime.Memory = ex[manifest.get("asyncify_memory_export",
-                                                       "roost_asyncify_memory")]
+        self.memory = cast(wasmtime.Memory, ex[manifest.get("asyncify_memory_export",
+                                                            "roost_asyncify_memory")])
         self.data_ptr = int(manifest["data_ptr"])
         self.data_start = self.data_ptr + _HEADER.size
         self.data_end = self.data_start + int(manifest["asyncify_data_bytes"])
@@ -244,7 +245,7 @@ class _Control:
         self._stop_rewind()
 
     def state(self) -> int:
-        return int(self._get_state())
+        return int(cast(int, self._get_state()))      # one result: never None
 
 
 class Runner:
@@ -260,10 +261,10 @@ class Runner:
         self.store = store
         self.manifest = manifest
         ex = instance.exports(store)
-        self.memory: wasmtime.Memory = ex["memory"]
-        self.entry = ex["_start"]
+        self.memory = cast(wasmtime.Memory, ex["memory"])
+        self.entry = cast(wasmtime.Func, ex["_start"])
         self._enter = _DirectCall(store, self.entry, (), 0)   # the rewind's call is in the pause
-        self.globals = {name: ex[name] for name, _ in manifest["globals"]}
+        self.globals = {name: cast(wasmtime.Global, ex[name]) for name, _ in manifest["globals"]}
         self.control = _Control(store, instance, manifest)
         self.gate = gate if gate is not None else Gate()
         self.gate.bind(self.control)

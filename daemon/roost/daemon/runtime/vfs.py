@@ -22,16 +22,15 @@ so a restored execution stamps exactly the times the original run did.
 """
 from __future__ import annotations
 
-import hashlib
-import struct
 import time
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
-import zstandard
+from roost.daemon.runtime.vfsimage import FORMAT_VERSION, MAGIC, InodeState, VfsState, state_from_bytes, state_to_bytes
 
-__all__ = ["Entry", "Errno", "FsError", "Inode", "InodeState", "Vfs", "VfsLimits", "VfsState"]
+__all__ = ["FORMAT_VERSION", "MAGIC", "Entry", "Errno", "FsError", "Inode", "InodeState", "Vfs", "VfsLimits",
+           "VfsState", "state_to_bytes"]
 
 
 class Errno(IntEnum):
@@ -108,27 +107,6 @@ class Inode:
 
 
 @dataclass(frozen=True)
-class InodeState:
-    """Saved form of an `Inode`."""
-    kind: str
-    data: bytes
-    entries: tuple[tuple[str, int], ...]
-    target: str
-    nlink: int
-    atim_ns: int
-    mtim_ns: int
-    ctim_ns: int
-
-
-@dataclass(frozen=True)
-class VfsState:
-    """Saved form of a `Vfs`: the inode table, the preopens and the next inode number."""
-    inodes: tuple[tuple[int, InodeState], ...]
-    preopens: tuple[tuple[str, int], ...]
-    next_ino: int
-
-
-@dataclass(frozen=True)
 class VfsLimits:
     """What one execution's filesystem may hold (config `[limits]`: vfs_bytes, vfs_inodes,
     links); the defaults are unlimited for the VFS alone (the daemon always sets its own)."""
@@ -145,9 +123,6 @@ class VfsUsage:
     names: int
 
 
-MAGIC = b'RVFS'
-FORMAT_VERSION = (1, 0)
-_HEADER = struct.Struct('<4sHH32s')
 MAX_SYMLINKS = 40
 NAME_MAX = 255
 PATH_MAX = 4096
@@ -175,12 +150,12 @@ class Vfs:
         return VfsUsage(self.data_bytes, len(self.inodes), self.names)
 
     # ---- building -------------------------------------------------------------------------
-    def new_inode(self, kind: str, **fields: object) -> int:
+    def new_inode(self, kind: str, **fields: Any) -> int:
         """Allocate an inode with all three timestamps set to now; ENOSPC past the inode
         limit (and the byte limit, for a symlink's target or a file's data)."""
         if len(self.inodes) >= self.limits.inodes:
             raise FsError(Errno.NOSPC, "inode limit")
-        size = len(fields.get('target', '')) + len(fields.get('data', b''))   # type: ignore[arg-type]
+        size = len(fields.get('target', '')) + len(fields.get('data', b''))
         self._charge(size)
         now = self.now()
         ino = self.next_ino
@@ -423,7 +398,7 @@ class Vfs:
         The path is resolved now (KeyError, FsError), the tree lazily as it is consumed."""
         root, rest = self._preopen_for(guest_path)
         ino = self.lookup(root, rest, follow=True) if rest else root
-        return self._walk(ino)
+        return walk(self.inodes, ino)
 
     def _preopen_for(self, guest_path: str) -> tuple[int, str]:
         best: tuple[int, int, str] | None = None
@@ -434,41 +409,6 @@ class Vfs:
         if best is None:
             raise KeyError(guest_path)
         return best[1], best[2]
-
-    def _walk(self, top: int) -> Iterator[Entry]:
-        """Pre-order, names sorted, with an explicit stack: a guest can nest directories
-        deeper than Python's recursion limit. A file with several names in the tree is
-        exported once; its later names are 'hardlink' entries naming the first."""
-        first_name: dict[int, str] = {}
-        stack: list[tuple[str, Iterator[str], dict[str, int]]] = []
-        pending: tuple[int, str] | None = (top, '')
-        while pending is not None or stack:
-            if pending is None:
-                rel, names, entries = stack[-1]
-                name = next(names, None)
-                if name is None:
-                    stack.pop()
-                    continue
-                pending = (entries[name], f"{rel}/{name}" if rel else name)
-            ino, path = pending
-            pending = None
-            node = self.inodes[ino]
-            if node.kind == 'dir':
-                stack.append((path, iter(sorted(node.entries)), node.entries))
-            yield self._exported(ino, node, path, first_name)
-
-    @staticmethod
-    def _exported(ino: int, node: Inode, path: str, first_name: dict[int, str]) -> Entry:
-        """The entry for one node; remembers the first name of a file with several."""
-        if node.kind == 'dir':
-            return Entry(path, 'dir')
-        if node.kind == 'symlink':
-            return Entry(path, 'symlink', target=node.target)
-        if ino in first_name:
-            return Entry(path, 'hardlink', target=first_name[ino])
-        if node.nlink > 1:
-            first_name[ino] = path
-        return Entry(path, 'file', memoryview(node.data), links=node.nlink)
 
     # ---- persistence -------------------------------------------------------------------
     def save(self) -> VfsState:
@@ -495,24 +435,42 @@ class Vfs:
     @classmethod
     def from_bytes(cls, b: bytes) -> Vfs:
         """Parse `to_bytes` output; ValueError on bad magic, version or checksum."""
-        if len(b) < _HEADER.size:
-            raise ValueError("vfs image too short")
-        magic, major, minor, digest = _HEADER.unpack_from(b)
-        if magic != MAGIC:
-            raise ValueError("vfs image: bad magic")
-        if major != FORMAT_VERSION[0] or minor > FORMAT_VERSION[1]:
-            raise ValueError(f"vfs image: unsupported format version {major}.{minor}")
-        body = b[_HEADER.size:]
-        if hashlib.sha256(body).digest() != digest:
-            raise ValueError("vfs image: checksum mismatch")
-        return cls.restore(_decode(zstandard.ZstdDecompressor().decompress(body)))
+        return cls.restore(state_from_bytes(b))
 
 
-def state_to_bytes(state: VfsState) -> bytes:
-    """`Vfs.to_bytes` of a saved state, without building a live table from it first (a
-    checkpoint encodes the state it took: one copy of the files fewer)."""
-    body = zstandard.ZstdCompressor(level=3).compress(_encode(state))
-    return _HEADER.pack(MAGIC, *FORMAT_VERSION, hashlib.sha256(body).digest()) + body
+def walk(inodes: dict[int, Inode], top: int) -> Iterator[Entry]:
+    """Pre-order, names sorted, with an explicit stack: a guest can nest directories
+    deeper than Python's recursion limit. A file with several names in the tree is
+    exported once; its later names are 'hardlink' entries naming the first."""
+    first_name: dict[int, str] = {}
+    stack: list[tuple[str, Iterator[str], dict[str, int]]] = []
+    pending: tuple[int, str] | None = (top, '')
+    while pending is not None or stack:
+        if pending is None:
+            rel, names, entries = stack[-1]
+            name = next(names, None)
+            if name is None:
+                stack.pop()
+                continue
+            pending = (entries[name], f"{rel}/{name}" if rel else name)
+        ino, path = pending
+        pending = None
+        node = inodes[ino]
+        if node.kind == 'dir':
+            stack.append((path, iter(sorted(node.entries)), node.entries))
+        yield _exported(ino, node, path, first_name)
+
+def _exported(ino: int, node: Inode, path: str, first_name: dict[int, str]) -> Entry:
+    """The entry for one node; remembers the first name of a file with several."""
+    if node.kind == 'dir':
+        return Entry(path, 'dir')
+    if node.kind == 'symlink':
+        return Entry(path, 'symlink', target=node.target)
+    if ino in first_name:
+        return Entry(path, 'hardlink', target=first_name[ino])
+    if node.nlink > 1:
+        first_name[ino] = path
+    return Entry(path, 'file', memoryview(node.data), links=node.nlink)
 
 
 def _check_name(name: str) -> None:
@@ -553,66 +511,3 @@ def _restore_inode(s: InodeState) -> Inode:
                  s.atim_ns, s.mtim_ns, s.ctim_ns)
 
 
-_KINDS = ('file', 'dir', 'symlink')
-_INODE = struct.Struct('<QBIqqqQ')  # ino, kind, nlink, atim, mtim, ctim, payload length
-
-
-def _blob(b: bytes) -> bytes:
-    return struct.pack('<I', len(b)) + b
-
-
-def _encode(state: VfsState) -> bytes:
-    out = [struct.pack('<QI', state.next_ino, len(state.preopens))]
-    for name, root in state.preopens:
-        out.append(_blob(name.encode()) + struct.pack('<Q', root))
-    out.append(struct.pack('<I', len(state.inodes)))
-    for ino, s in state.inodes:
-        if s.kind == 'dir':
-            payload = struct.pack('<I', len(s.entries)) + b''.join(
-                _blob(n.encode()) + struct.pack('<Q', i) for n, i in s.entries)
-        else:
-            payload = s.data if s.kind == 'file' else s.target.encode()
-        out.append(_INODE.pack(ino, _KINDS.index(s.kind), s.nlink, s.atim_ns, s.mtim_ns,
-                               s.ctim_ns, len(payload)) + payload)
-    return b''.join(out)
-
-
-class _Reader:
-    def __init__(self, b: bytes) -> None:
-        self.b, self.pos = b, 0
-
-    def take(self, fmt: struct.Struct | str) -> tuple:
-        s = fmt if isinstance(fmt, struct.Struct) else struct.Struct(fmt)
-        v = s.unpack_from(self.b, self.pos)
-        self.pos += s.size
-        return v
-
-    def blob(self, n: int | None = None) -> bytes:
-        if n is None:
-            (n,) = self.take('<I')
-        v = self.b[self.pos:self.pos + n]
-        self.pos += n
-        return v
-
-
-def _decode(b: bytes) -> VfsState:
-    r = _Reader(b)
-    next_ino, npre = r.take('<QI')
-    preopens = tuple((r.blob().decode(), r.take('<Q')[0]) for _ in range(npre))
-    (ninodes,) = r.take('<I')
-    inodes = []
-    for _ in range(ninodes):
-        ino, kind, nlink, atim, mtim, ctim, plen = r.take(_INODE)
-        payload = r.blob(plen)
-        data, entries, target = b'', (), ''
-        if _KINDS[kind] == 'dir':
-            p = _Reader(payload)
-            (n,) = p.take('<I')
-            entries = tuple((p.blob().decode(), p.take('<Q')[0]) for _ in range(n))
-        elif _KINDS[kind] == 'file':
-            data = payload
-        else:
-            target = payload.decode()
-        inodes.append((ino, InodeState(_KINDS[kind], data, entries, target, nlink,
-                                       atim, mtim, ctim)))
-    return VfsState(tuple(inodes), preopens, next_ino)

@@ -1,109 +1,33 @@
 """The gRPC Control service: protobuf in, supervisor calls, protobuf out.
 
-`status_for` is the one map from roost errors to gRPC status codes. Handlers are registered with
-a tolerant request deserializer, so a request that is not valid protobuf gets INVALID_ARGUMENT
-with a reason instead of the framework's bare INTERNAL.
+Errors become status codes, and malformed requests INVALID_ARGUMENT, in `rpc` (shared with the
+Peer service); `roost debug` reads checkpoints through `debug`.
 """
 from __future__ import annotations
 
 import contextlib
-import functools
-import inspect
-import logging
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from typing import cast
 
 import grpc
-from google.protobuf.message import DecodeError
 
+from roost.daemon.cluster.authority import check_address
+from roost.daemon.errors import InvalidRequest, StateConflict, TimedOut
+from roost.daemon.executions.supervisor import StartSpec, Supervisor
+from roost.daemon.modules.registry import ModuleRegistry
+from roost.daemon.runtime.vfs import Entry
+from roost.daemon.service import debug, fields
+from roost.daemon.service.longpolls import LongPolls
+from roost.daemon.service.rpc import check, service_handlers, translated
+from roost.daemon.store.records import ExecutionRecord, ModuleRecord
 from roost.v1 import control_pb2 as pb
 from roost.v1 import control_pb2_grpc
 
-from roost.daemon.errors import (Corrupt, InvalidRequest, LimitExceeded, NotFound, PermissionDenied, RoostError,
-                     StateConflict, StoreError, StoreFull, TimedOut)
-from roost.daemon.service import fields
-from roost.daemon.cluster.authority import check_address
-from roost.daemon.service.longpolls import LongPolls
-from roost.daemon.modules.registry import ModuleRegistry
-from roost.daemon.store.records import ExecutionRecord, ModuleRecord
-from roost.daemon.executions.supervisor import StartSpec, Supervisor
-from roost.daemon.runtime.vfs import Entry
-
-log = logging.getLogger(__name__)
 COPY_CHUNK_BYTES = 1 << 20
-MAX_DETAILS = 600          # a status's details: errors never echo unbounded input
 _KINDS = {pb.FileEntry.FILE: "file", pb.FileEntry.DIRECTORY: "dir", pb.FileEntry.SYMLINK: "symlink"}
 _KIND_PB = {v: k for k, v in _KINDS.items()} | {"hardlink": pb.FileEntry.HARDLINK}
-
-
-def status_for(error: RoostError) -> grpc.StatusCode:
-    """The only place roost errors become gRPC status codes."""
-    if isinstance(error, InvalidRequest):          # includes ModuleRejected
-        return grpc.StatusCode.INVALID_ARGUMENT
-    if isinstance(error, NotFound):
-        return grpc.StatusCode.NOT_FOUND
-    if isinstance(error, PermissionDenied):
-        return grpc.StatusCode.PERMISSION_DENIED
-    if isinstance(error, StateConflict):
-        return grpc.StatusCode.FAILED_PRECONDITION
-    if isinstance(error, (LimitExceeded, StoreFull)):
-        return grpc.StatusCode.RESOURCE_EXHAUSTED
-    if isinstance(error, TimedOut):
-        return grpc.StatusCode.DEADLINE_EXCEEDED
-    if isinstance(error, Corrupt):                 # includes CorruptPage
-        return grpc.StatusCode.DATA_LOSS
-    return grpc.StatusCode.INTERNAL
-
-
-class _Malformed:
-    """Stands in for a request whose bytes did not parse."""
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-
-
-def _tolerant(parse: Callable[[bytes], object]) -> Callable[[bytes], object]:
-    def deserialize(raw: bytes) -> object:
-        try:
-            return parse(raw)
-        except (DecodeError, ValueError) as e:
-            return _Malformed(str(e) or "cannot decode message")
-    return deserialize
-
-
-def _check(request: object) -> None:
-    if isinstance(request, _Malformed):
-        raise InvalidRequest(f"malformed request: {request.reason}")
-
-
-def _translated(method: Callable) -> Callable:
-    """Run an RPC method, aborting with the mapped status on a RoostError."""
-    def abort(context: grpc.ServicerContext, e: Exception) -> None:
-        if isinstance(e, RoostError):
-            if isinstance(e, StoreError):
-                log.error("%s: %s", method.__name__, e)
-            context.abort(status_for(e), fields.short(str(e), MAX_DETAILS))
-        log.exception("%s failed", method.__name__)
-        context.abort(grpc.StatusCode.INTERNAL,
-                      fields.short(f"internal error: {type(e).__name__}: {e}", MAX_DETAILS))
-
-    if inspect.isgeneratorfunction(method):
-        @functools.wraps(method)
-        def stream(self, request, context):
-            try:
-                yield from method(self, request, context)
-            except Exception as e:
-                abort(context, e)
-        return stream
-
-    @functools.wraps(method)
-    def unary(self, request, context):
-        try:
-            return method(self, request, context)
-        except Exception as e:
-            abort(context, e)
-    return unary
 
 
 class ControlService(control_pb2_grpc.ControlServicer):
@@ -120,46 +44,46 @@ class ControlService(control_pb2_grpc.ControlServicer):
     def _pb(self, record: ExecutionRecord) -> pb.Execution:
         return execution_pb(record, self.supervisor.node_id)
 
-    @_translated
+    @translated
     def UploadModule(self, request_iterator: Iterator, context) -> pb.Module:
         return module_pb(*receive_module(self.modules, request_iterator, "upload"))
 
-    @_translated
+    @translated
     def GetModule(self, request, context) -> pb.Module:
-        _check(request)
+        check(request)
         return module_pb(self.supervisor.store.get_module(fields.sha256(request.sha256, "sha256")))
 
-    @_translated
+    @translated
     def PrepareModule(self, request, context) -> pb.Module:
-        _check(request)
+        check(request)
         record = self.supervisor.store.get_module(fields.sha256(request.sha256, "sha256"))
         self.modules.ensure_artifact(record.sha256, not request.cooperative)
         return module_pb(record)
 
-    @_translated
+    @translated
     def ListModules(self, request, context) -> pb.ListModulesResponse:
-        _check(request)
+        check(request)
         return pb.ListModulesResponse(modules=[module_pb(m) for m in self.supervisor.store.list_modules()])
 
-    @_translated
+    @translated
     def StartExecution(self, request, context) -> pb.Execution:
-        _check(request)
+        check(request)
         return self._pb(self.supervisor.start(start_spec(request, self.max_memory_bytes)))
 
-    @_translated
+    @translated
     def GetExecution(self, request, context) -> pb.Execution:
-        _check(request)
+        check(request)
         return self._pb(self.supervisor.get(_id(request.id)))
 
-    @_translated
+    @translated
     def ListExecutions(self, request, context) -> pb.ListExecutionsResponse:
-        _check(request)
+        check(request)
         return pb.ListExecutionsResponse(
             executions=[self._pb(r) for r in self.supervisor.list(request.all)])
 
-    @_translated
+    @translated
     def StreamLogs(self, request, context) -> Iterator[pb.LogChunk]:
-        _check(request)
+        check(request)
         if request.stream not in (0, 1, 2):
             raise InvalidRequest(f"stream: {request.stream} is not 0 (both), 1 (stdout) or 2 (stderr)")
         held = self.long_polls.held(context.peer(), "logs --follow") if request.follow \
@@ -170,9 +94,9 @@ class ControlService(control_pb2_grpc.ControlServicer):
                                                           context.is_active):
                 yield from log_chunks(seq, stream, data)
 
-    @_translated
+    @translated
     def WaitExecution(self, request, context) -> pb.Execution:
-        _check(request)
+        check(request)
         timeout = fields.seconds(request.timeout_seconds, "timeout_seconds")
         with self.long_polls.held(context.peer(), "wait"):
             record = self.supervisor.wait(_id(request.id), timeout or None, context.is_active)
@@ -181,14 +105,14 @@ class ControlService(control_pb2_grpc.ControlServicer):
                            f"{request.timeout_seconds:g} s")
         return self._pb(record)           # (ended, or moved: owner_address says where)
 
-    @_translated
+    @translated
     def KillExecution(self, request, context) -> pb.Execution:
-        _check(request)
+        check(request)
         return self._pb(self.supervisor.kill(_id(request.id)))
 
-    @_translated
+    @translated
     def Checkpoint(self, request, context) -> pb.CheckpointResponse:
-        _check(request)
+        check(request)
         timeout = fields.seconds(request.timeout_seconds, "timeout_seconds") or 60.0
         r = self.supervisor.checkpoint(_id(request.id), timeout)
         if self.replicator is not None:   # replication.ack one/all: the replicas hold it first
@@ -199,19 +123,19 @@ class ControlService(control_pb2_grpc.ControlServicer):
             total_seconds=r["total_seconds"], memory_bytes=r["memory_bytes"],
             stored_bytes=r["stored_bytes"], journal_seq=r["journal_seq"])
 
-    @_translated
+    @translated
     def Pause(self, request, context) -> pb.Execution:
-        _check(request)
+        check(request)
         return self._pb(self.supervisor.pause(_id(request.id)))
 
-    @_translated
+    @translated
     def Resume(self, request, context) -> pb.Execution:
-        _check(request)
+        check(request)
         return self._pb(self.supervisor.resume(_id(request.id)))
 
-    @_translated
+    @translated
     def Migrate(self, request, context) -> Iterator[pb.MigrateProgress]:
-        _check(request)
+        check(request)
         if self.migrations is None:
             raise StateConflict("this roostd cannot migrate executions")
         check_address(request.target, "migrate: target")
@@ -238,13 +162,19 @@ class ControlService(control_pb2_grpc.ControlServicer):
         if failure:
             raise failure[0]
 
-    @_translated
+    @translated
     def CopyOut(self, request, context) -> Iterator[pb.FileChunk]:
-        _check(request)
+        check(request)
         if not request.path:
             raise InvalidRequest("copy: a guest path is required")
         for entry in self.supervisor.copy_out(_id(request.id), request.path):
             yield from file_chunks(entry)
+
+    @translated
+    def DebugCheckpoint(self, request, context) -> pb.DebugCheckpointResponse:
+        check(request)
+        record = self.supervisor.get(_id(request.id))
+        return debug.describe(self.supervisor.pages, record.id, request.number)
 
 
 def _id(value: str) -> str:
@@ -293,9 +223,10 @@ def file_chunks(entry: Entry) -> Iterator[pb.FileChunk]:
                            link_count=links, data=bytes(view[off:off + COPY_CHUNK_BYTES]))
 
 
-def log_chunks(seq: int, stream: int, data: bytes) -> Iterator[pb.LogChunk]:
+def log_chunks(seq: int, stream_byte: int, data: bytes) -> Iterator[pb.LogChunk]:
     """An output record as LogChunks of at most COPY_CHUNK_BYTES (records are that small since
     the worker splits writes; one stored by an older roostd may be bigger than a message)."""
+    stream = cast(pb.LogStream, stream_byte)     # the stored byte is the LogStream's number
     if len(data) <= COPY_CHUNK_BYTES:
         yield pb.LogChunk(seq=seq, stream=stream, data=data)
         return
@@ -309,14 +240,14 @@ def receive_module(modules: ModuleRegistry, request_iterator: Iterator,
     """A module streamed as a header then chunks (a client's upload, a peer's push): the
     registry's record of it, and whether it was held already."""
     first = next(request_iterator, None)
-    _check(first)
+    check(first)
     if first is None or first.WhichOneof("part") != "header":
         raise InvalidRequest(f"{what} must start with a header message")
     header = first.header
 
     def chunks() -> Iterator[bytes]:
         for part in request_iterator:
-            _check(part)
+            check(part)
             if part.WhichOneof("part") != "chunk":
                 raise InvalidRequest(f"{what}: a second header after the first")
             yield part.chunk
@@ -362,24 +293,5 @@ def execution_pb(r: ExecutionRecord, served_by: str = "") -> pb.Execution:
 
 
 def handlers(service: ControlService) -> grpc.GenericRpcHandler:
-    """Method handlers for the Control service (see `service_handlers`)."""
+    """Method handlers for the Control service (see `rpc.service_handlers`)."""
     return service_handlers(pb, "Control", service)
-
-
-def service_handlers(module, name: str, service: object) -> grpc.GenericRpcHandler:
-    """Method handlers for service `name` of the generated protobuf `module`, built from its
-    descriptor with tolerant request parsing (see module docstring)."""
-    descriptor = module.DESCRIPTOR.services_by_name[name]
-    table = {}
-    for method in descriptor.methods:
-        req = getattr(module, method.input_type.name)
-        resp = getattr(module, method.output_type.name)
-        fn = getattr(service, method.name)
-        make = {(False, False): grpc.unary_unary_rpc_method_handler,
-                (False, True): grpc.unary_stream_rpc_method_handler,
-                (True, False): grpc.stream_unary_rpc_method_handler,
-                (True, True): grpc.stream_stream_rpc_method_handler}[
-            (method.client_streaming, method.server_streaming)]
-        table[method.name] = make(fn, request_deserializer=_tolerant(req.FromString),
-                                  response_serializer=resp.SerializeToString)
-    return grpc.method_handlers_generic_handler(descriptor.full_name, table)

@@ -1,5 +1,5 @@
 """The gRPC Peer service: protobuf in, replication and handover calls, protobuf out (see
-proto/roost/v1/peer.proto). Errors map to status codes as the Control service's do.
+proto/roost/v1/peer.proto). Errors map to status codes as the Control service's do (`rpc`).
 
 Every call is admitted by the `PeerGate` first (peers only: `peerauth`), and what a peer says
 about an execution is held to the ownership rules of `authority`.
@@ -10,18 +10,18 @@ from collections.abc import Iterator
 
 import grpc
 
+from roost.daemon.cluster.authority import check_id
+from roost.daemon.cluster.handover import Handovers
+from roost.daemon.cluster.peerauth import PeerGate
+from roost.daemon.cluster.receive import Replicas
+from roost.daemon.errors import InvalidRequest, StateConflict
+from roost.daemon.executions.supervisor import Supervisor
+from roost.daemon.modules.registry import ModuleRegistry
+from roost.daemon.service import fields
+from roost.daemon.service.control import receive_module
+from roost.daemon.service.rpc import check, service_handlers, translated
 from roost.v1 import peer_pb2 as pb
 from roost.v1 import peer_pb2_grpc
-
-from roost.daemon.service import fields
-from roost.daemon.service.control import _check, _translated, receive_module, service_handlers
-from roost.daemon.cluster.authority import check_id
-from roost.daemon.errors import InvalidRequest, StateConflict
-from roost.daemon.cluster.handover import Handovers
-from roost.daemon.modules.registry import ModuleRegistry
-from roost.daemon.cluster.peerauth import PeerGate
-from roost.daemon.cluster.replication import Replicas
-from roost.daemon.executions.supervisor import Supervisor
 
 FORMAT = "1.0"
 
@@ -33,45 +33,45 @@ class PeerService(peer_pb2_grpc.PeerServicer):
         self.replicas, self.handovers = replicas, handovers
         self.gate = gate
 
-    @_translated
+    @translated
     def Hello(self, request, context) -> pb.HelloResponse:
         caller = self.gate.admit(context)
-        _check(request)
+        check(request)
         if request.node_id == self.supervisor.node_id:
             raise StateConflict(f"a peer ({caller.address}) calls itself {fields.short(request.node_id)!r}, "
                                 "this daemon's own node id: two daemons must not share one")
         caller.must_be(request.node_id, "hello")
         return pb.HelloResponse(node_id=self.supervisor.node_id, format=FORMAT)
 
-    @_translated
+    @translated
     def ReplicaStatus(self, request, context) -> pb.ReplicaStatusResponse:
         self.gate.admit(context)
-        _check(request)
+        check(request)
         check_id(request.id, "replica status")
         if request.module_sha256:
             fields.sha256(request.module_sha256)
         return self.replicas.status(request.id, request.module_sha256)
 
-    @_translated
+    @translated
     def PushModule(self, request_iterator: Iterator, context) -> pb.PushModuleResponse:
         self.gate.admit(context)
         _, dedup = receive_module(self.modules, request_iterator, "push of a module")
         return pb.PushModuleResponse(deduplicated=dedup)
 
-    @_translated
+    @translated
     def PushCheckpoint(self, request_iterator: Iterator, context) -> pb.PushCheckpointResponse:
         caller = self.gate.admit(context)
 
         def checked() -> Iterator:
             for chunk in request_iterator:
-                _check(chunk)
+                check(chunk)
                 yield chunk
         return self.replicas.receive(checked(), caller)
 
-    @_translated
+    @translated
     def Handover(self, request, context) -> pb.HandoverResponse:
         caller = self.gate.admit(context)
-        _check(request)
+        check(request)
         check_id(request.id, "handover")
         phase = request.phase
         if phase == pb.HandoverRequest.PREPARE:
@@ -82,10 +82,10 @@ class PeerService(peer_pb2_grpc.PeerServicer):
             return self.handovers.forget(request, caller)
         raise InvalidRequest("handover: phase is required")
 
-    @_translated
+    @translated
     def Decision(self, request, context) -> pb.DecisionResponse:
         self.gate.admit(context)
-        _check(request)
+        check(request)
         check_id(request.id, "decision")
         return pb.DecisionResponse(outcome=self.handovers.decision(request.id, request.epoch))
 

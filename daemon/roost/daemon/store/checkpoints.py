@@ -9,71 +9,50 @@ journal records older than the oldest retained checkpoint.
 
 A large checkpoint's frames arrive in parts while the worker still compresses the rest; each
 part is written in a transaction of its own (`put_frames`), so the disk writes while the
-worker compresses. Those frames are invisible until the checkpoint's manifest commits (`put`):
+worker compresses. Those frames are invisible until the checkpoint's manifest commits (`commit`):
 nothing reads a version no manifest names. Frames of a checkpoint that never committed (its
 worker or roostd died) are deleted before the next worker starts (`discard_after`) and again
 by the first part of the next attempt at that number.
+
+`PageStore` is the LMDB backend of `checkpoint.transfer`: a sink (`put_frames`, `commit`,
+`put_records`) and the source of any checkpoint it holds (`source`).
 """
 from __future__ import annotations
 
-import json
+import dataclasses
 import struct
-from concurrent.futures import Future
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
+from roost.daemon.checkpoint import manifest as manifests
 from roost.daemon.checkpoint import pagemap
-from roost.daemon.errors import NotFound, StoreError
+from roost.daemon.checkpoint.manifest import CheckpointStats, Manifest
 from roost.daemon.checkpoint.pagemap import PageMap
+from roost.daemon.checkpoint.transfer import COMMITTED, Commit, Records, Uncommitted
+from roost.daemon.errors import NotFound, StoreError
+from roost.daemon.store import keys
+from roost.daemon.store.db import Store, delete_prefix, delete_range
+from roost.daemon.store.keys import scan
 from roost.daemon.store.records import ExecutionRecord
-from roost.daemon.store.db import Store, delete_prefix, delete_range, log_key
 
-_SEQ = struct.Struct(">Q")
+__all__ = ["COMMITTED", "Commit", "PageStore", "Records", "Restore", "Uncommitted"]
+_SEQ = struct.Struct(">Q")             # (a timer's value)
 
 
 @dataclass
 class Restore:
     """Everything a worker needs to rebuild a checkpoint."""
-    manifest: dict
+    manifest: Manifest
     page_map: PageMap
     frames: list[tuple[int, bytes]]       # (version, frame) for every version the map names
     host: bytes
     stack: bytes
 
 
-COMMITTED = 1 << 32                       # `Uncommitted.streamed` of a checkpoint stored whole
-
-
-@dataclass
-class Uncommitted:
-    """A checkpoint on its way into the store, readable before it commits: a migration's final
-    checkpoint is pushed to the target while this daemon still writes it (the push ends only
-    once `committed` is done, so no peer holds a checkpoint its source could lose)."""
-    exec_id: str
-    number: int
-    manifest: dict
-    page_map: PageMap
-    host: bytes
-    stack: bytes
-    frames: list[bytes]                   # frames `streamed`, `streamed + 1`, ... (the rest are
-    streamed: int                         # stored already, by `put_frames`; all: COMMITTED)
-    record_json: bytes
-    referenced: frozenset[int]
-    committed: Future = field(default_factory=Future)
-
-    def iter_frames(self, pages: "PageStore", version: int):
-        """(index, frame) of `version` as `PageStore.iter_frames` gives them once committed."""
-        if version != self.number:
-            yield from pages.iter_frames(self.exec_id, version)
-            return
-        for index, frame in pages.iter_frames(self.exec_id, version):
-            if index >= self.streamed:           # committed meanwhile: those are below
-                break
-            yield index, frame
-        for index, frame in enumerate(self.frames, self.streamed):
-            yield index, bytes(frame)            # (a view into a big frame from the worker)
-
-
 class PageStore:
+    """Checkpoints in LMDB: the sink every commit goes through and the source of any stored
+    checkpoint."""
+
     def __init__(self, store: Store) -> None:
         self.store = store
         self.dbs = store.dbs
@@ -86,102 +65,142 @@ class PageStore:
         # start from them, and decoding a chain means up to 512 K entries a time.
         self._recent_maps: dict[str, list[tuple[int, PageMap]]] = {}
 
-    def put_frames(self, exec_id: str, number: int, first: int, frames: list) -> None:
+    def put_frames(self, exec_id: str, number: int, first: int,
+                   frames: Sequence[bytes | memoryview]) -> None:
         """Store frames `first`, `first+1`, ... of checkpoint `number`, not yet committed."""
-        base = log_key(exec_id, number)
         self.store.check_room(f"storing pages of checkpoint {number} of {exec_id}")
         with self.store.txn(f"storing pages of checkpoint {number} of {exec_id}", write=True) as txn:
             if first == 0:                 # a torn earlier attempt at this number
-                delete_prefix(txn, self.dbs["pages"], base + b"/")
-            self._put_frames(txn, base, first, frames)
+                delete_prefix(txn, self.dbs["pages"], keys.version(exec_id, number))
+            self._put_frames(txn, exec_id, number, first, frames)
 
-    def _put_frames(self, txn, base: bytes, first: int, frames: list) -> None:
+    def _put_frames(self, txn, exec_id: str, number: int, first: int,
+                    frames: Sequence[bytes | memoryview]) -> None:
         for i, frame in enumerate(frames, first):
-            txn.put(base + b"/f" + struct.pack(">I", i), frame, db=self.dbs["pages"])
+            txn.put(keys.frame(exec_id, number, i), frame, db=self.dbs["pages"])
 
     def discard_after(self, exec_id: str, number: int) -> None:
         """Delete the frames of checkpoints after `number` (started, never committed)."""
         with self.store.txn(f"discarding unfinished checkpoints of {exec_id}", write=True) as txn:
-            delete_range(txn, self.dbs["pages"], log_key(exec_id, number + 1),
-                         exec_id.encode() + b"\x01")
+            delete_range(txn, self.dbs["pages"], keys.seq(exec_id, number + 1), keys.end(exec_id))
 
-    def put(self, record: ExecutionRecord, manifest: dict, frames: list[bytes], host: bytes,
-            stack: bytes, page_map: PageMap, delta: pagemap.Delta | None, retain: int,
-            wake_at_ns: int = 0, streamed: int = 0, also=None,
-            referenced: frozenset[int] | None = None, hurry: bool = False) -> None:
+    def put(self, record: ExecutionRecord, manifest: Manifest, frames: Sequence[bytes | memoryview],
+            host: bytes, stack: bytes, page_map: PageMap, delta: pagemap.Delta | None,
+            retain: int, wake_at_ns: int = 0, streamed: int = 0,
+            referenced: frozenset[int] | None = None, hurry: bool = False,
+            stats: CheckpointStats | None = None) -> Manifest:
+        """`commit`, its parts as arguments."""
+        return self.commit(Commit(record, manifest, host, stack, page_map, delta, frames,
+                                  streamed, retain, wake_at_ns, referenced, hurry,
+                                  stats=stats or CheckpointStats()))
+
+    def commit(self, c: Commit) -> Manifest:
         """Commit one checkpoint with its map (delta or compacted full), the record that counts
-        it and its durable-sleep timer; garbage-collect in the same transaction. `streamed`:
-        frames already stored by `put_frames`; `frames` follow them. `delta` None: worked out
-        from the previous checkpoint's map (a replica's). `also(txn)` writes more in the same
-        transaction (a replica's log and journal records). `referenced`: the versions the map
-        needs, if known already. `hurry` (a migration's final checkpoint, whose commit is in the
-        downtime, on both daemons): no compaction and no garbage collection now; the next
-        commit does both."""
-        exec_id, number = record.id, manifest["number"]
-        base = log_key(exec_id, number)
+        it, its durable-sleep timer and a replica's output and journal records; garbage-collect
+        in the same transaction (unless `c.hurry`). See `Commit`. Returns the manifest as
+        stored: `c.manifest` completed with how its map is chained."""
+        exec_id, number = c.exec_id, c.number
         self.store.check_room(f"storing checkpoint {number} of {exec_id}")
         with self.store.txn(f"storing checkpoint {number} of {exec_id}", write=True) as txn:
-            if streamed and not txn.has(base + b"/f" + struct.pack(">I", streamed - 1),
-                                        db=self.dbs["pages"]):
+            if c.streamed and not txn.has(keys.frame(exec_id, number, c.streamed - 1),
+                                          db=self.dbs["pages"]):
                 raise StoreError(f"checkpoint {number} of {exec_id}: its streamed pages are missing")
-            prev = self._manifest(txn, exec_id, number - 1)
-            if delta is None:
-                delta = pagemap.difference(self._map(txn, exec_id, number - 1), page_map) \
-                    if prev is not None else pagemap.difference(PageMap(), page_map)
-            full = prev is None or not hurry and (
-                number - prev["map_base"] >= pagemap.COMPACT_EVERY
-                or 2 * (prev.get("chain_entries", 0) + len(delta)) > page_map.pages)
-            manifest["map_base"] = number if full else prev["map_base"]
-            manifest["chain_entries"] = 0 if full else prev.get("chain_entries", 0) + len(delta)
-            raw = pagemap.encode_full(page_map) if full else pagemap.encode_delta(page_map.pages, delta)
-            manifest["map_bytes"] = len(raw)
-            if not streamed:
-                delete_prefix(txn, self.dbs["pages"], base + b"/")
-            self._put_frames(txn, base, streamed, frames)
-            txn.put(base + b"/host", host, db=self.dbs["pages"])
-            txn.put(base + b"/stack", stack, db=self.dbs["pages"])
-            txn.put(base, raw, db=self.dbs["pagemaps"])
-            txn.put(base, json.dumps(manifest, sort_keys=True).encode(), db=self.dbs["checkpoints"])
-            txn.put(exec_id.encode(), record.to_json(), db=self.dbs["executions"])
-            if wake_at_ns:
-                txn.put(exec_id.encode(), _SEQ.pack(wake_at_ns), db=self.dbs["timers"])
-            if also is not None:
-                also(txn)
+            manifest, raw = self._chain(txn, c)
+            if not c.streamed:
+                delete_prefix(txn, self.dbs["pages"], keys.version(exec_id, number))
+            self._put_frames(txn, exec_id, number, c.streamed, c.frames)
+            txn.put(keys.host(exec_id, number), c.host, db=self.dbs["pages"])
+            txn.put(keys.stack(exec_id, number), c.stack, db=self.dbs["pages"])
+            txn.put(keys.seq(exec_id, number), raw, db=self.dbs["pagemaps"])
+            txn.put(keys.seq(exec_id, number), manifest.to_json(c.stats),
+                    db=self.dbs["checkpoints"])
+            self.store.put_execution_in(txn, c.record)
+            if c.wake_at_ns:
+                txn.put(keys.execution(exec_id), _SEQ.pack(c.wake_at_ns), db=self.dbs["timers"])
+            if c.records:
+                self.store.put_records(txn, exec_id, list(c.records.logs), list(c.records.journal))
+            referenced = c.referenced
             if referenced is None:
-                referenced = frozenset(page_map.referenced())
-            if not hurry:
-                self._collect_garbage(txn, exec_id, retain, (number, referenced))
+                referenced = frozenset(c.page_map.referenced())
+            if not c.hurry:
+                self._collect_garbage(txn, exec_id, c.retain, (number, referenced))
         self._referenced[(exec_id, number)] = referenced
         recent = [(n, m) for n, m in self._recent_maps.get(exec_id, []) if n != number]
-        self._recent_maps[exec_id] = (recent + [(number, page_map)])[-2:]
+        self._recent_maps[exec_id] = (recent + [(number, c.page_map)])[-2:]
+        return manifest
+
+    def _chain(self, txn, c: Commit) -> tuple[Manifest, bytes]:
+        """The map to store: a delta from the previous checkpoint's, or — the chain long enough
+        that a restore would decode more deltas than the map holds, or COMPACT_EVERY after its
+        full map — a compacted full one (never in a hurry). The manifest notes the choice."""
+        exec_id, number, page_map = c.exec_id, c.number, c.page_map
+        prev = self._manifest(txn, exec_id, number - 1)
+        delta = c.delta
+        if delta is None:
+            delta = pagemap.difference(self._map(txn, exec_id, number - 1), page_map) \
+                if prev is not None else pagemap.difference(PageMap(), page_map)
+        full = prev is None or not c.hurry and (
+            number - _map_base(prev) >= pagemap.COMPACT_EVERY
+            or 2 * ((prev.chain_entries or 0) + len(delta)) > page_map.pages)
+        raw = pagemap.encode_full(page_map) if full else pagemap.encode_delta(page_map.pages, delta)
+        if prev is None or full:
+            map_base, chain_entries = number, 0
+        else:
+            map_base, chain_entries = _map_base(prev), (prev.chain_entries or 0) + len(delta)
+        manifest = dataclasses.replace(c.manifest, map_base=map_base,
+                                       chain_entries=chain_entries, map_bytes=len(raw))
+        return manifest, raw
+
+    def put_records(self, exec_id: str, records: Records,
+                    record: ExecutionRecord | None = None) -> None:
+        """A replica's output and journal records (and its record), in one transaction."""
+        self.store.check_room(f"storing output pushed for {exec_id}")
+        with self.store.txn(f"storing records pushed for {exec_id}", write=True) as txn:
+            if records:
+                self.store.put_records(txn, exec_id, list(records.logs), list(records.journal))
+            if record is not None:
+                self.store.put_execution_in(txn, record)
+
+    def source(self, record: ExecutionRecord, number: int) -> Uncommitted:
+        """Checkpoint `number` as a source (its record as `record` says now): committed
+        already, every frame comes from the store. NotFound if it is gone."""
+        exec_id = record.id
+        checkpoint = self.checkpoint(exec_id, number)
+        if checkpoint is None:
+            raise NotFound(f"checkpoint {number} of {exec_id} is gone")
+        manifest, stats = checkpoint
+        stored = Uncommitted(exec_id, number, manifest, self.page_map(exec_id, number),
+                             self.host_state(exec_id, number), self.stack(exec_id, number),
+                             [], COMMITTED, record.to_json(), self.referenced(exec_id, number),
+                             reader=self, stats=stats)
+        stored.committed.set_result(None)
+        return stored
 
     def _collect_garbage(self, txn, exec_id: str, retain: int,
                          new: tuple[int, frozenset[int]]) -> None:
         numbers = self._numbers(txn, exec_id)
         kept = numbers[-retain:]
-        needed_maps = min(self._manifest(txn, exec_id, n)["map_base"] for n in kept)
+        needed_maps = min(_map_base(self._stored(txn, exec_id, n)) for n in kept)
         referenced: set[int] = set(kept)
         for n in kept:
             referenced |= new[1] if n == new[0] else self._referenced_by(txn, exec_id, n)
         # Versions as the pages hold them, not as manifests name them: a replica holds frames
         # of versions it never had a checkpoint of (pushed because a newer map names them).
         for n in self._versions(txn, exec_id):
-            base = log_key(exec_id, n)
             if n not in referenced:
-                delete_prefix(txn, self.dbs["pages"], base + b"/")
+                delete_prefix(txn, self.dbs["pages"], keys.version(exec_id, n))
             elif n not in kept:                  # its pages live on; its host state does not
-                txn.delete(base + b"/host", db=self.dbs["pages"])
-                txn.delete(base + b"/stack", db=self.dbs["pages"])
+                txn.delete(keys.host(exec_id, n), db=self.dbs["pages"])
+                txn.delete(keys.stack(exec_id, n), db=self.dbs["pages"])
         for n in numbers:
             if n not in kept:
                 self._referenced.pop((exec_id, n), None)
             if n < needed_maps and n not in referenced:
-                base = log_key(exec_id, n)
-                txn.delete(base, db=self.dbs["pagemaps"])
-                txn.delete(base, db=self.dbs["checkpoints"])
-        oldest = self._manifest(txn, exec_id, kept[0])
-        delete_range(txn, self.dbs["journal"], log_key(exec_id, 0),
-                     log_key(exec_id, oldest["journal_seq"]))
+                txn.delete(keys.seq(exec_id, n), db=self.dbs["pagemaps"])
+                txn.delete(keys.seq(exec_id, n), db=self.dbs["checkpoints"])
+        oldest = self._stored(txn, exec_id, kept[0])
+        delete_range(txn, self.dbs["journal"], keys.seq(exec_id, 0),
+                     keys.seq(exec_id, oldest.journal_seq))
 
     def referenced(self, exec_id: str, number: int) -> frozenset[int]:
         """The versions checkpoint `number`'s map needs (kept from its commit: counting them
@@ -200,14 +219,14 @@ class PageStore:
 
     def _versions(self, txn, exec_id: str, upto: int = (1 << 64) - 1) -> list[int]:
         """Checkpoint numbers with anything under `pages` (up to `upto`): one seek each."""
-        prefix = exec_id.encode() + b"\x00"
+        prefix = keys.prefix(exec_id)
         cur = txn.cursor(db=self.dbs["pages"])
         out, n = [], 0
-        while n <= upto and cur.set_range(prefix + _SEQ.pack(n)):
+        while n <= upto and cur.set_range(keys.seq(exec_id, n)):
             key = cur.key()
             if not key.startswith(prefix):
                 break
-            n = _SEQ.unpack(key[len(prefix):len(prefix) + 8])[0]
+            n = keys.number_in(key, exec_id)
             if n > upto:
                 break
             out.append(n)
@@ -220,7 +239,7 @@ class PageStore:
         with self.store.txn(f"reading checkpoints of {exec_id}") as txn:
             held: set[int] = set()
             for n in self._numbers(txn, exec_id):
-                if txn.get(log_key(exec_id, n), db=self.dbs["pagemaps"]) is not None:
+                if txn.get(keys.seq(exec_id, n), db=self.dbs["pagemaps"]) is not None:
                     try:
                         held |= self._referenced_by(txn, exec_id, n)
                     except NotFound:             # an old map whose chain is collected
@@ -228,22 +247,22 @@ class PageStore:
             present = set(self._versions(txn, exec_id))
             return sorted(held & present)
 
-    def iter_frames(self, exec_id: str, version: int, batch_bytes: int = 8 << 20):
+    def iter_frames(self, exec_id: str, version: int,
+                    batch_bytes: int = 8 << 20) -> Iterator[tuple[int, bytes]]:
         """(index, frame) of a version, read in short transactions (a push of GiBs must not hold
         one read transaction open: it would keep LMDB from reusing freed pages meanwhile)."""
         index = 0
         while True:
-            batch, size = [], 0
+            batch: list[tuple[int, bytes]] = []
+            size = 0
             with self.store.txn(f"reading frames of {exec_id} version {version}") as txn:
                 cur = txn.cursor(db=self.dbs["pages"])
-                prefix = log_key(exec_id, version) + b"/f"
-                if cur.set_range(prefix + struct.pack(">I", index)):
-                    for key in cur.iternext(values=False):
-                        if not key.startswith(prefix) or size >= batch_bytes:
-                            break
-                        value = cur.value()
-                        batch.append((struct.unpack(">I", key[len(prefix):])[0], value))
-                        size += len(value)
+                for key in scan(cur, keys.frame(exec_id, version, index), keys.frames(exec_id, version)):
+                    if size >= batch_bytes:
+                        break
+                    value = cur.value()
+                    batch.append((keys.frame_index(key), value))
+                    size += len(value)
             if not batch:
                 return
             yield from batch
@@ -253,24 +272,32 @@ class PageStore:
         with self.store.txn(f"reading the page map of {exec_id} checkpoint {number}") as txn:
             return self._map(txn, exec_id, number)
 
-    def manifest(self, exec_id: str, number: int) -> dict | None:
+    def manifest(self, exec_id: str, number: int) -> Manifest | None:
+        """Checkpoint `number`'s manifest (None: no such checkpoint)."""
+        checkpoint = self.checkpoint(exec_id, number)
+        return checkpoint[0] if checkpoint is not None else None
+
+    def checkpoint(self, exec_id: str, number: int) -> tuple[Manifest, CheckpointStats] | None:
+        """Checkpoint `number`'s manifest and the stats stored with it (None: no such one)."""
         with self.store.txn(f"reading checkpoint {number} of {exec_id}") as txn:
-            return self._manifest(txn, exec_id, number)
+            raw = txn.get(keys.seq(exec_id, number), db=self.dbs["checkpoints"])
+            return manifests.read(raw) if raw is not None else None
 
     def _numbers(self, txn, exec_id: str) -> list[int]:
-        prefix = exec_id.encode() + b"\x00"
         cur = txn.cursor(db=self.dbs["checkpoints"])
-        out = []
-        if cur.set_range(prefix):
-            for key in cur.iternext(keys=True, values=False):
-                if not key.startswith(prefix):
-                    break
-                out.append(_SEQ.unpack(key[-8:])[0])
-        return out
+        return [keys.seq_of(key) for key in scan(cur, keys.prefix(exec_id), keys.prefix(exec_id))]
 
-    def _manifest(self, txn, exec_id: str, number: int) -> dict | None:
-        raw = txn.get(log_key(exec_id, number), db=self.dbs["checkpoints"])
-        return json.loads(raw) if raw is not None else None
+    def _manifest(self, txn, exec_id: str, number: int) -> Manifest | None:
+        raw = txn.get(keys.seq(exec_id, number), db=self.dbs["checkpoints"])
+        return Manifest.from_json(raw) if raw is not None else None
+
+    def _stored(self, txn, exec_id: str, number: int) -> Manifest:
+        """The manifest of a checkpoint listed in this transaction (StoreError if it is not:
+        the store lost what it just listed)."""
+        manifest = self._manifest(txn, exec_id, number)
+        if manifest is None:
+            raise StoreError(f"checkpoint {number} of {exec_id}: its manifest is missing")
+        return manifest
 
     def _map(self, txn, exec_id: str, number: int) -> PageMap:
         """The full map of checkpoint `number`: its chain's full map plus the deltas after it
@@ -281,16 +308,19 @@ class PageStore:
         manifest = self._manifest(txn, exec_id, number)
         if manifest is None:
             raise NotFound(f"checkpoint {number} of {exec_id} is gone")
-        result = None
-        for n in range(manifest["map_base"], number + 1):
-            raw = txn.get(log_key(exec_id, n), db=self.dbs["pagemaps"])
+        result: PageMap | None = None
+        for n in range(_map_base(manifest), number + 1):
+            raw = txn.get(keys.seq(exec_id, n), db=self.dbs["pagemaps"])
             if raw is None:
                 raise NotFound(f"page map of checkpoint {n} of {exec_id} is missing")
             result = pagemap.decode(bytes(raw), result)
+        if result is None:               # (a chain's base after its checkpoint: never stored)
+            raise StoreError(f"checkpoint {number} of {exec_id}: its map chain starts at "
+                             f"{_map_base(manifest)}")
         return result
 
     # ---- reading ----
-    def latest(self, exec_id: str) -> dict | None:
+    def latest(self, exec_id: str) -> Manifest | None:
         """The manifest of the newest checkpoint that can be restored (host state present)."""
         numbers = self.restorable(exec_id)
         return self.manifest(exec_id, numbers[0]) if numbers else None
@@ -301,7 +331,7 @@ class PageStore:
         oldest retained checkpoint on)."""
         with self.store.txn(f"reading checkpoints of {exec_id}") as txn:
             return [n for n in reversed(self._numbers(txn, exec_id))
-                    if txn.has(log_key(exec_id, n) + b"/host", db=self.dbs["pages"])]
+                    if txn.has(keys.host(exec_id, n), db=self.dbs["pages"])]
 
     def drop_newest(self, exec_id: str, number: int) -> None:
         """Delete checkpoint `number` and every later one — manifests, maps, frames, host state
@@ -310,48 +340,47 @@ class PageStore:
         next checkpoint after them): a replica may still hold the dropped ones."""
         what = f"dropping corrupt checkpoint {number} of {exec_id}"
         with self.store.txn(what, write=True) as txn:
-            end = exec_id.encode() + b"\x01"
             for db in ("pages", "pagemaps", "checkpoints"):
-                delete_range(txn, self.dbs[db], log_key(exec_id, number), end)
+                delete_range(txn, self.dbs[db], keys.seq(exec_id, number), keys.end(exec_id))
         recent = self._recent_maps.get(exec_id, [])
         self._recent_maps[exec_id] = [(n, m) for n, m in recent if n < number]
         for key in [k for k in self._referenced if k[0] == exec_id and k[1] >= number]:
             del self._referenced[key]
 
     def stack(self, exec_id: str, number: int) -> bytes:
-        return self._blob(exec_id, number, b"/stack", "stack")
+        return self._blob(keys.stack(exec_id, number), exec_id, number, "stack")
 
     def host_state(self, exec_id: str, number: int) -> bytes:
-        return self._blob(exec_id, number, b"/host", "host state")
+        return self._blob(keys.host(exec_id, number), exec_id, number, "host state")
 
-    def _blob(self, exec_id: str, number: int, suffix: bytes, what: str) -> bytes:
+    def _blob(self, key: bytes, exec_id: str, number: int, what: str) -> bytes:
         with self.store.txn(f"reading checkpoint {number} of {exec_id}") as txn:
-            raw = txn.get(log_key(exec_id, number) + suffix, db=self.dbs["pages"])
+            raw = txn.get(key, db=self.dbs["pages"])
         if raw is None:
             raise NotFound(f"checkpoint {number} of {exec_id} has no {what}")
         return bytes(raw)
 
     def load(self, exec_id: str, number: int) -> Restore:
-        base = log_key(exec_id, number)
         with self.store.txn(f"reading checkpoint {number} of {exec_id}") as txn:
             manifest = self._manifest(txn, exec_id, number)
-            host = txn.get(base + b"/host", db=self.dbs["pages"])
-            stack = txn.get(base + b"/stack", db=self.dbs["pages"])
+            host = txn.get(keys.host(exec_id, number), db=self.dbs["pages"])
+            stack = txn.get(keys.stack(exec_id, number), db=self.dbs["pages"])
             if manifest is None or host is None or stack is None:
                 raise NotFound(f"checkpoint {number} of {exec_id} is incomplete")
             page_map = self._map(txn, exec_id, number)
-            frames = []
+            frames: list[tuple[int, bytes]] = []
             for version in sorted(page_map.referenced()):
                 frames += [(version, f) for f in self._frames(txn, exec_id, version)]
             return Restore(manifest, page_map, frames, bytes(host), bytes(stack))
 
     def _frames(self, txn, exec_id: str, version: int) -> list[bytes]:
-        prefix = log_key(exec_id, version) + b"/f"
         cur = txn.cursor(db=self.dbs["pages"])
-        out = []
-        if cur.set_range(prefix):
-            for key in cur.iternext(values=False):     # values checked only if they are ours
-                if not key.startswith(prefix):
-                    break
-                out.append(cur.value())
-        return out
+        within = keys.frames(exec_id, version)
+        return [cur.value() for _ in scan(cur, within, within)]
+
+
+def _map_base(manifest: Manifest) -> int:
+    """Where a stored manifest's map chain starts (every stored one has it: the store sets it)."""
+    if manifest.map_base is None:
+        raise StoreError(f"checkpoint {manifest.number}: its manifest has no map_base")
+    return manifest.map_base

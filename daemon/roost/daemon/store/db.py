@@ -1,26 +1,14 @@
 """The daemon's one LMDB environment: modules, executions, their logs, inputs and filesystems.
 
-This is the only module that imports `lmdb`; LMDB errors become `StoreError` here. Layout
-(named databases; keys are bytes):
+This is the only module that imports `lmdb`; LMDB errors become `StoreError` here. Named
+databases: meta, modules, blobs, executions, logs, inputs, vfs, journal, checkpoints, pagemaps,
+pages (those three written by `checkpoints`, through this environment) and timers; what their
+keys are is `keys`, what their values are: records JSON, module bytes, stdin and filesystems,
+output and journal records (`roost.daemon.checkpoint.journal`), checkpoint manifests (see
+SNAPSHOT_FORMAT.md), page maps (`checkpoint.pagemap`), page frames (`checkpoint.frames`), host
+state (`checkpoint.hoststate`), the guest's stack, and u64 BE unix ns wake-up times.
 
-    meta        b"format"             -> b"MAJOR.MINOR"
-    modules     sha256 (hex)          -> ModuleRecord JSON
-    blobs       sha256 (hex)          -> module bytes
-    executions  id                    -> ExecutionRecord JSON
-    logs        id + 0x00 + seq (u64 BE) -> stream byte (1=stdout, 2=stderr) + data
-    inputs      id + b"/stdin"        -> stdin bytes
-                id + b"/vfs"          -> the filesystem the execution started with
-    vfs         id                    -> Vfs.to_bytes() (latest filesystem of the execution)
-    journal     id + 0x00 + seq (u64 BE) -> one encoded journal record (roost.daemon.checkpoint.journal)
-    checkpoints id + 0x00 + number (u64 BE) -> checkpoint manifest JSON (see SNAPSHOT_FORMAT.md)
-    pagemaps    id + 0x00 + number (u64 BE) -> page map, full or delta (roost.daemon.checkpoint.pagemap)
-    pages       id + 0x00 + number + b"/f" + u32 BE -> one page frame (roost.daemon.checkpoint.frames)
-                id + 0x00 + number + b"/host"  -> host state (roost.daemon.checkpoint.hoststate)
-                id + 0x00 + number + b"/stack" -> the guest's asyncify stack
-    (checkpoints, pagemaps and pages are written by `pagestore`, through this environment)
-    timers      id                    -> u64 BE unix ns: wake the execution (durable sleep)
-
-Every value above is stored sealed: its bytes, then a u32 LE crc32 of key and bytes (`seal`) —
+Every value is stored sealed: its bytes, then a u32 LE crc32 of key and bytes (`seal`) —
 but page frames, which carry checksums of their own (`self_checked`).
 Every transaction hands out `Txn`, which seals what is put and checks what is read, so no
 caller sees the seal and no bit flipped on disk is ever served: the read raises `Corrupt`
@@ -28,7 +16,7 @@ naming the database and the key. A store of format 1 (values unsealed) is sealed
 transaction when this roostd first opens it.
 
 The log key layout keeps one execution's records contiguous and in order, so a replay is one
-cursor scan from (id, seq).
+cursor scan from (id, seq) (`keys.scan`).
 """
 from __future__ import annotations
 
@@ -45,6 +33,8 @@ from pathlib import Path
 import lmdb
 
 from roost.daemon.errors import Corrupt, FormatError, NotFound, StoreError, StoreFull
+from roost.daemon.store import keys
+from roost.daemon.store.keys import scan
 from roost.daemon.store.records import ExecutionRecord, ModuleRecord
 
 log = logging.getLogger(__name__)
@@ -60,12 +50,17 @@ _CRC = struct.Struct("<I")
 _LEGACY_FORMAT = re.compile(rb"\d+\.\d+")
 
 
-def log_key(exec_id: str, seq: int) -> bytes:
-    return exec_id.encode() + b"\x00" + _SEQ.pack(seq)
+log_key = keys.seq             # (the name tests and tools know it by)
+
+
+def _bytes(raw: bytes | memoryview) -> bytes:
+    """What lmdb returned, as bytes: the environment's transactions are begun without
+    `buffers=True`, so it is bytes already (lmdb's stubs allow for views too)."""
+    return raw if isinstance(raw, bytes) else bytes(raw)
 
 
 # ---- sealed values: every value carries a crc32 of its key and bytes ----
-def seal(key: bytes, value) -> bytes:
+def seal(key: bytes, value: bytes | memoryview) -> bytes:
     """The value as stored: its bytes, then crc32(key + bytes), so a flipped bit — or a value
     stored under another key — is caught on read. crc32 runs at ~3 GB/s: cheap next to zstd."""
     return b"".join((value, _CRC.pack(zlib.crc32(value, zlib.crc32(key)))))
@@ -76,10 +71,10 @@ def self_checked(db: str, key: bytes) -> bool:
     index and zstd's XXH64 of their pages, verified by every decode (`snapshot`) — so the
     store neither seals nor checks them again: a crc32 and a copy of every frame made a 512 MiB
     restore ~50 % slower and a full checkpoint's commit ~20 % (bench/checkpoint.py A/B)."""
-    return db == "pages" and key[-6:-4] == b"/f"
+    return db == "pages" and keys.is_frame(key)
 
 
-def unseal(db: str, key: bytes, raw: bytes, what: str = "reading the store") -> bytes:
+def unseal(db: str, key: bytes, raw: bytes | memoryview, what: str = "reading the store") -> bytes:
     """The bytes of a stored value, after checking its crc32; Corrupt (naming the database and
     the key) instead of ever serving bytes that changed on disk."""
     body = memoryview(raw)[:-_CRC.size]
@@ -90,16 +85,7 @@ def unseal(db: str, key: bytes, raw: bytes, what: str = "reading the store") -> 
     return bytes(body)
 
 
-def describe_key(key: bytes) -> str:
-    """A key as a person reads it: `id/seq`, `id/number/f3`, `id/number/host`, `id/stdin`."""
-    exec_id, sep, rest = key.partition(b"\x00")
-    if not sep or len(rest) < _SEQ.size:
-        return key.decode(errors="backslashreplace")
-    text = f"{exec_id.decode(errors='backslashreplace')}/{_SEQ.unpack(rest[:8])[0]}"
-    suffix = rest[8:]
-    if suffix.startswith(b"/f") and len(suffix) == 6:
-        return f"{text}/f{struct.unpack('>I', suffix[2:])[0]}"
-    return text + suffix.decode(errors="backslashreplace")
+describe_key = keys.describe
 
 
 class Txn:
@@ -154,32 +140,39 @@ class Cursor:
         return self.raw.next()
 
     def key(self) -> bytes:
-        return self.raw.key()
+        return _bytes(self.raw.key())
 
     def value(self) -> bytes:
         return self._checked(self.raw.key(), self.raw.value())
 
-    def _checked(self, key: bytes, raw: bytes) -> bytes:
-        return raw if self_checked(self.db, key) else unseal(self.db, key, raw, self.what)
+    def _checked(self, key: bytes | memoryview, raw: bytes | memoryview) -> bytes:
+        key = _bytes(key)
+        return _bytes(raw) if self_checked(self.db, key) else unseal(self.db, key, raw, self.what)
 
     def delete(self) -> bool:
         return self.raw.delete()
 
-    def iternext(self, keys: bool = True, values: bool = True):
+    def iternext(self, keys: bool = True, values: bool = True) -> Iterator:
+        """As lmdb's: keys, values (checked) or (key, value) pairs."""
         if not values:
-            return self.raw.iternext(keys=keys, values=False)
-        return ((k, self._checked(k, v)) if keys else self._checked(k, v)
-                for k, v in self.raw.iternext(keys=True, values=True))
+            if not keys:
+                raise ValueError("iternext: keys, values or both")
+            return (_bytes(k) for k in self.raw.iternext(keys=True, values=False))
+        pairs = ((_bytes(k), self._checked(k, v)) for k, v in self.raw.iternext(keys=True, values=True))
+        return pairs if keys else (v for _, v in pairs)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator:
         return self.iternext()
 
 
 class Store:
     """Typed access to the LMDB environment; every method is one transaction."""
 
-    def __init__(self, path: Path, map_size_bytes: int) -> None:
-        path.mkdir(parents=True, exist_ok=True)
+    def __init__(self, path: Path, map_size_bytes: int, readonly: bool = False) -> None:
+        """`readonly`: a tool's view of a live daemon's store (bench, tests), which it may
+        read while the daemon writes (LMDB's readers); nothing is created or stamped."""
+        if not readonly:
+            path.mkdir(parents=True, exist_ok=True)
         self.path = path
         data = path / "data.mdb"
         if data.exists() and data.stat().st_size == 0:     # LMDB would start an empty store
@@ -187,15 +180,23 @@ class Store:
                              f"copy, or remove the file to start with an empty store")
         try:
             self.env = lmdb.open(str(path), map_size=map_size_bytes, max_dbs=len(DATABASES) + 4,
-                                 max_readers=512, metasync=True, sync=True)
+                                 max_readers=512, metasync=True, sync=True, readonly=readonly)
         except lmdb.InvalidError as e:
             raise StoreError(f"{data} is not a whole LMDB store (truncated or corrupt): {e}") from e
         except lmdb.Error as e:
             raise StoreError(f"opening store at {path}: {e}") from e
         self._check_whole(data)
-        self.dbs = {name: self.env.open_db(name.encode()) for name in DATABASES}
+        try:
+            self.dbs = {name: self.env.open_db(name.encode(), create=not readonly)
+                        for name in DATABASES}
+        except lmdb.Error as e:
+            self.env.close()
+            raise StoreError(f"opening store at {path}: {e}") from e
         self._names = {db: name for name, db in self.dbs.items()}
-        self._check_format()
+        if readonly:
+            self._check_readable()
+        else:
+            self._check_format()
 
     def _check_whole(self, data: Path) -> None:
         """Refuse a data file shorter than the pages LMDB's newest meta page says are in use (a
@@ -248,7 +249,7 @@ class Store:
         with self.txn("checking store format", write=True) as txn:
             found = self._format(txn)
             if found is None:
-                txn.put(b"format", b"%d.%d" % FORMAT_VERSION, db=self.dbs["meta"])
+                txn.put(keys.FORMAT, b"%d.%d" % FORMAT_VERSION, db=self.dbs["meta"])
             elif found[0] == UNSEALED_MAJOR:
                 self._seal_all(txn)
             elif found[0] != FORMAT_VERSION[0] or found[1] > FORMAT_VERSION[1]:
@@ -256,13 +257,22 @@ class Store:
                                   f"roostd (it reads {FORMAT_VERSION[0]}.0 to {FORMAT_VERSION[0]}."
                                   f"{FORMAT_VERSION[1]}, and seals {UNSEALED_MAJOR}.x)")
 
+    def _check_readable(self) -> None:
+        """A read-only view reads only a store this roostd would (sealed: format 2.x)."""
+        with self.txn("checking store format") as txn:
+            found = self._format(txn)
+        if found is None or found[0] != FORMAT_VERSION[0] or found[1] > FORMAT_VERSION[1]:
+            raise FormatError(f"store format {found} cannot be read here: open it with this "
+                              "roostd first")
+
     def _format(self, txn: Txn) -> tuple[int, int] | None:
         """(major, minor) of the store; None for a new one. Format 1 stored it unsealed."""
-        raw = txn.raw.get(b"format", db=self.dbs["meta"])
-        if raw is None:
+        stored = txn.raw.get(keys.FORMAT, db=self.dbs["meta"])
+        if stored is None:
             return None
+        raw = _bytes(stored)
         if _LEGACY_FORMAT.fullmatch(raw) is None:
-            raw = txn.get(b"format", db=self.dbs["meta"])
+            raw = txn.get(keys.FORMAT, db=self.dbs["meta"])
         elif not raw.startswith(b"%d." % UNSEALED_MAJOR):
             raise FormatError(f"store format {raw.decode()} is not supported by this roostd")
         major, minor = raw.split(b".")
@@ -275,37 +285,37 @@ class Store:
         for name, db in self.dbs.items():
             cur = txn.raw.cursor(db=db)
             for key, value in cur:
-                if not self_checked(name, key):
-                    cur.put(key, seal(key, value))
-        txn.put(b"format", b"%d.%d" % FORMAT_VERSION, db=self.dbs["meta"])
+                if not self_checked(name, _bytes(key)):
+                    cur.put(key, seal(_bytes(key), value))
+        txn.put(keys.FORMAT, b"%d.%d" % FORMAT_VERSION, db=self.dbs["meta"])
 
     def node_id(self, current: str) -> str:
         """The node id this store was last used by; `current` from now on."""
         with self.txn("recording the node id", write=True) as txn:
-            previous = txn.get(b"node_id", db=self.dbs["meta"])
-            txn.put(b"node_id", current.encode(), db=self.dbs["meta"])
+            previous = txn.get(keys.NODE_ID, db=self.dbs["meta"])
+            txn.put(keys.NODE_ID, current.encode(), db=self.dbs["meta"])
         return previous.decode() if previous is not None else current
 
     # ---- modules ----
     def put_module(self, record: ModuleRecord, data: bytes) -> None:
         with self.txn(f"storing module {record.sha256}", write=True) as txn:
-            txn.put(record.sha256.encode(), bytes(data), db=self.dbs["blobs"])
-            txn.put(record.sha256.encode(), record.to_json(), db=self.dbs["modules"])
+            txn.put(keys.module(record.sha256), bytes(data), db=self.dbs["blobs"])
+            txn.put(keys.module(record.sha256), record.to_json(), db=self.dbs["modules"])
 
     def get_module(self, sha256: str) -> ModuleRecord:
         with self.txn(f"reading module {sha256}") as txn:
-            raw = txn.get(sha256.encode(), db=self.dbs["modules"])
+            raw = txn.get(keys.module(sha256), db=self.dbs["modules"])
         if raw is None:
             raise NotFound(f"module {sha256} not found")
         return ModuleRecord.from_json(raw)
 
     def has_module(self, sha256: str) -> bool:
         with self.txn(f"reading module {sha256}") as txn:
-            return txn.has(sha256.encode(), db=self.dbs["modules"])
+            return txn.has(keys.module(sha256), db=self.dbs["modules"])
 
     def module_bytes(self, sha256: str) -> bytes:
         with self.txn(f"reading module bytes {sha256}") as txn:
-            raw = txn.get(sha256.encode(), db=self.dbs["blobs"])
+            raw = txn.get(keys.module(sha256), db=self.dbs["blobs"])
         if raw is None:
             raise NotFound(f"module {sha256} not found")
         return raw
@@ -317,23 +327,23 @@ class Store:
     # ---- executions ----
     def create_execution(self, record: ExecutionRecord, stdin: bytes, vfs: bytes) -> None:
         """Record, inputs and initial filesystem land together or not at all."""
-        key = record.id.encode()
+        key = keys.execution(record.id)
         with self.txn(f"creating execution {record.id}", write=True) as txn:
             if not txn.put(key, record.to_json(), db=self.dbs["executions"], overwrite=False):
                 raise StoreError(f"creating execution {record.id}: id already exists")
-            txn.put(key + b"/stdin", stdin, db=self.dbs["inputs"])
-            txn.put(key + b"/vfs", vfs, db=self.dbs["inputs"])
+            txn.put(keys.stdin(record.id), stdin, db=self.dbs["inputs"])
+            txn.put(keys.initial_vfs(record.id), vfs, db=self.dbs["inputs"])
             txn.put(key, vfs, db=self.dbs["vfs"])
 
     def put_execution_in(self, txn, record: ExecutionRecord) -> None:
         """The record, in the caller's transaction."""
-        txn.put(record.id.encode(), record.to_json(), db=self.dbs["executions"])
+        txn.put(keys.execution(record.id), record.to_json(), db=self.dbs["executions"])
 
-    def put_execution(self, record: ExecutionRecord, vfs: bytes | None = None,
+    def put_execution(self, record: ExecutionRecord, vfs: bytes | memoryview | None = None,
                       clear_timer: bool = False, unless_newer: bool = False) -> bool:
         """Write the record (and the final filesystem); with `unless_newer`, not over one at a
         newer epoch (read and written in one transaction). Whether it wrote."""
-        key = record.id.encode()
+        key = keys.execution(record.id)
         with self.txn(f"updating execution {record.id}", write=True) as txn:
             if unless_newer:
                 stored = self._read_execution(txn, record.id)
@@ -358,7 +368,7 @@ class Store:
                 self.put_execution_in(txn, record)
 
     def _read_execution(self, txn, exec_id: str) -> ExecutionRecord | None:
-        raw = txn.get(exec_id.encode(), db=self.dbs["executions"])
+        raw = txn.get(keys.execution(exec_id), db=self.dbs["executions"])
         return None if raw is None else ExecutionRecord.from_json(raw)
 
     def get_execution(self, exec_id: str) -> ExecutionRecord:
@@ -383,18 +393,18 @@ class Store:
 
     def stdin(self, exec_id: str) -> bytes:
         with self.txn(f"reading stdin of {exec_id}") as txn:
-            return txn.get(exec_id.encode() + b"/stdin", b"", db=self.dbs["inputs"])
+            return txn.get(keys.stdin(exec_id), b"", db=self.dbs["inputs"])
 
     def initial_vfs(self, exec_id: str) -> bytes:
         with self.txn(f"reading the initial filesystem of {exec_id}") as txn:
-            raw = txn.get(exec_id.encode() + b"/vfs", db=self.dbs["inputs"])
+            raw = txn.get(keys.initial_vfs(exec_id), db=self.dbs["inputs"])
         if raw is None:
             raise NotFound(f"execution {exec_id} has no initial filesystem")
         return raw
 
     def vfs(self, exec_id: str) -> bytes:
         with self.txn(f"reading filesystem of {exec_id}") as txn:
-            raw = txn.get(exec_id.encode(), db=self.dbs["vfs"])
+            raw = txn.get(keys.execution(exec_id), db=self.dbs["vfs"])
         if raw is None:
             raise NotFound(f"execution {exec_id} has no filesystem")
         return raw
@@ -415,56 +425,46 @@ class Store:
         self.check_room(f"appending output of {record.id}")
         with self.txn(f"appending output of {record.id}", write=True) as txn:
             for i, raw in enumerate(journal):
-                txn.put(log_key(record.id, journal_seq + i), raw, db=self.dbs["journal"])
+                txn.put(keys.seq(record.id, journal_seq + i), raw, db=self.dbs["journal"])
             for i, (stream, data) in enumerate(chunks):
-                txn.put(log_key(record.id, log_seq + i), bytes((stream,)) + data, db=self.dbs["logs"])
-            txn.put(record.id.encode(), record.to_json(), db=self.dbs["executions"])
+                txn.put(keys.seq(record.id, log_seq + i), bytes((stream,)) + data, db=self.dbs["logs"])
+            txn.put(keys.execution(record.id), record.to_json(), db=self.dbs["executions"])
 
     def put_records(self, txn, exec_id: str, logs: list[tuple[int, bytes]],
                     journal: list[tuple[int, bytes]]) -> None:
         """Output and journal records at the seqs their owner gave them (a replica's), in the
         caller's transaction."""
         for seq, raw in logs:
-            txn.put(log_key(exec_id, seq), raw, db=self.dbs["logs"])
+            txn.put(keys.seq(exec_id, seq), raw, db=self.dbs["logs"])
         for seq, raw in journal:
-            txn.put(log_key(exec_id, seq), raw, db=self.dbs["journal"])
+            txn.put(keys.seq(exec_id, seq), raw, db=self.dbs["journal"])
 
     def next_seq(self, db: str, exec_id: str) -> int:
         """One past the last seq stored for `exec_id` in `db` ("logs" or "journal")."""
         with self.txn(f"reading {db} of {exec_id}") as txn:
             cur = txn.cursor(db=self.dbs[db])
-            ok = cur.prev() if cur.set_range(log_key(exec_id, (1 << 64) - 1)) else cur.last()
-            if ok and cur.key().startswith(exec_id.encode() + b"\x00"):
-                return _SEQ.unpack(cur.key()[-8:])[0] + 1
+            ok = cur.prev() if cur.set_range(keys.seq(exec_id, keys.LAST)) else cur.last()
+            if ok and cur.key().startswith(keys.prefix(exec_id)):
+                return keys.seq_of(cur.key()) + 1
         return 0
 
     def read_journal(self, exec_id: str, from_seq: int) -> list[bytes]:
-        prefix = exec_id.encode() + b"\x00"
         with self.txn(f"reading journal of {exec_id}") as txn:
             cur = txn.cursor(db=self.dbs["journal"])
-            out: list[bytes] = []
-            if cur.set_range(log_key(exec_id, from_seq)):
-                for key in cur.iternext(values=False):   # values checked only if they are ours
-                    if not key.startswith(prefix):
-                        break
-                    out.append(cur.value())
-            return out
+            return [cur.value() for _ in scan(cur, keys.seq(exec_id, from_seq), keys.prefix(exec_id))]
 
     def read_logs(self, exec_id: str, from_seq: int, limit_bytes: int = 4 << 20
                   ) -> list[tuple[int, int, bytes]]:
         """Records (seq, stream, data) from `from_seq` on, up to about `limit_bytes`."""
-        prefix = exec_id.encode() + b"\x00"
         out: list[tuple[int, int, bytes]] = []
         total = 0
         with self.txn(f"reading logs of {exec_id}") as txn:
             cur = txn.cursor(db=self.dbs["logs"])
-            if not cur.set_range(log_key(exec_id, from_seq)):
-                return out
-            for key in cur.iternext(values=False):      # values checked only if they are read
-                if not key.startswith(prefix) or total >= limit_bytes:
+            for key in scan(cur, keys.seq(exec_id, from_seq), keys.prefix(exec_id)):
+                if total >= limit_bytes:                # values checked only if they are read
                     break
                 value = cur.value()
-                out.append((_SEQ.unpack(key[-8:])[0], value[0], value[1:]))
+                out.append((keys.seq_of(key), value[0], value[1:]))
                 total += len(value)
         return out
 
@@ -485,7 +485,7 @@ class Store:
 
     def clear_timer(self, exec_id: str) -> None:
         with self.txn(f"clearing the timer of {exec_id}", write=True) as txn:
-            txn.delete(exec_id.encode(), db=self.dbs["timers"])
+            txn.delete(keys.execution(exec_id), db=self.dbs["timers"])
 
 
 def delete_prefix(txn, db, prefix: bytes) -> None:

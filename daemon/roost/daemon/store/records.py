@@ -23,6 +23,34 @@ class State(str, Enum):
         return self in (State.EXITED, State.FAILED, State.KILLED)
 
 
+@dataclass(frozen=True)
+class Owner:
+    """One side of a handover at its epoch, as `ExecutionRecord.migration` and `.prepared`
+    store it: the text "<epoch> <node> <address>" (node ids and addresses hold no spaces:
+    `authority.check_node`, `check_address`)."""
+    epoch: int
+    node: str
+    address: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.epoch} {self.node} {self.address}"
+
+    @classmethod
+    def parse(cls, text: str) -> "Owner | None":
+        """The handover `text` names; None for "" (none). A field missing is empty, an epoch
+        that is not a number 0 (matches no handover)."""
+        if not text:
+            return None
+        epoch, node, address = (text.split(" ", 2) + ["", ""])[:3]
+        return cls(int(epoch) if epoch.isdigit() else 0, node, address)
+
+    @classmethod
+    def epoch_of(cls, text: str) -> int:
+        """The epoch of the handover `text` names (0: none)."""
+        owner = cls.parse(text)
+        return owner.epoch if owner is not None else 0
+
+
 @dataclass
 class ModuleRecord:
     sha256: str
@@ -74,11 +102,11 @@ class ExecutionRecord:
     epoch: int = 1
     owner_address: str = ""       # where the owner serves its API
     replicas: list[str] = field(default_factory=list)   # nodes holding its checkpoints
-    # A migration in progress. On the source, `migration` is "<epoch> <target node> <target
-    # address>" from the final stop until the decision; after deciding to give the execution
-    # up, `handing_over` is that epoch until the target confirms (retried until it does). On the
-    # target, `prepared` is "<epoch> <source node> <source address>" from PREPARE to COMMIT or
-    # ABORT (asked of the source again after a restart).
+    # A migration in progress. On the source, `migration` is the target (`Owner` text: "<epoch>
+    # <target node> <target address>") from the final stop until the decision; after deciding
+    # to give the execution up, `handing_over` is that epoch until the target confirms (retried
+    # until it does). On the target, `prepared` is the source ("<epoch> <source node> <source
+    # address>") from PREPARE to COMMIT or ABORT (asked of the source again after a restart).
     migration: str = ""
     handing_over: int = 0
     prepared: str = ""
@@ -100,7 +128,7 @@ class ExecutionRecord:
         if not isinstance(d, dict):
             raise ValueError("an execution record is a JSON object")
         known = {f.name: f for f in dataclasses.fields(cls)}
-        values = {k: _typed(k, v, known[k].type) for k, v in d.items() if k in known}
+        values = {k: _typed(k, v, str(known[k].type)) for k, v in d.items() if k in known}
         missing = [name for name, f in known.items() if name not in values
                    and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
         if missing:
@@ -108,7 +136,7 @@ class ExecutionRecord:
         return cls(**values)
 
 
-_SCALARS = {"str": str, "int": int, "float": (int, float), "bool": bool}
+_SCALARS: dict[str, type | tuple[type, ...]] = {"str": str, "int": int, "float": (int, float), "bool": bool}
 
 
 def _typed(name: str, value, kind: str):
@@ -130,6 +158,6 @@ def _typed(name: str, value, kind: str):
     expected = _SCALARS[kind]
     if not isinstance(value, expected) or (kind != "bool" and isinstance(value, bool)):
         raise ValueError(f"record field {name}: a {kind} is needed")
-    if kind == "float" and not math.isfinite(value):
+    if kind == "float" and isinstance(value, (int, float)) and not math.isfinite(value):
         raise ValueError(f"record field {name}: a finite number is needed")
     return value

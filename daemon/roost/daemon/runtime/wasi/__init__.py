@@ -4,7 +4,7 @@ One module per host interface: `args`, `clocks`, `random`, `stdio`, `fds`, `file
 data), `paths` (path_*), `poll`, `proc`, `sock`; `abi` holds constants and guest-memory access,
 `durable` the combinator every call goes through.
 """
-from roost.daemon.runtime.wasi.durable import Kind, REGISTRY, hostcall
+from roost.daemon.runtime.wasi.durable import REGISTRY, Kind, hostcall
 from roost.daemon.runtime.wasi.host import PROVIDED_FUNCTIONS, WasiHost, WasiState, initial_state
 from roost.daemon.runtime.wasi.proc import GuestExit, GuestTrap
 

@@ -22,8 +22,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from roost.daemon.runtime.wasi import abi
 from roost.daemon.checkpoint import journal
+from roost.daemon.runtime.wasi import abi
 from roost.daemon.runtime.wasi.abi import Errno
 from roost.daemon.runtime.wasi.durable import Kind, hostcall
 

@@ -21,7 +21,7 @@ import ctypes
 import enum
 import struct
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, cast
 
 import wasmtime
 from wasmtime import _ffi, _func
@@ -141,7 +141,7 @@ class Durable:
                'host': self.host, 'reads_world': self.reads_world, 'kind': call.kind,
                'READS': Kind.READS_WORLD, 'FsError': FsError}
         exec(compile(src, f'<hostcall {call.name}>', 'exec'), env)
-        return env['run']
+        return cast(Callable[..., Any], env['run'])
 
     def reads_world(self, name: str, impl: Callable[..., Any], args: tuple) -> Any:
         """Record (or, on recovery, replay) a world-reading call; see `roost.daemon.checkpoint.journal`.

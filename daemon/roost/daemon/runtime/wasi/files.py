@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from roost.daemon.runtime.vfs import MAX_OFFSET, clamp_time
 from roost.daemon.runtime.wasi import abi
 from roost.daemon.runtime.wasi.abi import Errno, FsError
-from roost.daemon.runtime.wasi.durable import Kind, hostcall
 from roost.daemon.runtime.wasi.clocks import fs_sync
+from roost.daemon.runtime.wasi.durable import Kind, hostcall
 from roost.daemon.runtime.wasi.fds import FdEntry
-from roost.daemon.runtime.vfs import MAX_OFFSET, clamp_time
 
 if TYPE_CHECKING:
     from roost.daemon.runtime.vfs import Inode

@@ -13,20 +13,23 @@ from typing import Callable
 
 import wasmtime
 
-from roost.daemon.runtime.vfs import Vfs, VfsLimits, VfsState
-# Importing the interface modules registers their host calls in durable.REGISTRY.
-from roost.daemon.runtime.wasi import args
-from roost.daemon.runtime.wasi import clocks
-from roost.daemon.runtime.wasi import fds
-from roost.daemon.runtime.wasi import files
-from roost.daemon.runtime.wasi import paths
-from roost.daemon.runtime.wasi import poll
-from roost.daemon.runtime.wasi import proc
-from roost.daemon.runtime.wasi import random
-from roost.daemon.runtime.wasi import sock  # noqa: F401
-from roost.daemon.runtime.wasi.abi import Mem
-from roost.daemon.runtime.wasi.clocks import ClockState, Clocks, fs_now
 from roost.daemon.checkpoint.journal import Replay
+from roost.daemon.runtime.vfs import Vfs, VfsLimits, VfsState
+
+# Importing the interface modules registers their host calls in durable.REGISTRY.
+from roost.daemon.runtime.wasi import (  # noqa: F401
+    args,
+    clocks,
+    fds,
+    files,
+    paths,
+    poll,
+    proc,
+    random,
+    sock,
+)
+from roost.daemon.runtime.wasi.abi import Mem
+from roost.daemon.runtime.wasi.clocks import Clocks, ClockState, fs_now
 from roost.daemon.runtime.wasi.durable import REGISTRY, Durable, NoGate
 from roost.daemon.runtime.wasi.fds import FdTable, FdTableState
 from roost.daemon.runtime.wasi.stdio import Stdin, StdinState
@@ -74,7 +77,7 @@ class WasiHost:
         # sleep longer than durable_sleep_ns calls suspend_sleep(deadline) instead.
         self.suspend_sleep: Callable[[int], None] | None = None
         self.durable_sleep_ns = 0
-        self.mem = self._unbound
+        self.mem: Callable[[], Mem] = self._unbound
 
     def load(self, state: WasiState) -> None:
         """Take `state` as this host's (a standby worker adopting the checkpoint it runs)."""
@@ -98,7 +101,7 @@ class WasiHost:
 
     def bind(self, store: wasmtime.Store, memory: wasmtime.Memory) -> None:
         """Attach the instance's store and memory (after instantiation, before running)."""
-        self.mem: Callable[[], Mem] = Mem.accessor(memory, store)
+        self.mem = Mem.accessor(memory, store)
 
     @staticmethod
     def _unbound() -> Mem:

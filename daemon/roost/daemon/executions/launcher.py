@@ -1,0 +1,128 @@
+"""Giving an execution a worker: the restore point, the START message, the pump that follows.
+
+A fresh execution starts from its stdin and mounts; a restored one from its newest intact
+checkpoint and the journal after it, replayed so it recomputes exactly what it computed
+before. The worker's end goes to `ending`, which may give the execution another worker
+through `launch` again (a crash, a corrupt checkpoint).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+
+from roost.daemon.checkpoint import journal, pagemap
+from roost.daemon.errors import Corrupt, StateConflict
+from roost.daemon.executions.ending import Ending
+from roost.daemon.executions.lives import Lives
+from roost.daemon.executions.pool import WorkerPool
+from roost.daemon.executions.pump import Pump
+from roost.daemon.executions.running import Live
+from roost.daemon.link import messages as msg
+from roost.daemon.modules.registry import ModuleRegistry
+from roost.daemon.node import metrics
+from roost.daemon.runtime.vfs import VfsLimits
+from roost.daemon.store.checkpoints import PageStore, Restore
+from roost.daemon.store.db import Store
+from roost.daemon.store.records import ExecutionRecord, State
+
+log = logging.getLogger(__name__)
+
+
+class Launcher:
+    """Starts workers for the executions of this daemon and pumps their frames."""
+
+    def __init__(self, store: Store, modules: ModuleRegistry, pages: PageStore, pool: WorkerPool,
+                 lives: Lives, pump: Pump, ending: Ending, durable_sleep_seconds: float,
+                 vfs_limits: VfsLimits) -> None:
+        self.store, self.modules, self.pages, self.pool = store, modules, pages, pool
+        self.lives, self.pump, self.ending = lives, pump, ending
+        self.durable_sleep_seconds = durable_sleep_seconds
+        self.vfs_limits = vfs_limits                 # every execution's files (sent in START)
+
+    def launch(self, record: ExecutionRecord, restore: bool, requested: float,
+               barren_deaths: int = 0) -> None:
+        """Give the execution a worker: fresh, or (restore) replaying its journal from the
+        start so it recomputes exactly what it computed before."""
+        artifact, manifest = self.modules.ensure_artifact(record.module_sha256, not record.cooperative)
+        saved = self.restore_point(record) if restore else None
+        ckpt = saved.manifest if saved else None
+        if ckpt and ckpt.prepare_version != manifest.get("prepare_version"):
+            raise StateConflict(f"execution {record.id}: its checkpoint was taken from a module "
+                                f"prepared by version {ckpt.prepare_version}; this roostd "
+                                f"prepares version {manifest.get('prepare_version')}")
+        first = ckpt.journal_seq if ckpt else 0
+        replay = self.store.read_journal(record.id, first) if restore else []
+        if restore:                        # pages of a checkpoint a dead worker never finished
+            self.pages.discard_after(record.id, ckpt.number if ckpt else 0)
+        worker = self.pool.take()
+        next_seq = self.store.next_seq("logs", record.id) if restore else 0
+        # Never below the checkpoint's position: the commit that collected the journal before it
+        # may have left none, and records stored below it would not be replayed after a crash.
+        journal_seq = max(self.store.next_seq("journal", record.id), first) if restore else 0
+        live = Live(record, worker, requested_at=requested, launched_at=time.monotonic(),
+                    barren_deaths=barren_deaths, next_seq=next_seq, journal_seq=journal_seq,
+                    launch_mark=(next_seq, journal_seq, record.checkpoints),
+                    durable={1: record.stdout_bytes, 2: record.stderr_bytes})
+        self.lives.add(live)
+        record.state, record.worker_pid = State.RUNNING, worker.pid
+        if restore:
+            record.restores += 1
+            metrics.RESTORES.inc()
+        else:
+            record.started_at = time.time()
+        self.store.put_execution(record)
+        # (numbered after the past checkpoints, dropped as corrupt ones included)
+        start = self.start_message(record, artifact, manifest, saved, replay, live,
+                                   numbered_after=record.checkpoints)
+        worker.link.send_message(start)
+        self.pump.start(live, f"pump-{record.id}", self.finish)
+
+    def finish(self, live: Live, end: msg.End | None) -> None:
+        """The worker of a running execution ended (its END frame, None if it sent none)."""
+        self.ending.finish(live, end, relaunch=self.launch)
+
+    def restore_point(self, record: ExecutionRecord) -> Restore | None:
+        """The newest retained checkpoint that reads back intact (None: there is none, replay
+        the journal from the start). One found corrupt is dropped and the next older one
+        restored instead: the journal is kept from the oldest retained checkpoint on, so replay
+        recomputes the rest, and output already stored is not sent twice (`Live.durable`)."""
+        dropped = None
+        for number in self.pages.restorable(record.id):
+            try:
+                return self.pages.load(record.id, number)
+            except Corrupt as e:
+                dropped = e
+                self.pages.drop_newest(record.id, number)
+                note = f"checkpoint {number} is corrupt, restoring from an older one: {e}"
+                log.warning("execution %s: %s", record.id, note)
+                record.notes.append(note)
+        if dropped is not None:
+            raise Corrupt(f"execution {record.id}: no intact checkpoint is left ({dropped})")
+        return None
+
+    def start_message(self, record: ExecutionRecord, artifact, manifest: dict,
+                      saved: Restore | None, replay: list[bytes], live: Live,
+                      numbered_after: int | None = None, standby: bool = False) -> msg.Start:
+        """START: the spec, stdin, the initial files, the journal to replay and the checkpoint
+        to restore (whose page map `live` holds from now on)."""
+        ckpt = saved.manifest if saved else None
+        spec = msg.Spec(
+            id=record.id, artifact=str(artifact), module=manifest, argv=tuple(record.argv),
+            env=tuple((k, v) for k, v in record.env),
+            memory_limit_bytes=record.memory_limit_bytes,
+            checkpoint_every_seconds=record.checkpoint_every_seconds,
+            durable_sleep_seconds=self.durable_sleep_seconds,
+            vfs_limits=dataclasses.asdict(self.vfs_limits),
+            journal_first_seq=ckpt.journal_seq if ckpt else 0, checkpoint=ckpt,
+            stdout_offset=ckpt.stdout_offset if ckpt else 0,
+            stderr_offset=ckpt.stderr_offset if ckpt else 0,
+            numbered_after=numbered_after, standby=standby)
+        stdin, vfs = self.store.stdin(record.id), self.store.initial_vfs(record.id)
+        if not saved:
+            return msg.Start(spec, stdin, vfs, journal.pack_many(replay))
+        live.page_map = saved.page_map
+        live.applied_versions = {v for v, _ in saved.frames}
+        return msg.Start(spec, stdin, vfs, journal.pack_many(replay), saved.host, saved.stack,
+                         pagemap.encode_full(saved.page_map), tuple(v for v, _ in saved.frames),
+                         tuple(f for _, f in saved.frames))

@@ -1,0 +1,112 @@
+"""The frame pump: one thread per worker reads its frames and hands each to whom it concerns.
+
+Each frame is read as its typed message (`link.messages`) and dispatched by its class. OUTPUT
+and JOURNAL of one read gather into a burst for the output writer; PAGES and CHECKPOINT go to
+the checkpoint committer — the burst received before a CHECKPOINT is stored first, so a
+checkpoint never covers output or journal records the store does not hold; READY, APPLIED and
+STATS change the `Live` itself; END ends the read. Whatever way the pump stops (the
+END, the worker gone, the store full, the output quota, a bug) the worker's end is handed to
+the `finish` it was started with, so no execution is ever left without an outcome.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+
+from roost.daemon.errors import OutputQuotaExceeded, StoreError
+from roost.daemon.executions.committer import Committer
+from roost.daemon.executions.output import Burst, OutputWriter
+from roost.daemon.executions.running import OUTPUT_QUOTA, STORE_FAILED, Live, count_calls, send_signal
+from roost.daemon.link import messages as msg
+from roost.daemon.link.transport import Frame
+from roost.daemon.node import metrics
+
+log = logging.getLogger(__name__)
+
+
+class Pump:
+    """Reads the frames of every worker of this daemon (a thread each)."""
+
+    def __init__(self, output: OutputWriter, committer: Committer) -> None:
+        self.output = output
+        self.committer = committer
+
+    def start(self, live: Live, name: str, finish: Callable[[Live, msg.End | None], None]) -> None:
+        """A thread that pumps `live`'s frames until its worker ends, then `finish`es it (its
+        END frame, None if it sent none)."""
+        threading.Thread(target=lambda: finish(live, self.run(live)), name=name, daemon=True).start()
+
+    def run(self, live: Live) -> msg.End | None:
+        """Absorb frames until END (returned); None when the worker went without one or the
+        pump stopped it (its `end_reason` says why)."""
+        end: msg.End | None = None
+        try:
+            while end is None:
+                frames = live.worker.link.read_batch()
+                if frames is None:
+                    break
+                end = self.absorb(live, frames)
+        except StoreError as e:  # disk or map full: stop the guest, lose nothing, pause
+            log.error("%s: %s: pausing the execution", live.record.id, e)
+            live.end_reason = f"{STORE_FAILED}: {e}"
+            send_signal(live.worker, signal.SIGKILL)
+            end = None
+        except OutputQuotaExceeded as e:   # its output quota: the same pause, another reason
+            log.warning("%s: %s", live.record.id, e)
+            live.end_reason = f"{OUTPUT_QUOTA}: {e}"
+            send_signal(live.worker, signal.SIGKILL)
+            end = None
+        except Exception:       # never leave an execution without an outcome
+            log.exception("pump of %s failed", live.record.id)
+            live.end_reason = live.end_reason or "internal error in the supervisor (see roostd log)"
+            send_signal(live.worker, signal.SIGKILL)
+        return end
+
+    def absorb(self, live: Live, frames: list[Frame]) -> msg.End | None:
+        """One read's frames, in order; the END among them, if any."""
+        burst = Burst()
+        end: msg.End | None = None
+        for frame in frames:
+            match msg.decode(frame):
+                case msg.Output() as out:
+                    self.output.output(live, out, burst)
+                case msg.Journal(data=record):
+                    burst.records.append(record)
+                case msg.Pages() as part:
+                    self.committer.store_pages(live, part)
+                case msg.Checkpoint() as ckpt:
+                    burst = self.output.flush(live, burst)    # what preceded it is durable first
+                    self.committer.commit(live, ckpt)
+                case msg.Ready() as ready:
+                    _ready(live, ready)
+                case msg.Stats(calls=calls):
+                    count_calls(live, calls)
+                case msg.Applied(number=number):            # a standby applied a checkpoint
+                    with live.changed:
+                        live.holds = number
+                        live.changed.notify_all()
+                case msg.End() as end:
+                    pass
+        self.output.flush(live, burst)
+        return end
+
+
+def _ready(live: Live, ready: msg.Ready) -> None:
+    """The worker restored its checkpoint (a standby: its first one) or started the guest."""
+    if live.standby:
+        with live.changed:
+            live.holds = live.applied if not live.holds else live.holds
+            live.changed.notify_all()
+        return
+    with live.changed:
+        live.running = True
+        live.changed.notify_all()
+    metrics.START_SECONDS.observe(time.monotonic() - live.requested_at)
+    live.checkpointable = ready.checkpointable
+    live.record.dirty_tracker = ready.tracker
+    if ready.restore_seconds:
+        live.record.restore_seconds = ready.restore_seconds
+        metrics.RESTORE_SECONDS.observe(ready.restore_seconds)

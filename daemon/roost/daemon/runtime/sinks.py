@@ -1,0 +1,68 @@
+"""Where a guest's output and journal records go: to the supervisor, over the link.
+
+`JournalSink` batches journal records and knows the journal position; `Output` tags each write
+with its offset in its stream and never overtakes the journal records before it.
+"""
+from __future__ import annotations
+
+import threading
+
+from roost.daemon.checkpoint.journal import Replay
+from roost.daemon.link.transport import Link
+
+JOURNAL_BATCH_BYTES = 64 << 10
+
+
+class JournalSink:
+    """Batches journal records and knows the journal position (replayed + recorded).
+
+    A record only has to reach the store before anything that may depend on it leaves the
+    worker — output, a checkpoint, the end — so records wait here until one of those (or
+    JOURNAL_BATCH_BYTES, or the stats tick) flushes them: one write for many clock reads.
+    A crash loses only records nothing outside has seen; replay asks the world again."""
+
+    def __init__(self, link: Link, replay: Replay) -> None:
+        self.link = link
+        self.replay = replay
+        self.recorded = 0
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, raw: bytes) -> None:
+        with self._lock:
+            self._pending.append(raw)
+            self._pending_bytes += len(raw)
+            self.recorded += 1
+            full = self._pending_bytes >= JOURNAL_BATCH_BYTES
+        if full:
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            if not self._pending:
+                return
+            batch, self._pending, self._pending_bytes = self._pending, [], 0
+            self.link.send_journal(batch)     # under the lock: batches stay in order
+
+    @property
+    def position(self) -> int:
+        return self.replay.first_seq + self.replay.pos + self.recorded
+
+
+class Output:
+    """Guest stdout/stderr to the supervisor, each write tagged with its offset in its stream
+    (a recovering guest writes again what is already durable; the supervisor drops that).
+    Journal records still buffered go first: output never overtakes what it may depend on."""
+
+    def __init__(self, link: Link, stdout_offset: int, stderr_offset: int,
+                 journal: JournalSink) -> None:
+        self.link = link
+        self.journal = journal
+        self.offsets = {1: stdout_offset, 2: stderr_offset}
+
+    def __call__(self, fd: int, data: bytes) -> None:
+        self.journal.flush()
+        offset = self.offsets[fd]
+        self.offsets[fd] = offset + len(data)
+        self.link.send_output(fd, offset, data)
