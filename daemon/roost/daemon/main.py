@@ -139,7 +139,8 @@ class Daemon:
                                                         thread_name_prefix="grpc"), options=opts)
         control = control_service.ControlService(self.supervisor, self.modules, self.migrations, self.replicator,
                                      self.cfg.max_memory_limit_bytes,
-                                     LongPolls(self.cfg.long_polls, self.cfg.long_polls_per_client))
+                                     LongPolls(self.cfg.long_polls, self.cfg.long_polls_per_client),
+                                     self.checkpoints)
         peer = peer_service.PeerService(self.supervisor, self.modules, self.replicas, self.handovers,
                                    self.gate)
         server.add_generic_rpc_handlers((control_service.handlers(control), peer_service.handlers(peer)))

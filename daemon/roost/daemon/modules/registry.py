@@ -113,6 +113,14 @@ class ModuleRegistry:
         log.info("prepared module %s (%s) in %.1f s", digest[:12], _mode(preemptive),
                  time.monotonic() - began)
 
+    def get(self, digest: str) -> ModuleRecord:
+        """The record of an uploaded module (NotFound if there is none)."""
+        return self.store.get_module(digest)
+
+    def list(self) -> list[ModuleRecord]:
+        """Every uploaded module's record."""
+        return self.store.list_modules()
+
     def artifact(self, digest: str, preemptive: bool) -> Path:
         return self.cache_dir / f"{digest}.{_mode(preemptive)}.p{prepare.PREPARE_VERSION}.{engine.fingerprint()}.cwasm"
 

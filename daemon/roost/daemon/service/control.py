@@ -21,6 +21,7 @@ from roost.daemon.runtime.vfs import Entry
 from roost.daemon.service import debug, fields
 from roost.daemon.service.longpolls import LongPolls
 from roost.daemon.service.rpc import check, service_handlers, translated
+from roost.daemon.store.checkpoints import PageStore
 from roost.daemon.store.records import ExecutionRecord, ModuleRecord
 from roost.v1 import control_pb2 as pb
 from roost.v1 import control_pb2_grpc
@@ -33,11 +34,12 @@ _KIND_PB = {v: k for k, v in _KINDS.items()} | {"hardlink": pb.FileEntry.HARDLIN
 class ControlService(control_pb2_grpc.ControlServicer):
     def __init__(self, supervisor: Supervisor, modules: ModuleRegistry, migrations=None,
                  replicator=None, max_memory_bytes: int = 1 << 32,
-                 long_polls: LongPolls | None = None) -> None:
+                 long_polls: LongPolls | None = None, checkpoints: PageStore | None = None) -> None:
         self.supervisor = supervisor
         self.long_polls = long_polls or LongPolls(48, 48)   # logs -f, wait: bounded (`longpolls`)
         self.max_memory_bytes = max_memory_bytes      # the cap a requested memory limit meets
         self.modules = modules
+        self.checkpoints = checkpoints or supervisor.pages   # what `roost debug checkpoint` reads
         self.migrations = migrations      # migration.Migrations (None: this daemon cannot)
         self.replicator = replicator      # replication.Replicator: checkpoint acknowledgements
 
@@ -51,19 +53,19 @@ class ControlService(control_pb2_grpc.ControlServicer):
     @translated
     def GetModule(self, request, context) -> pb.Module:
         check(request)
-        return module_pb(self.supervisor.store.get_module(fields.sha256(request.sha256, "sha256")))
+        return module_pb(self.modules.get(fields.sha256(request.sha256, "sha256")))
 
     @translated
     def PrepareModule(self, request, context) -> pb.Module:
         check(request)
-        record = self.supervisor.store.get_module(fields.sha256(request.sha256, "sha256"))
+        record = self.modules.get(fields.sha256(request.sha256, "sha256"))
         self.modules.ensure_artifact(record.sha256, not request.cooperative)
         return module_pb(record)
 
     @translated
     def ListModules(self, request, context) -> pb.ListModulesResponse:
         check(request)
-        return pb.ListModulesResponse(modules=[module_pb(m) for m in self.supervisor.store.list_modules()])
+        return pb.ListModulesResponse(modules=[module_pb(m) for m in self.modules.list()])
 
     @translated
     def StartExecution(self, request, context) -> pb.Execution:
@@ -174,7 +176,7 @@ class ControlService(control_pb2_grpc.ControlServicer):
     def DebugCheckpoint(self, request, context) -> pb.DebugCheckpointResponse:
         check(request)
         record = self.supervisor.get(_id(request.id))
-        return debug.describe(self.supervisor.pages, record.id, request.number)
+        return debug.describe(self.checkpoints, record.id, request.number)
 
 
 def _id(value: str) -> str:
