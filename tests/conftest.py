@@ -15,7 +15,8 @@ _BEGAN = pytest.StashKey[float]()
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "serial: measures time (a deadline, a pause, a call's latency): runs alone, after the "
+        "markers", "serial: measures time (a deadline, a pause, a call's latency) or races a guest's run against "
+                   "background work: runs alone, after the "
                    "parallel run, so that no other test's load moves what it measures")
     if config.pluginmanager.hasplugin("xdist"):
         from tests.framework.xdist_groups import XdistGroups

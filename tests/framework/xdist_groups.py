@@ -7,8 +7,9 @@ a module-scoped fixture (a daemon: started once), or the tests over one third-pa
 The workers say which group each test is in (they alone see the fixtures), in a file the
 controller's scheduler (`GroupScheduling`) reads. xdist's own `--dist loadgroup` does this by
 appending "@group" to node ids, which pytest 9.2's node ids no longer allow. The groups go out
-longest first, by the durations the last run recorded (tests/.cache/durations.json; in
-collection order on a fresh checkout), so that a long group does not start last and hold up
+longest first, by the durations the last run recorded (tests/.cache/durations.json; on a
+fresh checkout, those of tests/framework/durations.json), so that a long group does not start
+last and hold up
 the end of the run.
 """
 from __future__ import annotations
@@ -24,6 +25,10 @@ import pytest
 from xdist.scheduler import LoadScopeScheduling
 
 DURATIONS = Path(__file__).resolve().parent.parent / ".cache" / "durations.json"
+# The durations of the tests over a second, as a fresh clone ran them on a 2-core machine (cold
+# guest caches): the order of a fresh checkout's first run (CI's), which has no recorded ones
+# yet. Refresh it from a fresh clone's DURATIONS when tests are added or moved.
+SEED_DURATIONS = Path(__file__).resolve().parent / "durations.json"
 _KEY = "roost_groups_dir"
 
 
@@ -101,8 +106,13 @@ def longest_first(items: list[pytest.Item], groups: dict[str, str], known: dict[
 
 
 def _read_durations() -> dict[str, float]:
+    """The seed's durations, overridden by those this checkout's runs recorded."""
+    return _durations_in(SEED_DURATIONS) | _durations_in(DURATIONS)
+
+
+def _durations_in(path: Path) -> dict[str, float]:
     try:
-        return {k: float(v) for k, v in json.loads(DURATIONS.read_text()).items()}
+        return {k: float(v) for k, v in json.loads(path.read_text()).items()}
     except (OSError, ValueError, AttributeError):
         return {}
 
