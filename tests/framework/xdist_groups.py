@@ -9,8 +9,7 @@ controller's scheduler (`GroupScheduling`) reads. xdist's own `--dist loadgroup`
 appending "@group" to node ids, which pytest 9.2's node ids no longer allow. The groups go out
 longest first, by the durations the last run recorded (tests/.cache/durations.json; on a
 fresh checkout, those of tests/framework/durations.json), so that a long group does not start
-last and hold up
-the end of the run.
+last and hold up the end of the run.
 """
 from __future__ import annotations
 
