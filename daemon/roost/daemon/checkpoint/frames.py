@@ -21,6 +21,7 @@ import threading
 import zlib
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import cast
 
 import numpy as np
@@ -175,16 +176,32 @@ def encode_pages(pages: list[tuple[int, bytes]]) -> tuple[list[bytes], list[int]
 
 # ---------------------------------------------------------------- decoding
 
-def decode_frame(frame: bytes | memoryview, what: str = "frame") -> tuple[np.ndarray, np.ndarray]:
-    """(page indexes, (n, 4096) page bytes) of a frame, checksums verified."""
+@dataclass(frozen=True)
+class FrameHeader:
+    """A frame's header as stored: format, page count, its index's crc32, and where the zstd
+    frame of its pages starts (after the index: 1.0 also has a crc32 per page there)."""
+    major: int
+    minor: int
+    pages: int
+    index_crc32: int
+    body_at: int
+
+
+def frame_header(frame: bytes | memoryview, what: str = "frame") -> FrameHeader:
+    """The header of a frame of a version this roostd reads (CorruptPage otherwise)."""
     if len(frame) < _HEAD.size:
-        raise CorruptPage(f"{what}: truncated")
+        raise CorruptPage(f"{what}: truncated ({len(frame)} bytes)")
     magic, major, minor, n, index_crc = _HEAD.unpack_from(frame)
     if magic != MAGIC or major not in READS or (major == FORMAT_VERSION[0] and minor > FORMAT_VERSION[1]):
         raise CorruptPage(f"{what}: not a page frame of a supported version")
-    off = _HEAD.size
-    arrays = 8 * n if major == 1 else 4 * n          # 1.0 has a crc32 per page after the index
-    if zlib.crc32(frame[off:off + arrays]) != index_crc:
+    return FrameHeader(major, minor, n, index_crc, _HEAD.size + (8 if major == 1 else 4) * n)
+
+
+def decode_frame(frame: bytes | memoryview, what: str = "frame") -> tuple[np.ndarray, np.ndarray]:
+    """(page indexes, (n, 4096) page bytes) of a frame, checksums verified."""
+    head = frame_header(frame, what)
+    major, n, off, arrays = head.major, head.pages, _HEAD.size, head.body_at - _HEAD.size
+    if zlib.crc32(frame[off:off + arrays]) != head.index_crc32:
         raise CorruptPage(f"{what}: its page index fails its checksum")
     indexes = np.frombuffer(frame, dtype="<u4", count=n, offset=off).astype(np.int64)
     try:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from roost.daemon.errors import OutputQuotaExceeded, StoreError
 from roost.daemon.executions.running import Live
-from roost.daemon.link import messages as msg
+from roost.daemon.link.transport import Frame
 from roost.daemon.node import metrics
 from roost.daemon.store.db import Store
 from roost.daemon.store.records import ExecutionRecord
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 MAX_LOG_RECORD_BYTES = 1 << 20
 
 
-def fresh_output(live: Live, frame: msg.Output) -> bytes:
+def fresh_output(live: Live, frame: Frame) -> bytes:
     """The part of an OUTPUT frame not yet stored: a restored guest repeats what it wrote
     after its restore point, and that must not reach the log twice."""
     stored = live.durable[frame.fd]
@@ -61,7 +61,7 @@ class OutputWriter:
         self.store = store
         self.output_limit_bytes = output_limit_bytes   # stored stdout + stderr (0: no quota)
 
-    def output(self, live: Live, frame: msg.Output, burst: Burst) -> None:
+    def output(self, live: Live, frame: Frame, burst: Burst) -> None:
         """An OUTPUT frame: what of it is new joins the burst."""
         data = fresh_output(live, frame)
         if data:

@@ -1,7 +1,8 @@
 """The frame pump: one thread per worker reads its frames and hands each to whom it concerns.
 
-Each frame is read as its typed message (`link.messages`) and dispatched by its class. OUTPUT
-and JOURNAL of one read gather into a burst for the output writer; PAGES and CHECKPOINT go to
+Each frame is read as its typed message (`link.messages`) and dispatched by its class, but for
+OUTPUT and JOURNAL, the hot kinds, taken as the transport parsed them. Those of one read gather
+into a burst for the output writer; PAGES and CHECKPOINT go to
 the checkpoint committer — the burst received before a CHECKPOINT is stored first, so a
 checkpoint never covers output or journal records the store does not hold; READY, APPLIED and
 STATS change the `Live` itself; END ends the read. Whatever way the pump stops (the
@@ -21,7 +22,7 @@ from roost.daemon.executions.committer import Committer
 from roost.daemon.executions.output import Burst, OutputWriter
 from roost.daemon.executions.running import OUTPUT_QUOTA, STORE_FAILED, Live, count_calls, send_signal
 from roost.daemon.link import messages as msg
-from roost.daemon.link.transport import Frame
+from roost.daemon.link.transport import JOURNAL, OUTPUT, Frame
 from roost.daemon.node import metrics
 
 log = logging.getLogger(__name__)
@@ -70,11 +71,15 @@ class Pump:
         burst = Burst()
         end: msg.End | None = None
         for frame in frames:
+            # The hot kinds, one frame per guest write or journaled call, are taken as the
+            # transport parsed them: a record for each would cost more than its store write.
+            if frame.kind == JOURNAL:
+                burst.records.append(frame.data)
+                continue
+            if frame.kind == OUTPUT:
+                self.output.output(live, frame, burst)
+                continue
             match msg.decode(frame):
-                case msg.Output() as out:
-                    self.output.output(live, out, burst)
-                case msg.Journal(data=record):
-                    burst.records.append(record)
                 case msg.Pages() as part:
                     self.committer.store_pages(live, part)
                 case msg.Checkpoint() as ckpt:

@@ -9,23 +9,16 @@ that does not decode.
 """
 from __future__ import annotations
 
-import struct
-
 import numpy as np
 import zstandard
 
 from roost.daemon.checkpoint import hoststate
-from roost.daemon.checkpoint.frames import READS, CorruptPage
+from roost.daemon.checkpoint.frames import frame_header
 from roost.daemon.checkpoint.pagemap import PageMap
 from roost.daemon.errors import NotFound
 from roost.daemon.runtime.vfs import Vfs
 from roost.daemon.store.checkpoints import PageStore
 from roost.v1 import control_pb2 as pb
-
-# A frame's header as `checkpoint.frames` writes it: magic "RPGF", u16 major, u16 minor,
-# u32 page count, u32 crc32 of the index array (then the index, then one zstd frame).
-_FRAME_HEAD = struct.Struct("<4sHHII")
-_FRAME_MAGIC = b"RPGF"
 
 
 def describe(pages: PageStore, exec_id: str, number: int = 0) -> pb.DebugCheckpointResponse:
@@ -63,16 +56,10 @@ def page_map_pb(page_map: PageMap) -> pb.DebugPageMap:
 
 def frame_pb(version: int, index: int, frame: bytes) -> pb.DebugFrame:
     """A frame's header fields and checksums as stored (CorruptPage if it has no header)."""
-    what = f"frame {index} of version {version}"
-    if len(frame) < _FRAME_HEAD.size:
-        raise CorruptPage(f"{what}: truncated ({len(frame)} bytes)")
-    magic, major, minor, count, index_crc = _FRAME_HEAD.unpack_from(frame)
-    if magic != _FRAME_MAGIC or major not in READS:
-        raise CorruptPage(f"{what}: not a page frame of a supported version")
-    zstd_at = _FRAME_HEAD.size + (8 if major == 1 else 4) * count   # 1.0: a crc32 per page too
-    return pb.DebugFrame(version=version, index=index, format=f"{major}.{minor}", pages=count,
-                         bytes=len(frame), index_crc32=index_crc,
-                         content_checksum=_content_checksum(frame[zstd_at:]))
+    head = frame_header(frame, f"frame {index} of version {version}")
+    return pb.DebugFrame(version=version, index=index, format=f"{head.major}.{head.minor}",
+                         pages=head.pages, bytes=len(frame), index_crc32=head.index_crc32,
+                         content_checksum=_content_checksum(frame[head.body_at:]))
 
 
 def _content_checksum(data: bytes) -> str:
