@@ -7,7 +7,7 @@ import types
 
 import pytest
 
-from tests.framework.fixtures import fresh_roostd, roostd  # noqa: F401  (fixtures)
+from tests.framework.fixtures import etcd, fresh_roostd, roostd  # noqa: F401  (fixtures)
 from tests.framework.harness import Roostd
 
 _BEGAN = pytest.StashKey[float]()

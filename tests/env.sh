@@ -19,4 +19,16 @@ if ! command -v systemd-analyze >/dev/null 2>&1; then
   echo "== installing Debian's systemd (for systemd-analyze)"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd >/dev/null
 fi
+if ! command -v etcd >/dev/null 2>&1; then
+  echo "== installing Debian's etcd-server (a real etcd for the cluster tests)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null
+  # The package starts a system etcd on :2379 (systemd unit or init script) unless a policy-rc.d
+  # forbids it; the tests start their own on free ports, so stop and disable that one.
+  if [ -d /run/systemd/system ]; then
+    systemctl disable --now etcd.service >/dev/null 2>&1 || true
+  elif [ -x /etc/init.d/etcd ]; then
+    /etc/init.d/etcd stop >/dev/null 2>&1 || true
+    update-rc.d etcd disable >/dev/null 2>&1 || true
+  fi
+fi
 export PATH="$PWD/$VENV/bin:$PATH"

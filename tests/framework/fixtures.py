@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.framework.etcd import Etcd
 from tests.framework.harness import Roostd
 
 
@@ -21,3 +22,11 @@ def fresh_roostd(tmp_path):
     yield daemon
     if daemon.proc is not None and daemon.proc.poll() is None:
         daemon.kill9()
+
+
+@pytest.fixture
+def etcd(tmp_path):
+    """A started single-member etcd of the test's own (data under tmp_path/etcd); stopped after."""
+    server = Etcd(tmp_path / "etcd").start()
+    yield server
+    server.stop()

@@ -78,6 +78,7 @@ class Roostd:
         self.port = free_port()
         self.metrics_port = free_port()
         self.addr = f"127.0.0.1:{self.port}"
+        self.wrap: list[str] = []    # a command prefix (e.g. `ip netns exec NS`: a host of its own)
         self.extra = list(extra)
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen | None = None
@@ -104,7 +105,7 @@ class Roostd:
             "--tls-ca", str(self.tls[0]), "--tls-cert", str(self.tls[1]), "--tls-key", str(self.tls[2])]
         node = [] if self.tls is not None or self.auto_node_id else ["--node-id", self.node_id]
         self.proc = subprocess.Popen(
-            [str(BIN / "roostd"), "--config", str(self.config()),
+            [*self.wrap, str(BIN / "roostd"), "--config", str(self.config()),
              "--data-dir", str(self.data_dir), "--listen", self.addr,
              "--metrics-listen", f"127.0.0.1:{self.metrics_port}", *node,
              "--control-socket", self.control_socket,
@@ -180,6 +181,20 @@ class Roostd:
         import urllib.request
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
             return r.read().decode()
+
+
+def kill_host(daemon: "Roostd") -> None:
+    """kill -9 of roostd and every worker of it, at once."""
+    assert daemon.proc is not None
+    children = subprocess.run(["pgrep", "-P", str(daemon.proc.pid)], capture_output=True,
+                              text=True).stdout.split()
+    os.kill(daemon.proc.pid, signal.SIGKILL)
+    for pid in children:
+        try:
+            os.kill(int(pid), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    daemon.proc.wait()
 
 
 def cluster(root: Path, n: int = 3, tls: list | None = None, config_text: str = "",

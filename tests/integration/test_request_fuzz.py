@@ -107,7 +107,9 @@ def _methods():
 def target(tmp_path_factory):
     """A daemon that admits loopback to its Peer service (a configured peer there), with one
     real execution so that ids can hit something."""
-    daemon = Roostd(tmp_path_factory.mktemp("fuzz") / "data", "--peer", "127.0.0.1:1").start()
+    # (ack = async: that peer never answers, and with the default, `one`, no output would count)
+    daemon = Roostd(tmp_path_factory.mktemp("fuzz") / "data", "--peer", "127.0.0.1:1",
+                    config_text='[replication]\nack = "async"\n').start()
     wasm = compile_guest("hello")
     daemon.roost("run", str(wasm), check=True)
     yield daemon

@@ -20,6 +20,8 @@ from roost.v1 import control_pb2_grpc
 
 # Mount contents travel inside StartExecutionRequest, so messages can be large.
 MAX_MESSAGE_BYTES = 512 * 1024 * 1024
+KEEPALIVE = [("grpc.keepalive_time_ms", 2000), ("grpc.keepalive_timeout_ms", 2000),
+             ("grpc.keepalive_permit_without_calls", 1), ("grpc.http2.max_pings_without_data", 0)]
 UPLOAD_CHUNK_BYTES = 1024 * 1024
 HASH_BLOCK_BYTES = 1024 * 1024
 
@@ -106,6 +108,9 @@ class Client:
         options = [
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            # A daemon whose host died or was cut off sends no reset: pings find it gone
+            # within seconds, so a follower moves on to where the execution runs now.
+            *KEEPALIVE,
             # Notice a restarted daemon within a second or two, not grpc's default 2 min.
             ("grpc.initial_reconnect_backoff_ms", 100),
             ("grpc.min_reconnect_backoff_ms", 100),
@@ -209,10 +214,22 @@ class Client:
         with _rpc_errors():
             return self._stub.GetExecution(pb.GetExecutionRequest(id=id))
 
-    def list(self, all: bool = False) -> list[pb.Execution]:
-        """Pending and running executions; with `all`, ended ones too."""
+    def recover(self, id: str) -> pb.Execution:
+        """Run a replica held by this daemon (its owner is gone for good; no etcd)."""
         with _rpc_errors():
-            return list(self._stub.ListExecutions(pb.ListExecutionsRequest(all=all)).executions)
+            return self._stub.Recover(pb.RecoverRequest(id=id))
+
+    def nodes(self, timeout: float | None = None) -> list[pb.Node]:
+        """The cluster's members (etcd's, or this daemon and its configured peers)."""
+        with _rpc_errors():
+            return list(self._stub.ListNodes(pb.ListNodesRequest(), timeout=timeout).nodes)
+
+    def list(self, all: bool = False, timeout: float | None = None) -> list[pb.Execution]:
+        """The executions this daemon owns, pending and running; with `all`, ended ones too.
+        `timeout` bounds the call (a cluster-wide listing must not hang on one member)."""
+        request = pb.ListExecutionsRequest(all=all)
+        with _rpc_errors():
+            return list(self._stub.ListExecutions(request, timeout=timeout).executions)
 
     def logs(
         self, id: str, follow: bool = False, stream: pb.LogStream | None = None, from_seq: int = 0

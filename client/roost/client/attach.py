@@ -103,8 +103,45 @@ class Follow:
 
     def __init__(self, client: Client) -> None:
         self.client = client
+        self.home = client          # the daemon first asked: it says where the execution went
         self.bouncing = False       # the last move led back to a daemon that sent us away
         self._left: set[str] = set()
+
+    def rehome(self, id: str) -> bool:
+        """The daemon followed to is unreachable (its host may be dead): ask the first one
+        where the execution runs now — after a takeover, another member. True if that is
+        somewhere else than the daemon followed."""
+        if self.home.addr == self.client.addr:
+            return False
+        try:
+            execution = self.home.get(id)
+        except RoostClientError:
+            return False
+        address = moved(execution) or self.home.addr
+        if address == self.client.addr:
+            return False
+        self.client = self.home if address == self.home.addr else self.home.at(address)
+        self._left.clear()
+        self.bouncing = False
+        return True
+
+    def get(self, id: str) -> pb.Execution:
+        """GetExecution where the execution is, re-homed when that daemon is unreachable."""
+        try:
+            return self.client.get(id)
+        except RoostClientError:
+            if not self.rehome(id):
+                raise
+            return self.client.get(id)
+
+    def wait(self, id: str) -> pb.Execution:
+        """WaitExecution where the execution is, re-homed when that daemon is unreachable."""
+        try:
+            return self.client.wait(id)
+        except RoostClientError:
+            if not self.rehome(id):
+                raise
+            return self.client.wait(id)
 
     def track(self, execution: pb.Execution) -> bool:
         """Switch to the execution's new daemon if it moved; True if it did. Two daemons can
@@ -142,9 +179,11 @@ def follow_logs(
                 next_seq = chunk.seq + 1
                 reconnect.reset()
         except RoostClientError as err:
+            if err.code_name in RETRYABLE_CODES and follow.rehome(id):
+                continue                      # its owner is gone: on where it runs now
             reconnect.pause(err)
             continue
-        execution = reconnect.call(lambda: follow.client.get(id))
+        execution = reconnect.call(lambda: follow.get(id))
         if execution.state in ENDED_STATES and not moved(execution):
             return next_seq
         if follow.track(execution):

@@ -65,6 +65,9 @@ def _add_run(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     run.set_defaults(cooperative=False)  # store_false alone would default to True
     run.add_argument("--checkpoint-every", type=float, metavar="SECONDS")
     run.add_argument("--memory-limit", type=_arg(parse_size), metavar="BYTES", help="e.g. 256M, 1G")
+    run.add_argument("--place", metavar="auto|NODE",
+                     help="run on a member of the cluster: auto (the least loaded healthy one), "
+                          "a node id or HOST:PORT (default: the daemon asked)")
     run.add_argument("module", metavar="MODULE.wasm")
     run.add_argument("args", nargs="*", metavar="ARGS", help="guest arguments, after --")
 
@@ -76,8 +79,11 @@ def _add_one_id(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
 
 
 def _add_execution_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    sub.add_parser("nodes", parents=[common], help="list the cluster's members (* : this one)")
     ps = sub.add_parser("ps", parents=[common], help="list executions")
     ps.add_argument("-a", "--all", action="store_true", help="include ended executions")
+    ps.add_argument("--all-nodes", action="store_true",
+                    help="every member's executions, each where it runs (a NODE column)")
     _add_one_id(sub, common, "inspect", "show one execution")
     logs = _add_one_id(sub, common, "logs", "replay an execution's output")
     logs.add_argument("-f", "--follow", action="store_true")
@@ -105,11 +111,19 @@ def _add_later_commands(sub: argparse._SubParsersAction, common: argparse.Argume
     _add_one_id(sub, common, "resume", "continue a paused execution from its checkpoint")
     migrate = _add_one_id(sub, common, "migrate",
                           "move a running execution to another roostd (live unless --cold)")
-    migrate.add_argument("--to", metavar="HOST:PORT", required=True, help="the target roostd")
+    migrate.add_argument("--to", metavar="NODE|HOST:PORT", required=True,
+                         help="the target roostd: a node id (as `roost nodes` lists) or its address")
     migrate.add_argument("--cold", action="store_true",
                          help="stop, checkpoint, transfer, resume (no pre-copy while it runs)")
     migrate.add_argument("--downtime-ms", type=float, metavar="MS",
                          help="live: stop-and-copy once the rest fits this (default: the daemon's)")
+    recover = _add_one_id(sub, common, "recover", "without etcd: run the replica on NODE of "
+                          "an execution whose owner is gone for good")
+    recover.add_argument("--on", metavar="NODE|HOST:PORT", required=True,
+                         help="the daemon holding the replica (a node id or its address)")
+    drain = sub.add_parser("drain", parents=[common],
+                           help="move every running execution of a node to the other members")
+    drain.add_argument("node", metavar="NODE", help="a node id (or its HOST:PORT)")
 
 
 def _add_debug(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

@@ -8,13 +8,14 @@ version.
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from roost.client import debug, display
+from roost.client import cluster, debug, display
 from roost.client.api import Client
 from roost.client.attach import Follow, Reconnect, follow_logs, moved, write_chunk
 from roost.client.copyout import write_chunks
@@ -122,9 +123,14 @@ def default_argv0(module: str) -> str:
 
 
 def cmd_run(client: Client, ns: argparse.Namespace) -> int:
-    """Uploads (if needed), starts, and unless --detach attaches until the guest ends."""
+    """Uploads (if needed), starts, and unless --detach attaches until the guest ends; with
+    --place, all of it at the member chosen (`auto`: the least loaded)."""
     stdin = read_stdin_file(ns.stdin)
     mounts = [read_mount(spec) for spec in ns.mount]
+    if ns.place:
+        client, node = cluster.placed(client, ns.place)
+        if node is not None and sys.stderr.isatty():
+            say(f"placed on {node.node_id} ({node.address or client.addr})")
     module = upload(client, Path(ns.module))
     execution = client.start(
         module.sha256,
@@ -174,7 +180,7 @@ def wait_until_ended(client: Client, id: str, reconnect: Reconnect,
     at the execution's new daemon after a migration."""
     follow = follow or Follow(client)
     while True:
-        execution = reconnect.call(lambda: follow.client.wait(id))
+        execution = reconnect.call(lambda: follow.wait(id))
         if execution.state in display.ENDED_STATES and not moved(execution):
             return execution
         if not follow.track(execution) or follow.bouncing:
@@ -204,7 +210,10 @@ def execution_row(e: pb.Execution, now: float) -> list[str]:
 
 
 def cmd_ps(client: Client, ns: argparse.Namespace) -> int:
-    """Lists running executions; with -a, ended ones too."""
+    """Lists the daemon's running executions; with -a, ended ones too; with --all-nodes, every
+    member's, each once, where it runs (NODE)."""
+    if ns.all_nodes:
+        return _ps_all_nodes(client, ns)
     executions = client.list(all=ns.all)
     if ns.json:
         print(display.to_json(executions))
@@ -212,6 +221,34 @@ def cmd_ps(client: Client, ns: argparse.Namespace) -> int:
     now = time.time()
     headers = ["ID", "NAME", "STATE", "EXIT", "MODULE", "AGE", "RUNTIME"]
     print(display.table(headers, (execution_row(e, now) for e in executions)))
+    return 0
+
+
+def _ps_all_nodes(client: Client, ns: argparse.Namespace) -> int:
+    """`ps --all-nodes`: the ps table with a NODE column (the owner); --json: the executions,
+    `owner` naming the node."""
+    executions = cluster.list_everywhere(client, ns.all, lambda text: say(f"warning: {text}"))
+    if ns.json:
+        print(display.to_json(executions))
+        return 0
+    now = time.time()
+    headers = ["ID", "NAME", "NODE", "STATE", "EXIT", "MODULE", "AGE", "RUNTIME"]
+    rows = ([*row[:2], e.owner, *row[2:]] for e in executions
+            for row in [execution_row(e, now)])
+    print(display.table(headers, rows))
+    return 0
+
+
+def cmd_nodes(client: Client, ns: argparse.Namespace) -> int:
+    """Lists the cluster's members: node id, address, health, executions, load."""
+    nodes = client.nodes()
+    if ns.json:
+        print(display.to_json(nodes))
+        return 0
+    headers = ["NODE", "ADDRESS", "HEALTH", "EXECUTIONS", "LOAD"]
+    rows = ([f"{n.node_id}{' *' if n.self else ''}", n.address or "-",
+             "up" if n.healthy else "down", str(n.executions), f"{n.load:.2f}"] for n in nodes)
+    print(display.table(headers, rows))
     return 0
 
 
@@ -392,7 +429,8 @@ def cmd_migrate(client: Client, ns: argparse.Namespace) -> int:
     """Moves an execution to another roostd; progress on a terminal, then the report."""
     show = sys.stderr.isatty() and not ns.json
     report = None
-    for p in owner(client, ns.id).migrate(ns.id, ns.to, cold=ns.cold,
+    target = cluster.address_of(client, ns.to)
+    for p in owner(client, ns.id).migrate(ns.id, target, cold=ns.cold,
                             downtime_budget_seconds=(ns.downtime_ms or 0) / 1000.0):
         if p.HasField("report"):
             report = p.report
@@ -419,9 +457,35 @@ def cmd_migrate(client: Client, ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_recover(client: Client, ns: argparse.Namespace) -> int:
+    """Promotes the replica on NODE: it runs the execution at the next epoch (the old owner,
+    if it ever comes back, drops its copy)."""
+    with client.at(cluster.address_of(client, ns.on)) as target:
+        execution = target.recover(ns.id)
+    if ns.json:
+        print(display.to_json(execution))
+        return 0
+    print(f"{execution.id} runs on {execution.owner} ({execution.owner_address}) at epoch "
+          f"{execution.epoch}")
+    return 0
+
+
+def cmd_drain(client: Client, ns: argparse.Namespace) -> int:
+    """Moves every running execution of a node to the other members (least loaded first);
+    prints what went where; exit 1 if any could not move."""
+    progress = say if sys.stderr.isatty() and not ns.json else None
+    report = cluster.drain(client, ns.node, progress)
+    if ns.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        print("\n".join(report.lines()))
+    return EXIT_ERROR if report.failed else 0
+
+
 COMMANDS: dict[str, Command] = {
     "run": cmd_run,
     "ps": cmd_ps,
+    "nodes": cmd_nodes,
     "inspect": cmd_inspect,
     "logs": cmd_logs,
     "wait": cmd_wait,
@@ -432,5 +496,7 @@ COMMANDS: dict[str, Command] = {
     "pause": cmd_pause,
     "resume": cmd_resume,
     "migrate": cmd_migrate,
+    "drain": cmd_drain,
+    "recover": cmd_recover,
     "debug": debug.cmd_debug,
 }

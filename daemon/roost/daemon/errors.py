@@ -9,13 +9,14 @@
     ├── PermissionDenied        the caller may not do this (a non-peer calling the Peer
     │                           service, a peer claiming another's identity) -> PERMISSION_DENIED
     ├── StateConflict           not valid in the current state        -> FAILED_PRECONDITION
-    │   └── Superseded          a peer knows a newer epoch (cluster.push)
+    │   └── Superseded          another owns it now (a peer, etcd: cluster.membership)
     ├── LimitExceeded           a configured limit was hit            -> RESOURCE_EXHAUSTED
     │   └── OutputQuotaExceeded an execution's stored output is at its quota (it pauses)
     ├── TimedOut                a wait's own deadline passed          -> DEADLINE_EXCEEDED  retriable
     ├── ReplayDiverged          a guest left its journal's path on replay (checkpoint.journal)
     ├── PeerError               a peer refused or failed a call (cluster.peers)
     │   └── PeerUnavailable     a peer cannot be reached              -> UNAVAILABLE        retriable
+    ├── Unavailable             etcd cannot be reached                 -> UNAVAILABLE        retriable
     └── StoreError              the LMDB store failed                 -> INTERNAL
         ├── StoreFull           no room (map or disk) for more output  -> RESOURCE_EXHAUSTED retriable
         ├── FormatError         on-disk format version not supported
@@ -80,9 +81,9 @@ class StateConflict(RoostError):
 class Superseded(StateConflict):
     """The peer knows the execution at a newer epoch: someone else owns it now."""
 
-    def __init__(self, owner: str, address: str, epoch: int) -> None:
-        super().__init__(f"execution is owned by {owner} at epoch {epoch}")
-        self.owner, self.address, self.epoch = owner, address, epoch
+    def __init__(self, owner: str, address: str, epoch: int, ended: bool = False) -> None:
+        super().__init__(f"execution {'ended on' if ended else 'is owned by'} {owner} at epoch {epoch}")
+        self.owner, self.address, self.epoch, self.ended = owner, address, epoch, ended
 
 
 class LimitExceeded(RoostError):
@@ -113,6 +114,12 @@ class PeerError(RoostError):
 class PeerUnavailable(PeerError):
     """A peer could not be reached (down, restarting, network): the caller retries, or aborts
     a migration; a client is told UNAVAILABLE, as gRPC says of an unreachable server."""
+    status = "UNAVAILABLE"
+    retriable = True
+
+
+class Unavailable(RoostError):
+    """A service roostd depends on (etcd) cannot be reached: the same call may work later."""
     status = "UNAVAILABLE"
     retriable = True
 

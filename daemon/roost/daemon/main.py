@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -25,12 +26,16 @@ from roost.daemon.checkpoint import dirty
 from roost.daemon.cluster import tls
 from roost.daemon.cluster.authority import Ownership
 from roost.daemon.cluster.handover import Handovers
+from roost.daemon.cluster.membership import Etcd, Membership
 from roost.daemon.cluster.migration import Migrations
 from roost.daemon.cluster.peerauth import PeerGate
-from roost.daemon.cluster.peers import Peers
+from roost.daemon.cluster.peerclaims import PeerClaims
+from roost.daemon.cluster.peers import PeerClient, Peers
 from roost.daemon.cluster.push import Pusher, Replicator
 from roost.daemon.cluster.receive import Replicas
-from roost.daemon.errors import InvalidRequest, RoostError
+from roost.daemon.cluster.shipping import Shipper
+from roost.daemon.cluster.takeover import Takeovers
+from roost.daemon.errors import InvalidRequest, RoostError, Superseded, Unavailable
 from roost.daemon.executions.pool import WorkerPool
 from roost.daemon.executions.supervisor import Supervisor
 from roost.daemon.modules.registry import ModuleRegistry
@@ -63,6 +68,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    "(default: the one its TLS certificate names, else <hostname>-<random> made "
                    "once and kept in the data dir)")
     p.add_argument("--peer", action="append", dest="peers", help="a peer roostd HOST:PORT (repeatable)")
+    p.add_argument("--etcd", action="append", help="an etcd endpoint http://HOST:PORT "
+                   "(repeatable): membership, ownership and automatic takeover (config "
+                   "cluster.etcd)")
     p.add_argument("--advertise", help="the HOST:PORT peers and clients reach this daemon at (default: --listen)")
     p.add_argument("--tls-ca", help="mutual TLS: the CA certificate (PEM) peers and clients must be signed by")
     p.add_argument("--tls-cert", help="mutual TLS: this daemon's certificate (PEM)")
@@ -106,11 +114,17 @@ class Daemon:
         self.supervisor.max_memory_total_bytes = cfg.max_memory_total_bytes
         self.peers = Peers(self.credentials, cfg.node_id, cfg.address)
         me, checkpoints = NodeIdentity(cfg.node_id, cfg.address), self.checkpoints
-        self.pusher = Pusher(me, self.store, checkpoints)
+        self.membership = self._join(cfg) if cfg.etcd else None
+        self.pusher = Pusher(me, self.store, checkpoints, self.modules)
         self.replicator = Replicator(me, checkpoints, self.supervisor, self.pusher,
-                                     [self.peers.client(a) for a in cfg.peers if a != cfg.address],
-                                     cfg.replication_factor, cfg.replication_ack)
+                                     self._replica_peers, cfg.replication_ack)
         self.supervisor.on_commit = self.replicator.committed
+        self.shipper = Shipper(me, self.store, checkpoints, self.pusher, cfg.replication_ack,
+                               self._replica_peers)
+        self.supervisor.output.on_append = self.shipper.appended
+        self.supervisor.launcher.on_launch = lambda live: self.shipper.track(
+            live.record, live.next_seq, live.journal_seq)
+        self.supervisor.released = self.shipper
         ownership = Ownership(cfg.node_id, me.owns, self.supervisor.runs)
         self.handovers = Handovers(me, self.store, checkpoints, self.supervisor, self.peers, ownership)
         self.replicas = Replicas(me, self.store, checkpoints, self.supervisor, cfg.checkpoint_retain,
@@ -119,6 +133,13 @@ class Daemon:
                                      self.pusher, self.handovers, cfg.migration_downtime_seconds,
                                      cfg.migration_max_rounds)
         self.gate = PeerGate(self.credentials is not None, cfg.node_id, cfg.peers)
+        if self.membership is not None:
+            self._hook_membership(self.membership)
+        elif cfg.peers:
+            claims = PeerClaims(lambda: [self.peers.client(a) for a in cfg.peers
+                                         if a != cfg.address], cfg.node_id)
+            self.supervisor.launcher.claim = claims.claim
+            self.supervisor.launcher.on_superseded = self.supervisor.superseded
         self.health = health.HealthServicer()
         self.server = self._grpc_server()         # the ports are bound before anything resumes
         self.metrics_server = metrics.serve(cfg.metrics_listen) if cfg.metrics_listen else None
@@ -126,21 +147,121 @@ class Daemon:
         if resumed:
             log.info("resumed %d executions that were running when roostd last stopped", resumed)
         self.handovers.recover()
+        self.takeovers = None
+        if self.membership is not None:
+            self.takeovers = Takeovers(self.membership, self.store, self.supervisor)
+            self.takeovers.start()
         self.supervisor.timers.start()
         metrics.register_states(self.supervisor.state_counts)
         metrics.DIRTY_TRACKER.info({"tracker": "uffd-wp-async" if dirty.probe() is None else "hash",
                                     "reason": dirty.probe() or ""})
 
+    def _join(self, cfg: config_mod.Config) -> Membership:
+        """Join the cluster on etcd (before anything runs: a node id held by a live daemon
+        is refused here)."""
+        # (an etcd call never outlasts a third of the lease: fencing stays on time)
+        membership = Membership(Etcd(cfg.etcd, timeout=max(0.3, cfg.lease_seconds / 3)),
+                                cfg.node_id, cfg.address, cfg.lease_seconds,
+                                cfg.data_dir / "etcd_lease")
+        membership.load = lambda: (len(self.supervisor.lives.all()), os.getloadavg()[0])
+        membership.join()
+        return membership
+
+    def _hook_membership(self, membership: Membership) -> None:
+        """What etcd says of ownership reaches the supervisor, the shipper and the gate."""
+        supervisor = self.supervisor
+        supervisor.launcher.claim = membership.claim
+        supervisor.launcher.on_superseded = supervisor.superseded
+        supervisor.ending.on_end = membership.ended
+        membership.on_fence = supervisor.freeze
+        membership.on_lost = self._reclaim
+        self.shipper.fenced = membership.fenced
+        self.gate.members = lambda: [m.address for m in membership.members().values()]
+
+    def _reclaim(self) -> None:
+        """This daemon's lease expired and it has a new one: each running execution is
+        claimed again; one another daemon took over meanwhile is dropped here."""
+        assert self.membership is not None
+        for live in self.supervisor.lives.all():
+            try:
+                self.membership.claim(live.record)
+            except Superseded as e:
+                self.supervisor.superseded(live.record, e)
+            except RoostError as e:
+                log.warning("execution %s: claiming it again: %s", live.record.id, e)
+
+    def _nodes(self) -> list[control_pb2.Node]:
+        """The members etcd knows (refreshed with every lease renewal), else this daemon and
+        its configured peers as they answer now."""
+        me = self.cfg.node_id
+        if self.membership is not None:
+            members = sorted(self.membership.members().values(), key=lambda m: m.node_id)
+            return [control_pb2.Node(node_id=m.node_id, address=m.address, healthy=True,
+                                     executions=m.executions, load=m.load, self=m.node_id == me)
+                    for m in members]
+        out = [control_pb2.Node(node_id=me, address=self.cfg.address, healthy=True, self=True,
+                                executions=len(self.supervisor.lives.all()),
+                                load=os.getloadavg()[0])]
+        for address in self.cfg.peers:
+            client = self.peers.client(address)
+            try:
+                out.append(control_pb2.Node(node_id=client.hello(timeout=1.0), address=address,
+                                            healthy=True))
+            except RoostError:
+                out.append(control_pb2.Node(node_id=client.node_id or "?", address=address))
+        return out
+
+    def _locate(self, exec_id: str) -> tuple[str, str] | None:
+        """Where etcd says an execution this daemon does not hold runs (None: nowhere known;
+        Unavailable while it has no owner — its owner died, a replica is taking it over — or
+        etcd does not answer: the client asks again)."""
+        if self.membership is None or not exec_id:
+            return None
+        owner = self.membership.owner(exec_id)
+        if owner is not None and owner.address:
+            return owner.node, owner.address
+        if owner is None and self.membership.known(exec_id):
+            raise Unavailable(f"execution {exec_id} has no owner at the moment (its owner's "
+                              "lease expired): a replica is taking it over, ask again")
+        return None
+
+    def _replica_peers(self, exec_id: str) -> list[PeerClient]:
+        """The peers holding `exec_id`'s replicas: `replication.factor` of the live members
+        (etcd), in rendezvous-hash order, those that did not answer lately
+        (`PeerClient.down`) last; or of the configured peers that answer, in their order.
+        None when there is no other live member: output is then released unreplicated."""
+        factor = self.cfg.replication_factor
+        if self.membership is not None:
+            members = self.membership.replica_nodes(exec_id, -1)
+            candidates = [self.peers.client(m.address) for m in members if m.address]
+            # Those answering first; if none answers, still them: output waits for a replica
+            # rather than be released where a partition could fork it (another member may
+            # take the execution over).
+            candidates.sort(key=lambda c: c.down())
+        else:
+            # Without etcd nothing takes an execution over by itself (only `roost recover`,
+            # the operator's word that this daemon is gone): a peer that does not answer is
+            # left out, and with none left output is released as stored.
+            candidates = [c for c in (self.peers.client(a) for a in self.cfg.peers
+                                      if a != self.cfg.address) if not c.down()]
+        return candidates if factor < 0 else candidates[:factor]
+
     def _grpc_server(self) -> grpc.Server:
         opts = [("grpc.max_receive_message_length", self.cfg.max_message_bytes),
                 ("grpc.max_send_message_length", self.cfg.max_message_bytes),
-                ("grpc.so_reuseport", 0)]
+                ("grpc.so_reuseport", 0),
+                # clients and peers ping every 2 s to find a dead host (their keepalive)
+                ("grpc.http2.min_recv_ping_interval_without_data_ms", 1000),
+                ("grpc.keepalive_permit_without_calls", 1), ("grpc.http2.max_ping_strikes", 0)]
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=self.cfg.grpc_threads,
                                                         thread_name_prefix="grpc"), options=opts)
         control = control_service.ControlService(self.supervisor, self.modules, self.migrations, self.replicator,
                                      self.cfg.max_memory_limit_bytes,
                                      LongPolls(self.cfg.long_polls, self.cfg.long_polls_per_client),
                                      self.checkpoints)
+        control.nodes = self._nodes
+        control.locate = self._locate
+        control.automatic = self.membership is not None
         peer = peer_service.PeerService(self.supervisor, self.modules, self.replicas, self.handovers,
                                    self.gate)
         server.add_generic_rpc_handlers((control_service.handlers(control), peer_service.handlers(peer)))
@@ -208,7 +329,12 @@ class Daemon:
         self.health.enter_graceful_shutdown()
         stopping = self.server.stop(grace=2.0)
         self.replicator.stop()
+        self.shipper.stop()
+        if self.takeovers is not None:
+            self.takeovers.stop()
         self.supervisor.shutdown()
+        if self.membership is not None:
+            self._rest(self.membership)
         self.pool.close()
         self.peers.close()
         stopping.wait(5)
@@ -218,6 +344,19 @@ class Daemon:
         self.lock.release()
         self.stopped.set()
         log.info("stopped")
+
+
+    def _rest(self, membership: Membership) -> None:
+        """A clean stop is no host failure: the owner keys of the executions left RUNNING
+        here outlive the lease (replicas do not take them over), and are claimed again at
+        the next start."""
+        for record in self.store.list_executions():
+            if self.supervisor.owns(record) and not record.state.ended and not record.migration:
+                try:
+                    membership.release(record.id)
+                except RoostError as e:
+                    log.warning("execution %s: %s", record.id, e)
+        membership.leave()
 
 
 def _add_port(add, address: str) -> int:
@@ -250,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
                  "control_socket": args.control_socket, "node_id": args.node_id,
                  "metrics_listen": args.metrics_listen, "peers": args.peers,
                  "advertise": args.advertise, "tls_ca": args.tls_ca, "tls_cert": args.tls_cert,
-                 "tls_key": args.tls_key}
+                 "tls_key": args.tls_key, "etcd": args.etcd}
     try:
         cfg = config_mod.load(args.config, overrides)
         daemon = Daemon(cfg)

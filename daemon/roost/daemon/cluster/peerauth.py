@@ -17,6 +17,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
@@ -52,6 +53,9 @@ class PeerGate:
     def __init__(self, secure: bool, me: str, peers: list[str]) -> None:
         self.secure, self.me = secure, me
         self._allowed = set() if secure else _addresses_of(peers)
+        # With etcd, the members' addresses are peers' too (plaintext: their IPs are admitted).
+        self.members: Callable[[], list[str]] = lambda: []
+        self._member_ips: tuple[tuple[str, ...], set[str]] = ((), set())
 
     def admit(self, context: grpc.ServicerContext) -> Caller:
         """The caller of this Peer call; PermissionDenied for anyone but a peer."""
@@ -65,10 +69,17 @@ class PeerGate:
                 raise PermissionDenied(f"the caller's certificate names this daemon's own node id "
                                        f"{node!r}: two daemons must not share one")
             return Caller(node, where)
-        if _ip_of(where) not in self._allowed:
+        if _ip_of(where) not in self._allowed and _ip_of(where) not in self._members_ips():
             raise PermissionDenied(f"the Peer service is for peers: {where} is not the address of "
                                    "a configured peer (--peer)")
         return Caller("", where)
+
+
+    def _members_ips(self) -> set[str]:
+        members = tuple(sorted(self.members()))
+        if members != self._member_ips[0]:
+            self._member_ips = (members, _addresses_of(list(members)))
+        return self._member_ips[1]
 
 
 def _addresses_of(peers: list[str]) -> set[str]:

@@ -8,6 +8,7 @@ learnt from its Hello answer. Errors become roost errors: UNAVAILABLE and DEADLI
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 
 import grpc
@@ -29,6 +30,13 @@ class PeerClient:
         self._lock = threading.Lock()
         self._channel: grpc.Channel | None = None
         self.node_id = ""
+        self.failed_at = 0.0          # monotonic: its last call found it unreachable
+        self.ok_at = 0.0              # monotonic: its last call that it answered
+
+    def down(self, for_seconds: float = 10.0) -> bool:
+        """Its last call found it unreachable, less than `for_seconds` ago (then it is worth
+        trying again: a static cluster's replicas go to the peers that answer)."""
+        return self.failed_at > self.ok_at and time.monotonic() - self.failed_at < for_seconds
 
     @property
     def stub(self) -> peer_pb2_grpc.PeerStub:
@@ -36,7 +44,11 @@ class PeerClient:
             if self._channel is None:
                 self._channel = tls.channel(self.address, self._credentials, [
                     ("grpc.max_receive_message_length", MESSAGE_BYTES),
-                    ("grpc.max_send_message_length", MESSAGE_BYTES)])
+                    ("grpc.max_send_message_length", MESSAGE_BYTES),
+                    # a peer whose host died or was cut off is found gone within seconds
+                    ("grpc.keepalive_time_ms", 2000), ("grpc.keepalive_timeout_ms", 2000),
+                    ("grpc.keepalive_permit_without_calls", 1),
+                    ("grpc.http2.max_pings_without_data", 0)])
             return peer_pb2_grpc.PeerStub(self._channel)
 
     def close(self) -> None:
@@ -64,6 +76,10 @@ class PeerClient:
                         ) -> pb.PushCheckpointResponse:
         return self._call(self.stub.PushCheckpoint, chunks, timeout)
 
+    def append_records(self, request: pb.AppendRecordsRequest, timeout: float = 30.0
+                       ) -> pb.AppendRecordsResponse:
+        return self._call(self.stub.AppendRecords, request, timeout)
+
     def handover(self, request: pb.HandoverRequest, timeout: float = 60.0) -> pb.HandoverResponse:
         return self._call(self.stub.Handover, request, timeout)
 
@@ -72,13 +88,20 @@ class PeerClient:
 
     def _call(self, method, request, timeout: float):
         try:
-            return method(request, timeout=timeout)
+            out = method(request, timeout=timeout)
+            self.ok_at = time.monotonic()
+            return out
         except grpc.RpcError as e:
             code = e.code() if hasattr(e, "code") else None
             detail = f"peer {self.address}: {e.details() if hasattr(e, 'details') else e}"
             if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
                         grpc.StatusCode.CANCELLED):
+                self.failed_at = time.monotonic()
                 raise PeerUnavailable(detail) from None
+            if code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED):
+                self.failed_at = time.monotonic()     # it will not be our replica
+            else:
+                self.ok_at = time.monotonic()
             if code == grpc.StatusCode.FAILED_PRECONDITION:
                 raise StateConflict(detail) from None
             raise PeerError(detail) from None

@@ -21,10 +21,11 @@ The peer stores what it receives through its own sink (`receive`); the stream is
 """
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from roost.daemon.checkpoint import pagemap
 from roost.daemon.checkpoint.transfer import CheckpointSource, Uncommitted
@@ -32,6 +33,7 @@ from roost.daemon.cluster.peers import PeerClient, PeerError
 from roost.daemon.cluster.pushwire import BLOB_SIZE, Blob, pieces, split
 from roost.daemon.errors import InvalidRequest, NotFound, StateConflict, Superseded
 from roost.daemon.executions.supervisor import Supervisor
+from roost.daemon.modules.registry import ModuleRegistry
 from roost.daemon.node import metrics
 from roost.daemon.node.identity import NodeIdentity
 from roost.daemon.service.fields import short
@@ -50,8 +52,10 @@ class Pusher:
 
     KNOWN_SECONDS = 10.0     # how long what a push left a peer holding is trusted without asking
 
-    def __init__(self, me: NodeIdentity, store: Store, checkpoints: PageStore) -> None:
+    def __init__(self, me: NodeIdentity, store: Store, checkpoints: PageStore,
+                 modules: ModuleRegistry | None = None) -> None:
         self.me, self.store, self.pages = me, store, checkpoints
+        self.modules = modules            # the prepared forms of a module go with it
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._guard = threading.Lock()
         # What each peer holds of each execution after our last push to it (a subset of the
@@ -119,17 +123,34 @@ class Pusher:
             return known[1]
         return client.status(record.id, record.module_sha256)
 
+    def send_module(self, client: PeerClient, sha256: str) -> int:
+        """Push a module the peer lacks (an execution's first records go there next)."""
+        sent = self._push_module(client, sha256)
+        metrics.REPLICATION_BYTES.labels(peer=client.address).inc(sent)
+        return sent
+
     def _push_module(self, client: PeerClient, sha256: str) -> int:
+        """The module, then each prepared form of it this daemon's cache keeps (the peer only
+        compiles those: preparing a big module costs minutes). The bytes sent."""
         module = self.store.get_module(sha256)
         data = self.store.module_bytes(sha256)
+        forms = self.modules.prepared(sha256) if self.modules is not None else []
+
+        def pieces_of(blob: bytes) -> Iterator[pb.ModuleChunk]:
+            for off in range(0, len(blob), MODULE_CHUNK):
+                yield pb.ModuleChunk(chunk=blob[off:off + MODULE_CHUNK])
 
         def chunks() -> Iterator[pb.ModuleChunk]:
             yield pb.ModuleChunk(header=pb.ModuleHeaderPeer(sha256=sha256, name=module.name,
                                                              size_bytes=len(data)))
-            for off in range(0, len(data), MODULE_CHUNK):
-                yield pb.ModuleChunk(chunk=data[off:off + MODULE_CHUNK])
+            yield from pieces_of(data)
+            for form in forms:
+                yield pb.ModuleChunk(prepared=pb.PreparedHeader(
+                    mode=form.mode, size_bytes=len(form.wasm),
+                    manifest_json=json.dumps(form.manifest).encode()))
+                yield from pieces_of(form.wasm)
         client.push_module(chunks())
-        return len(data)
+        return len(data) + sum(len(form.wasm) for form in forms)
 
     def _chunks(self, record: ExecutionRecord, number: int, status: pb.ReplicaStatusResponse,
                 migration: str, counter: list[int], prepare_epoch: int,
@@ -209,27 +230,36 @@ class Replicator:
     """Keeps this daemon's replica peers up to date with the checkpoints it commits."""
 
     def __init__(self, me: NodeIdentity, checkpoints: PageStore, supervisor: Supervisor,
-                 pusher: Pusher, clients: list[PeerClient], factor: int, ack: str) -> None:
+                 pusher: Pusher, targets: Callable[[str], list[PeerClient]], ack: str) -> None:
         self.me, self.checkpoints, self.pusher = me, checkpoints, pusher
         self.supervisor = supervisor          # notes which nodes hold replicas
-        self.targets = clients if factor < 0 else clients[:factor]
+        self.targets = targets                # an execution's replica peers (static or etcd)
         self.ack = ack
-        self._pending: dict[str, dict[str, tuple[int, float, int]]] = {c.address: {} for c in self.targets}
+        self._pending: dict[str, dict[str, tuple[int, float, int]]] = {}
         self._acked: dict[tuple[str, str], int] = {}
         self._changed = threading.Condition()
         self._stopped = False
-        for client in self.targets:
+
+    def _thread(self, client: PeerClient) -> None:
+        """The peer's pushing thread, started with its first checkpoint to push (locked)."""
+        if client.address not in self._pending:
+            self._pending[client.address] = {}
             threading.Thread(target=self._run, args=(client,), name=f"replicate-{client.address}",
                              daemon=True).start()
 
     def committed(self, record: ExecutionRecord, number: int) -> None:
         """A checkpoint of an execution this daemon owns was committed (supervisor hook)."""
-        if not self.targets or not self.me.owns(record):
+        if not self.me.owns(record):
+            return
+        targets = self.targets(record.id)
+        if not targets:
             return
         checkpoint = self.checkpoints.checkpoint(record.id, number)
         stored_bytes = (checkpoint[1].stored_bytes or 0) if checkpoint is not None else 0
         with self._changed:
-            for address, pending in self._pending.items():
+            for client in targets:
+                self._thread(client)
+                pending = self._pending[client.address]
                 since = pending.get(record.id, (0, time.monotonic(), 0))[1]
                 pending[record.id] = (number, since, stored_bytes)
             self._changed.notify_all()
@@ -237,11 +267,12 @@ class Replicator:
     def wait_acked(self, exec_id: str, number: int, timeout: float = 60.0) -> list[str]:
         """Per `replication.ack`: wait until one (`one`) or every (`all`) replica peer holds
         checkpoint `number`; the addresses that do."""
-        need = {"async": 0, "one": 1, "all": len(self.targets)}[self.ack]
+        targets = self.targets(exec_id)
+        need = {"async": 0, "one": 1, "all": len(targets)}[self.ack]
         deadline = time.monotonic() + timeout
         with self._changed:
             while True:
-                have = [c.address for c in self.targets
+                have = [c.address for c in targets
                         if self._acked.get((c.address, exec_id), 0) >= number]
                 left = deadline - time.monotonic()
                 if len(have) >= need or left <= 0:

@@ -15,13 +15,23 @@ from collections.abc import Iterator, Sequence
 
 from roost.daemon import faults
 from roost.daemon.checkpoint import pagemap
-from roost.daemon.checkpoint.transfer import CheckpointStore, Commit, FrameSink, Parts
-from roost.daemon.cluster.authority import MAX_NODE, Ownership, check_id, known
+from roost.daemon.checkpoint.transfer import CheckpointStore, Commit, FrameSink, Parts, Records
+from roost.daemon.cluster.authority import (
+    MAX_EPOCH_STEP,
+    MAX_NODE,
+    Ownership,
+    check_address,
+    check_epoch,
+    check_id,
+    check_node,
+    known,
+)
 from roost.daemon.cluster.peerauth import Caller
 from roost.daemon.cluster.pushwire import Blob, Bounds, Joined, no_later, read_blobs
 from roost.daemon.errors import InvalidRequest, NotFound, StateConflict, StoreError
 from roost.daemon.faults import Fault
 from roost.daemon.node.identity import NodeIdentity
+from roost.daemon.service.fields import short
 from roost.daemon.store.db import Store
 from roost.daemon.store.records import ExecutionRecord, Owner
 from roost.v1 import peer_pb2 as pb
@@ -85,6 +95,81 @@ class Replicas:
             self.handovers.watch(header.id, header.prepare_epoch)
         return pb.PushCheckpointResponse(number=number, bytes=received)
 
+    def append(self, request: pb.AppendRecordsRequest, caller: Caller) -> pb.AppendRecordsResponse:
+        """Output and journal records the owner wrote since those held here (`shipping`):
+        refused unless the caller owns the execution at the epoch known here (or a newer one:
+        a handover or takeover this daemon did not see); output records are taken only in
+        order from the first one missing, journal records from the first one missing on (the
+        owner may have collected older ones: a checkpoint covers them)."""
+        what = f"records of {short(request.id)}"
+        check_id(request.id, "append records")
+        check_node(request.owner, f"{what}: owner")
+        check_address(request.source_address, f"{what}: source address")
+        caller.must_be(request.owner, what)
+        check_epoch(request.epoch, what)
+        if request.owner == self.me.node_id:
+            raise StateConflict(f"{what}: names this daemon's own node id {self.me.node_id!r} as "
+                                "its owner (two daemons share one node id?)")
+        local = known(self.store, request.id)
+        if local is None:
+            if not request.has_inputs:
+                return pb.AppendRecordsResponse(found=False)
+            local = self._introduced(request)
+        else:
+            self._check_append(request, local, what)
+        logs_next = self.store.next_seq("logs", request.id)
+        journal_next = self.store.next_seq("journal", request.id)
+        logs: list[tuple[int, bytes]] = []
+        journal: list[tuple[int, bytes]] = []
+        for rec in request.logs:
+            if rec.seq < logs_next:
+                continue
+            if rec.seq != logs_next + len(logs) or rec.stream not in (1, 2) or rec.continues:
+                break                  # a gap: the owner starts again from what is held
+            logs.append((rec.seq, bytes((rec.stream,)) + rec.data))
+        last = journal_next - 1
+        for rec in request.journal:
+            if rec.seq <= last or rec.continues:
+                continue
+            journal.append((rec.seq, rec.data))
+            last = rec.seq
+        if logs or journal:
+            # The record's counters follow what is held (inspect here; a takeover's dedup).
+            local.stdout_bytes += sum(len(raw) - 1 for _, raw in logs if raw[0] == 1)
+            local.stderr_bytes += sum(len(raw) - 1 for _, raw in logs if raw[0] != 1)
+            local.journal_records = max(journal_next, last + 1)
+            self.pages.put_records(request.id, Records(logs, journal), local)
+        return pb.AppendRecordsResponse(found=True, log_records=logs_next + len(logs),
+                                        journal_records=max(journal_next, last + 1))
+
+    def _introduced(self, request: pb.AppendRecordsRequest) -> ExecutionRecord:
+        """An execution first heard of through its records: its record and inputs, stored
+        as a push's would be."""
+        header = pb.CheckpointHeader(id=request.id, owner=request.owner, epoch=request.epoch,
+                                     source_address=request.source_address,
+                                     record=request.record, has_inputs=True)
+        pushed = self._pushed(header, None)
+        self._create(pushed, request.stdin, request.initial_vfs)
+        return pushed
+
+    def _check_append(self, request: pb.AppendRecordsRequest, local: ExecutionRecord,
+                      what: str) -> None:
+        """The ownership rules of a push, for records (`authority.Ownership.check_push`)."""
+        if request.epoch < local.epoch:
+            raise StateConflict(f"{what} at epoch {request.epoch}: stale, this daemon knows "
+                                f"epoch {local.epoch} (owner {local.owner})")
+        self.ownership.not_mine(what, local)
+        if request.epoch == local.epoch and request.owner != local.owner:
+            raise StateConflict(f"{what}: {short(request.owner)} claims epoch {request.epoch}, "
+                                f"which is {local.owner}'s")
+        if request.epoch > local.epoch:
+            if request.epoch > local.epoch + MAX_EPOCH_STEP:
+                raise StateConflict(f"{what}: epoch {request.epoch} does not follow from "
+                                    f"{local.epoch}")
+            local.owner, local.epoch = request.owner, request.epoch
+            local.owner_address = request.source_address
+            self.store.put_execution(local)
+
     def _store_records(self, header: pb.CheckpointHeader, record: ExecutionRecord,
                        chunks: Iterator[pb.CheckpointChunk]) -> int:
         """A push of a checkpoint held already (an ack that was lost, or a migration's round
@@ -118,28 +203,38 @@ class Replicas:
         check_id(header.id, "push")
         local = known(self.store, header.id)
         self.ownership.check_push(caller, header, local)
+        pushed = self._pushed(header, local)
+        bounds = Bounds.of(header)
+        blobs = read_blobs(header, chunks)
+        if local is None:
+            if not header.has_inputs:
+                raise StateConflict(f"push of {header.id}: its inputs are needed first")
+            self._create(pushed, blobs[Blob.STDIN], blobs[Blob.INITIAL_VFS])
+            return pushed, bounds, blobs
+        pushed.prepared, pushed.replicas = local.prepared, local.replicas
+        pushed.migration, pushed.handing_over = "", 0
+        return pushed, bounds, blobs
+
+    def _pushed(self, header: pb.CheckpointHeader, local: ExecutionRecord | None) -> ExecutionRecord:
+        """The record a push (or a first AppendRecords) carries, checked against its header,
+        with the owner, epoch and address the header gives."""
         try:
             pushed = ExecutionRecord.from_json(header.record)
         except (ValueError, TypeError, KeyError) as e:
             raise InvalidRequest(f"push of {header.id}: its record does not parse: {e}") from None
         self.ownership.check_record(header, pushed, local)
-        bounds = Bounds.of(header)
-        blobs = read_blobs(header, chunks)
         pushed.owner, pushed.epoch, pushed.owner_address = header.owner, header.epoch, header.source_address
         pushed.node_id = pushed.node_id[:MAX_NODE]
-        if local is None:
-            if not header.has_inputs:
-                raise StateConflict(f"push of {header.id}: its inputs are needed first")
-            if not self.store.has_module(pushed.module_sha256):
-                raise StateConflict(f"push of {header.id}: module {pushed.module_sha256} is missing")
-            pushed.prepared = pushed.migration = ""
-            pushed.handing_over = 0
-            pushed.replicas = []
-            self.store.create_execution(pushed, blobs[Blob.STDIN], blobs[Blob.INITIAL_VFS])
-            return pushed, bounds, blobs
-        pushed.prepared, pushed.replicas = local.prepared, local.replicas
-        pushed.migration, pushed.handing_over = "", 0
-        return pushed, bounds, blobs
+        return pushed
+
+    def _create(self, pushed: ExecutionRecord, stdin: bytes, initial_vfs: bytes) -> None:
+        """A replica of an execution this daemon did not know: its record and inputs."""
+        if not self.store.has_module(pushed.module_sha256):
+            raise StateConflict(f"push of {pushed.id}: module {pushed.module_sha256} is missing")
+        pushed.prepared = pushed.migration = ""
+        pushed.handing_over = 0
+        pushed.replicas = []
+        self.store.create_execution(pushed, stdin, initial_vfs)
 
     def _page_map(self, header: pb.CheckpointHeader, max_pages: int
                   ) -> tuple[pagemap.PageMap, pagemap.Delta | None]:

@@ -13,17 +13,26 @@ import logging
 import time
 from collections.abc import Callable
 
-from roost.daemon.errors import StoreError
+from roost.daemon.errors import StoreError, Superseded
 from roost.daemon.executions.committer import Committer
 from roost.daemon.executions.lives import Lives
-from roost.daemon.executions.running import OUTPUT_QUOTA, SHUTDOWN, STORE_FAILED, Live, count_calls, describe_exit, reap
+from roost.daemon.executions.running import (
+    OUTPUT_QUOTA,
+    SHUTDOWN,
+    STORE_FAILED,
+    SUPERSEDED,
+    Live,
+    count_calls,
+    describe_exit,
+    reap,
+)
 from roost.daemon.executions.timers import Timers
 from roost.daemon.link import messages as msg
 from roost.daemon.link.transport import Blob
 from roost.daemon.node import metrics
 from roost.daemon.store.checkpoints import PageStore
 from roost.daemon.store.db import Store
-from roost.daemon.store.records import Owner, State
+from roost.daemon.store.records import ExecutionRecord, Owner, State
 
 log = logging.getLogger(__name__)
 MAX_BARREN_DEATHS = 5   # workers in a row that die without making new progress: a crash loop
@@ -39,6 +48,8 @@ class Ending:
                  committer: Committer) -> None:
         self.store, self.pages, self.lives, self.timers = store, pages, lives, timers
         self.committer = committer
+        # Called when an execution of this daemon's ended (its end outlives this daemon: etcd).
+        self.on_end: Callable[[ExecutionRecord], None] = lambda record: None
 
     def finish(self, live: Live, end: msg.End | None, relaunch: Relaunch) -> None:
         record = live.record
@@ -51,8 +62,9 @@ class Ending:
             vfs = self._apply_end(live, end)
         elif live.end_reason == "killed":
             record.state, record.exit_code, record.error = State.KILLED, -1, "killed by request"
-        elif live.end_reason == SHUTDOWN:
+        elif live.end_reason in (SHUTDOWN, SUPERSEDED):
             pass                                   # stays RUNNING: replayed at the next start
+            #                                        (or, superseded, its new owner's now)
         elif live.end_reason.startswith((STORE_FAILED, OUTPUT_QUOTA)):
             # What the worker sent after the last commit is lost, and nothing depends on it:
             # resume replays it from the latest checkpoint and the journal.
@@ -81,6 +93,9 @@ class Ending:
             self.store.put_execution(record, vfs, unless_newer=True)
         except StoreError as e:     # still full: the store keeps RUNNING, resumed at next start
             log.error("%s: cannot record %s: %s", record.id, record.state.value, e)
+        else:
+            if record.state.ended and self.lives.owns(record):
+                self.on_end(record)
         live.worker.link.close()
         self.lives.remove(live)
         with live.changed:
@@ -154,6 +169,9 @@ class Ending:
         live.worker.link.close()
         try:
             relaunch(record, restore=True, requested=time.monotonic(), barren_deaths=deaths)
+        except Superseded:
+            live.end_reason = SUPERSEDED
+            return False
         except Exception as e:
             live.end_reason = f"worker died and the execution could not be restored: {e}"
             return False

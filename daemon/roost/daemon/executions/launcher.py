@@ -10,9 +10,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 
 from roost.daemon.checkpoint import journal, pagemap
-from roost.daemon.errors import Corrupt, StateConflict
+from roost.daemon.errors import Corrupt, StateConflict, Superseded
 from roost.daemon.executions.ending import Ending
 from roost.daemon.executions.lives import Lives
 from roost.daemon.executions.pool import WorkerPool
@@ -39,11 +40,29 @@ class Launcher:
         self.lives, self.pump, self.ending = lives, pump, ending
         self.durable_sleep_seconds = durable_sleep_seconds
         self.vfs_limits = vfs_limits                 # every execution's files (sent in START)
+        # Before any worker runs an execution, its ownership is claimed where the cluster
+        # keeps it (etcd: `cluster.membership`); Superseded when another daemon owns it now,
+        # which `on_superseded` records (this daemon never runs it again).
+        self.claim: Callable[[ExecutionRecord], None] = lambda record: None
+        self.on_superseded: Callable[[ExecutionRecord, Superseded], None] = lambda r, e: None
+        # A worker runs the execution here from now on: its replicas are made ready at once
+        # (`cluster.shipping`), before it writes anything — a guest may compute for long
+        # before its first output.
+        self.on_launch: Callable[[Live], None] = lambda live: None
+
+    def claimed(self, record: ExecutionRecord) -> None:
+        """Claim `record` (see `claim`); a Superseded one is recorded as the new owner's."""
+        try:
+            self.claim(record)
+        except Superseded as e:
+            self.on_superseded(record, e)
+            raise
 
     def launch(self, record: ExecutionRecord, restore: bool, requested: float,
                barren_deaths: int = 0) -> None:
         """Give the execution a worker: fresh, or (restore) replaying its journal from the
         start so it recomputes exactly what it computed before."""
+        self.claimed(record)
         artifact, manifest = self.modules.ensure_artifact(record.module_sha256, not record.cooperative)
         saved = self.restore_point(record) if restore else None
         ckpt = saved.manifest if saved else None
@@ -77,6 +96,7 @@ class Launcher:
                                    numbered_after=record.checkpoints)
         worker.link.send_message(start)
         self.pump.start(live, f"pump-{record.id}", self.finish)
+        self.on_launch(live)
 
     def finish(self, live: Live, end: msg.End | None) -> None:
         """The worker of a running execution ended (its END frame, None if it sent none)."""

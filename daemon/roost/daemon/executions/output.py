@@ -9,6 +9,7 @@ offset and not stored twice; the stored total is held to the configured quota.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from roost.daemon.errors import OutputQuotaExceeded, StoreError
@@ -60,6 +61,9 @@ class OutputWriter:
     def __init__(self, store: Store, output_limit_bytes: int = 0) -> None:
         self.store = store
         self.output_limit_bytes = output_limit_bytes   # stored stdout + stderr (0: no quota)
+        # Called after every stored burst with (record, logs, journal) stored so far: the
+        # replicas' shipping (`cluster.shipping`).
+        self.on_append: Callable[[ExecutionRecord, int, int], None] = lambda r, logs, journal: None
 
     def output(self, live: Live, frame: Frame, burst: Burst) -> None:
         """An OUTPUT frame: what of it is new joins the burst."""
@@ -94,6 +98,7 @@ class OutputWriter:
             live.journal_seq += len(records)
             live.next_seq += len(outputs)
             live.changed.notify_all()
+        self.on_append(record, live.next_seq, live.journal_seq)
 
     def check_quota(self, record: ExecutionRecord, outputs: list[tuple[int, bytes]]) -> None:
         """OutputQuotaExceeded when this burst would take the stored output past the quota: nothing

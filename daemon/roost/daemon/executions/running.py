@@ -17,6 +17,7 @@ from roost.daemon.store.records import ExecutionRecord
 # Why the supervisor stopped a worker (`Live.end_reason`), where the ending depends on it.
 SHUTDOWN = "roostd is shutting down"
 STORE_FAILED = "paused: the store could not take the execution's output"
+SUPERSEDED = "another daemon owns the execution now"
 OUTPUT_QUOTA = "paused: the execution's output reached its quota"
 
 

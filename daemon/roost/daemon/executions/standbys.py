@@ -165,6 +165,7 @@ class Standbys:
         node_id = self.lives.node_id
         record.owner, record.epoch, record.owner_address = node_id, epoch, self.lives.address
         record.prepared, record.node_id, record.error = "", node_id, ""
+        self.launcher.claimed(record)
         ckpt = self.pages.latest(exec_id)
         if ckpt is None or ckpt.number != number:
             raise StateConflict(f"execution {exec_id}: checkpoint {number} is not the latest here")
@@ -205,6 +206,7 @@ class Standbys:
         # Run first, record after (off the handover's path): a crash in between finds the
         # handover prepared, asks the source again and takes it over from the same checkpoint.
         live.worker.link.send_message(msg.Go(ckpt, host, stack, journal.pack_many(replay)))
+        self.launcher.on_launch(live)
         threading.Thread(target=self.store.put_execution, args=(record,), daemon=True).start()
         with live.changed:                       # the handover ends with the guest running
             live.changed.wait_for(lambda: live.running or not live.worker.alive(), timeout=30)

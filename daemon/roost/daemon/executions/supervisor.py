@@ -20,7 +20,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from roost.daemon.checkpoint import hoststate
-from roost.daemon.errors import InvalidRequest, LimitExceeded, NotFound, StateConflict, TimedOut
+from roost.daemon.errors import (
+    InvalidRequest,
+    LimitExceeded,
+    NotFound,
+    StateConflict,
+    Superseded,
+    TimedOut,
+    Unavailable,
+)
 from roost.daemon.executions import requests, watch
 from roost.daemon.executions.committer import Committer
 from roost.daemon.executions.ending import Ending
@@ -29,7 +37,7 @@ from roost.daemon.executions.lives import Lives
 from roost.daemon.executions.output import OutputWriter
 from roost.daemon.executions.pool import WorkerPool
 from roost.daemon.executions.pump import Pump
-from roost.daemon.executions.running import SHUTDOWN, Live, send_signal
+from roost.daemon.executions.running import SHUTDOWN, SUPERSEDED, Live, send_signal
 from roost.daemon.executions.source import Source
 from roost.daemon.executions.standbys import Standbys
 from roost.daemon.executions.timers import Timers
@@ -96,6 +104,8 @@ class Supervisor:
         self.give_up, self.release = self.source.give_up, self.source.release
         self.take_back, self.mark_migrating = self.source.take_back, self.source.mark_migrating
         self.throttle = self.source.throttle
+        self.released: watch.Release = watch.STORED  # what output counts (cluster.shipping)
+        self.unresumed: set[str] = set()     # not resumed at start: etcd did not answer
 
     @property
     def on_commit(self) -> Callable[[ExecutionRecord, int], None]:
@@ -124,10 +134,83 @@ class Supervisor:
             try:
                 self.launcher.launch(record, restore=True, requested=time.monotonic())
                 n += 1
+            except Superseded as e:
+                log.warning("execution %s: not resumed: %s", record.id, e)
+            except Unavailable as e:
+                log.error("execution %s: not resumed yet: %s", record.id, e)
+                self.unresumed.add(record.id)
             except Exception as e:
                 log.exception("cannot resume execution %s", record.id)
                 self._fail(record, f"could not be resumed: {e}")
         return n
+
+    # ---- the cluster's word on ownership (cluster.membership, cluster.takeover) ----
+    def superseded(self, record: ExecutionRecord, e: Superseded) -> None:
+        """Another daemon owns the execution now (or it ended there): this copy is a replica
+        from now on, and is never run here again; a running worker of it is stopped."""
+        log.warning("execution %s: %s: this daemon drops its copy", record.id, e)
+        live = self.lives.get(record.id)
+        if not e.ended:
+            record.owner, record.epoch, record.owner_address = e.owner, e.epoch, e.address
+        else:
+            record.owner = e.owner if e.owner != self.node_id else record.owner
+        if live is not None and live.record is not record:
+            live.record.owner, live.record.epoch = record.owner, record.epoch
+            live.record.owner_address = record.owner_address
+        if live is not None:
+            live.end_reason = SUPERSEDED
+            send_signal(live.worker, signal.SIGKILL)
+        else:
+            self.store.put_execution(record)
+
+    def take_over(self, exec_id: str, epoch: int,
+                  why: str = "its etcd lease expired") -> ExecutionRecord:
+        """This daemon won the execution of a dead owner (cluster.takeover), at `epoch`: it
+        runs it from what it holds — the latest replicated checkpoint and the journal after
+        it — in the state its owner left it."""
+        record = self.store.get_execution(exec_id)
+        previous = record.owner
+        record.owner, record.epoch, record.owner_address = self.node_id, epoch, self.address
+        record.node_id, record.prepared, record.migration, record.replicas = self.node_id, "", "", []
+        record.stdout_bytes, record.stderr_bytes = self.store.log_totals(exec_id)
+        record.journal_records = self.store.next_seq("journal", exec_id)
+        record.notes.append(f"taken over from {previous} ({why}) at epoch {epoch}")
+        log.warning("execution %s: taken over from %s at epoch %d", exec_id, previous, epoch)
+        ckpt = self.pages.latest(exec_id)
+        # Stopped in a durable sleep or a pause by its latest checkpoint (nothing journaled
+        # after it): it stays so here — the sleep's timer wakes it, `resume` resumes it.
+        resting = ckpt is not None and record.journal_records <= ckpt.journal_seq
+        if resting and ckpt is not None and ckpt.reason == "sleep":
+            record.state = State.SLEEPING
+            self.store.put_execution(record)
+            self.timers.add(exec_id, ckpt.wake_at_ns)
+            return record
+        if resting and ckpt is not None and ckpt.reason == "pause":
+            record.state = State.PAUSED
+            self.store.put_execution(record)
+            return record
+        record.state = State.RUNNING
+        self.store.put_execution(record)
+        self.launcher.launch(record, restore=True, requested=time.monotonic())
+        return record
+
+    def promote(self, ref: str) -> ExecutionRecord:
+        """`roost recover`: the operator says the owner is gone; this daemon's replica runs
+        the execution at the next epoch."""
+        record = self.get(ref)
+        if self.owns(record):
+            raise StateConflict(f"execution {record.id} is this daemon's already")
+        if record.state.ended:
+            raise StateConflict(f"execution {record.id} has ended ({record.state.value})")
+        if record.migration or record.prepared:
+            raise StateConflict(f"execution {record.id} is being migrated here: its source decides")
+        return self.take_over(record.id, record.epoch + 1, "recovered by the operator")
+
+    def freeze(self, frozen: bool) -> None:
+        """Stop (SIGSTOP) or continue every worker: an owner that cannot vouch for its lease
+        lets no guest go on meanwhile."""
+        for live in self.lives.all():
+            send_signal(live.worker, signal.SIGSTOP if frozen else signal.SIGCONT)
 
     def owns(self, record: ExecutionRecord) -> bool:
         """This daemon runs `record`'s execution (nobody else may)."""
@@ -159,6 +242,10 @@ class Supervisor:
         for ex in self.lives.all():
             send_signal(ex.worker, signal.SIGKILL)
         self.lives.wait_ended(max(0.0, deadline - time.monotonic()), lambda: not self.lives)
+
+    def fail(self, exec_id: str, error: str) -> None:
+        """The execution cannot go on: FAILED, with `error` as its reason."""
+        self._fail(self.store.get_execution(exec_id), error)
 
     def _fail(self, record: ExecutionRecord, error: str) -> None:
         record.state, record.error, record.exit_code = State.FAILED, error, -1
@@ -300,12 +387,17 @@ class Supervisor:
             raise
 
     def list(self, include_ended: bool) -> list[ExecutionRecord]:
+        """The executions this daemon owns: not the replicas it holds for peers, nor those that
+        moved away (GetExecution still answers for both; the owner lists them)."""
         records = {r.id: r for r in self.store.list_executions()}
         records.update(self.lives.records())
-        out = [r for r in records.values() if include_ended or not r.state.ended]
+        out = [r for r in records.values()
+               if self.owns(r) and (include_ended or not r.state.ended)]
         return sorted(out, key=lambda r: r.created_at)
 
     def state_counts(self) -> dict[str, int]:
+        """roost_executions{state}: the executions this daemon owns (as `list`), so a cluster's
+        members together count each execution once."""
         counts = Counter({s.value: 0 for s in State})
         counts.update(r.state.value for r in self.list(include_ended=True))
         return dict(counts)
@@ -329,13 +421,14 @@ class Supervisor:
     def wait(self, ref: str, timeout: float | None = None,
              is_active: Callable[[], bool] = lambda: True) -> ExecutionRecord:
         """Block until the execution has ended (see `watch.wait`); its record."""
-        return watch.wait(self.store, self.lives, self.get(ref).id, timeout, is_active)
+        return watch.wait(self.store, self.lives, self.get(ref).id, timeout, is_active,
+                          self.released)
 
     def logs(self, ref: str, from_seq: int, follow: bool, stream: int = 0,
              is_active: Callable[[], bool] = lambda: True) -> Iterator[tuple[int, int, bytes]]:
         """Durable output records (seq, stream, data) from `from_seq` (see `watch.logs`)."""
         yield from watch.logs(self.store, self.lives, self.get(ref).id, from_seq, follow, stream,
-                              is_active)
+                              is_active, self.released)
 
     def copy_out(self, ref: str, guest_path: str) -> Iterator[Entry]:
         """The entries of a guest file or tree, produced as the caller consumes them: file data

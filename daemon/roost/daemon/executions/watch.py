@@ -3,28 +3,78 @@
 Both follow it through every worker it has — restores, pauses, durable sleeps — and stop when
 it is not this daemon's any more (the caller follows it to its new owner). They wake on the
 running worker's `changed` condition, or on `Lives.ended` while it has none.
+
+Output counts — reaches a client — only once it is released (`Release`: with
+`replication.ack = one | all`, once the replicas hold it; `cluster.shipping`).
 """
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from typing import Protocol
 
 from roost.daemon.executions.lives import Lives
 from roost.daemon.store.db import Store
 from roost.daemon.store.records import ExecutionRecord
 
 
+class Release(Protocol):
+    """Which output records count: [0, limit) of an execution (None: all that is stored)."""
+
+    def limit(self, exec_id: str) -> int | None: ...
+
+    def wait(self, exec_id: str, seq: int, timeout: float) -> None: ...
+
+
+class Stored:
+    """Output counts once it is stored here (no replicas, or `replication.ack = async`)."""
+
+    def limit(self, exec_id: str) -> int | None:
+        return None
+
+    def wait(self, exec_id: str, seq: int, timeout: float) -> None:
+        time.sleep(timeout)
+
+
+STORED = Stored()
+
+
+def unreleased(store: Store, release: Release, exec_id: str) -> int | None:
+    """The first output record stored but not released yet (None: none is)."""
+    limit = release.limit(exec_id)
+    if limit is None or store.next_seq("logs", exec_id) <= limit:
+        return None
+    return limit
+
+
+def _limit(store: Store, lives: Lives, release: Release, exec_id: str, live) -> int | None:
+    """The release limit of an execution this daemon owns; none for another's (what it holds
+    of one it handed over was released before; a replica's was released by its owner)."""
+    limit = release.limit(exec_id)
+    if limit is None:
+        return None
+    record = live.record if live is not None else store.get_execution(exec_id)
+    return limit if lives.owns(record) else None
+
+
 def wait(store: Store, lives: Lives, exec_id: str, timeout: float | None = None,
-         is_active: Callable[[], bool] = lambda: True) -> ExecutionRecord:
-    """Block until the execution has ended — through restores, pauses and durable sleeps;
-    returns its record (the current one if `timeout` passes first)."""
+         is_active: Callable[[], bool] = lambda: True, release: Release = STORED) -> ExecutionRecord:
+    """Block until the execution has ended — through restores, pauses and durable sleeps —
+    and its output is released; returns its record (the current one if `timeout` passes
+    first)."""
     deadline = None if not timeout else time.monotonic() + timeout
     while True:
         live = lives.get(exec_id)
         record = live.record if live is not None else store.get_execution(exec_id)
         remaining = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
-        if record.state.ended or remaining <= 0 or not is_active() or not lives.owns(record):
+        if remaining <= 0 or not is_active() or not lives.owns(record):
             return record                # (not ours any more: the caller follows it)
+        if record.state.ended:
+            held = unreleased(store, release, exec_id)
+            if held is None:
+                return record
+            release.wait(exec_id, held, remaining)
+            continue
         if live is None:                # paused or sleeping: any end wakes us
             lives.wait_ended(remaining)
             continue
@@ -33,13 +83,17 @@ def wait(store: Store, lives: Lives, exec_id: str, timeout: float | None = None,
 
 
 def logs(store: Store, lives: Lives, exec_id: str, from_seq: int, follow: bool, stream: int = 0,
-         is_active: Callable[[], bool] = lambda: True) -> Iterator[tuple[int, int, bytes]]:
-    """Durable output records (seq, stream, data) from `from_seq`; with `follow`, until the
-    execution has ended and every record has been sent."""
+         is_active: Callable[[], bool] = lambda: True, release: Release = STORED
+         ) -> Iterator[tuple[int, int, bytes]]:
+    """Durable, released output records (seq, stream, data) from `from_seq`; with `follow`,
+    until the execution has ended and every record has been sent."""
     seq = from_seq
     while is_active():
         live = lives.get(exec_id)       # read before the store: no lost tail
+        limit = _limit(store, lives, release, exec_id, live)
         batch = store.read_logs(exec_id, seq)
+        if limit is not None:
+            batch = [r for r in batch if r[0] < limit]
         for rec_seq, rec_stream, data in batch:
             seq = rec_seq + 1
             if not stream or rec_stream == stream:
@@ -48,6 +102,9 @@ def logs(store: Store, lives: Lives, exec_id: str, from_seq: int, follow: bool, 
             continue
         if not follow:
             return
+        if limit is not None and store.next_seq("logs", exec_id) > seq:
+            release.wait(exec_id, seq, 1.0)     # stored, not released yet
+            continue
         if live is None:      # ended, not ours any more (the caller follows it), or between
             record = store.get_execution(exec_id)       # workers: paused, sleeping
             if record.state.ended or not lives.owns(record):

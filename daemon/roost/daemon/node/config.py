@@ -81,8 +81,11 @@ class Config:
     checkpoint_retain: int = 2                   # checkpoints kept per execution
     cache_dir: Path | None = None                # prepared-module artifacts (default data_dir/cache)
     advertise: str = ""                          # the address peers and clients reach us at (default: listen)
-    replication_factor: int = -1                 # peers each execution is replicated to (-1: every peer)
-    replication_ack: str = "async"               # async | one | all: what a checkpoint waits for
+    replication_factor: int = 1                  # peers each execution is replicated to (-1: every peer)
+    replication_ack: str = ""                    # async | one | all: the replicas holding output
+    #                                              before it counts ("": one with peers, else async)
+    etcd: list[str] = field(default_factory=list)   # etcd endpoints (http://HOST:PORT): a cluster
+    lease_seconds: int = 3                       # this daemon's etcd lease: a dead host's TTL
     migration_downtime_seconds: float = 0.02     # live migration: stop-and-copy when the rest fits
     migration_max_rounds: int = 10               # pre-copy rounds at most
     migration_standby_timeout_seconds: float = 120.0   # a target's standby with no round for this long goes
@@ -91,7 +94,7 @@ class Config:
     tls_key: str = ""                            # certificate and key; all empty: plaintext
 
     def __post_init__(self) -> None:
-        if self.replication_ack not in ("async", "one", "all"):
+        if self.replication_ack not in ("", "async", "one", "all"):
             raise InvalidRequest(f"replication.ack must be async, one or all, not {self.replication_ack!r}")
         tls = [bool(self.tls_ca), bool(self.tls_cert), bool(self.tls_key)]
         if any(tls) and not all(tls):
@@ -118,7 +121,7 @@ class Config:
         """The effective config listens somewhere, and on TCP if it has peers."""
         if not self.listen and not self.control_socket:
             raise InvalidRequest("nothing to listen on: set listen (HOST:PORT) or control_socket")
-        if self.peers and not self.listen:
+        if (self.peers or self.etcd) and not self.listen:
             raise InvalidRequest("peers need listen = \"HOST:PORT\": they reach this daemon over TCP")
 
     @property
@@ -177,6 +180,7 @@ SECTION_ALIASES = {"limits_memory_bytes": "memory_limit_bytes",
                    "checkpoints_retain": "checkpoint_retain",
                    "replication_factor": "replication_factor",
                    "replication_ack": "replication_ack",
+                   "cluster_etcd": "etcd", "cluster_lease_seconds": "lease_seconds",
                    "migration_downtime_seconds": "migration_downtime_seconds",
                    "migration_max_rounds": "migration_max_rounds",
                    "migration_standby_timeout_seconds": "migration_standby_timeout_seconds",
@@ -209,6 +213,8 @@ def load(path: str | os.PathLike[str] | None, overrides: dict[str, Any]) -> Conf
         flat = {SECTION_ALIASES.get(k, k): v for k, v in flatten(table).items()}
         config = config.merge(flat, str(path))
     config = config.merge(overrides, "command line")
+    if not config.replication_ack:
+        config.replication_ack = "one" if config.peers or config.etcd else "async"
     config.check_endpoints()
     config.check_threads()
     return config

@@ -63,6 +63,16 @@ REPLICATION_LAG_SECONDS = Gauge("roost_replication_lag_seconds", "Age of the old
                                 registry=REGISTRY)
 REPLICATION_LAG_BYTES = Gauge("roost_replication_lag_bytes", "Stored bytes of the checkpoints a "
                               "replica peer has not acknowledged yet", ["peer"], registry=REGISTRY)
+RECORDS_LAG = Gauge("roost_replication_records_lag", "Output and journal records written here "
+                    "that a replica peer has not acknowledged yet", ["peer"], registry=REGISTRY)
+RECORDS_LAG_SECONDS = Gauge("roost_replication_records_lag_seconds", "Age of the oldest output or "
+                            "journal record a replica peer has not acknowledged yet", ["peer"],
+                            registry=REGISTRY)
+OUTPUT_RELEASE_SECONDS = Histogram("roost_output_release_seconds", "From a guest's output being "
+                                   "stored to the replicas holding it (replication.ack): when "
+                                   "clients may see it", registry=REGISTRY,
+                                   buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1,
+                                            0.5, 1, 5))
 REPLICATION_BYTES = Counter("roost_replication_bytes", "Bytes pushed to peers (checkpoints, "
                             "modules, records), by peer", ["peer"], registry=REGISTRY)
 STANDBY_WORKERS = Gauge("roost_standby_workers", "Workers holding the memory of an execution being "
@@ -87,11 +97,11 @@ class ExecutionStates:
         self.counts = counts
 
     def describe(self):  # noqa: D102 - prometheus protocol
-        return [GaugeMetricFamily("roost_executions", "Executions known to this daemon, by state",
+        return [GaugeMetricFamily("roost_executions", "Executions this daemon owns, by state",
                                   labels=["state"])]
 
     def collect(self):  # noqa: D102 - prometheus protocol
-        family = GaugeMetricFamily("roost_executions", "Executions known to this daemon, by state",
+        family = GaugeMetricFamily("roost_executions", "Executions this daemon owns, by state",
                                    labels=["state"])
         for state, n in sorted(self.counts().items()):
             family.add_metric([state], n)

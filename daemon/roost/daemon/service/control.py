@@ -8,13 +8,13 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import cast
 
 import grpc
 
 from roost.daemon.cluster.authority import check_address
-from roost.daemon.errors import InvalidRequest, StateConflict, TimedOut
+from roost.daemon.errors import InvalidRequest, NotFound, StateConflict, TimedOut
 from roost.daemon.executions.supervisor import StartSpec, Supervisor
 from roost.daemon.modules.registry import ModuleRegistry
 from roost.daemon.runtime.vfs import Entry
@@ -42,6 +42,10 @@ class ControlService(control_pb2_grpc.ControlServicer):
         self.checkpoints = checkpoints or supervisor.pages   # what `roost debug checkpoint` reads
         self.migrations = migrations      # migration.Migrations (None: this daemon cannot)
         self.replicator = replicator      # replication.Replicator: checkpoint acknowledgements
+        self.nodes: Callable[[], list[pb.Node]] = lambda: []   # the cluster's members (main)
+        # Where the cluster says an execution unknown here runs: (owner, address) or None.
+        self.locate: Callable[[str], tuple[str, str] | None] = lambda exec_id: None
+        self.automatic = False            # takeover is automatic (etcd): no `recover`
 
     def _pb(self, record: ExecutionRecord) -> pb.Execution:
         return execution_pb(record, self.supervisor.node_id)
@@ -75,7 +79,20 @@ class ControlService(control_pb2_grpc.ControlServicer):
     @translated
     def GetExecution(self, request, context) -> pb.Execution:
         check(request)
-        return self._pb(self.supervisor.get(_id(request.id)))
+        try:
+            return self._pb(self.supervisor.get(_id(request.id)))
+        except NotFound:
+            return self._elsewhere(_id(request.id))
+
+    def _elsewhere(self, exec_id: str) -> pb.Execution:
+        """An execution this daemon holds nothing of, where the cluster (etcd) says it runs:
+        its owner and address, which a client follows. NotFound when the cluster does not
+        know it either."""
+        owner = self.locate(exec_id)
+        if owner is None:
+            raise NotFound(f"execution {exec_id} not found")
+        return pb.Execution(id=exec_id, owner=owner[0], owner_address=owner[1],
+                            served_by=self.supervisor.node_id, state=pb.RUNNING)
 
     @translated
     def ListExecutions(self, request, context) -> pb.ListExecutionsResponse:
@@ -90,6 +107,11 @@ class ControlService(control_pb2_grpc.ControlServicer):
             raise InvalidRequest(f"stream: {request.stream} is not 0 (both), 1 (stdout) or 2 (stderr)")
         held = self.long_polls.held(context.peer(), "logs --follow") if request.follow \
             else contextlib.nullcontext()
+        try:
+            self.supervisor.get(_id(request.id))
+        except NotFound:
+            self._elsewhere(_id(request.id))      # (NotFound unless it runs elsewhere)
+            return
         with held:
             for seq, stream, data in self.supervisor.logs(_id(request.id), request.from_seq,
                                                           request.follow, int(request.stream),
@@ -100,6 +122,10 @@ class ControlService(control_pb2_grpc.ControlServicer):
     def WaitExecution(self, request, context) -> pb.Execution:
         check(request)
         timeout = fields.seconds(request.timeout_seconds, "timeout_seconds")
+        try:
+            self.supervisor.get(_id(request.id))
+        except NotFound:
+            return self._elsewhere(_id(request.id))
         with self.long_polls.held(context.peer(), "wait"):
             record = self.supervisor.wait(_id(request.id), timeout or None, context.is_active)
         if not record.state.ended and context.is_active() and self.supervisor.owns(record):
@@ -171,6 +197,19 @@ class ControlService(control_pb2_grpc.ControlServicer):
             raise InvalidRequest("copy: a guest path is required")
         for entry in self.supervisor.copy_out(_id(request.id), request.path):
             yield from file_chunks(entry)
+
+    @translated
+    def Recover(self, request, context) -> pb.Execution:
+        check(request)
+        if self.locate is not None and self.automatic:
+            raise StateConflict("this cluster runs on etcd: a replica takes over an execution "
+                                "whose owner's lease expired by itself (no recover needed)")
+        return self._pb(self.supervisor.promote(_id(request.id)))
+
+    @translated
+    def ListNodes(self, request, context) -> pb.ListNodesResponse:
+        check(request)
+        return pb.ListNodesResponse(nodes=self.nodes())
 
     @translated
     def DebugCheckpoint(self, request, context) -> pb.DebugCheckpointResponse:

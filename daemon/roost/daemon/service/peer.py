@@ -6,6 +6,7 @@ about an execution is held to the ownership rules of `authority`.
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import grpc
@@ -14,12 +15,12 @@ from roost.daemon.cluster.authority import check_id
 from roost.daemon.cluster.handover import Handovers
 from roost.daemon.cluster.peerauth import PeerGate
 from roost.daemon.cluster.receive import Replicas
-from roost.daemon.errors import InvalidRequest, StateConflict
+from roost.daemon.errors import InvalidRequest, LimitExceeded, StateConflict
 from roost.daemon.executions.supervisor import Supervisor
-from roost.daemon.modules.registry import ModuleRegistry
+from roost.daemon.modules.registry import MAX_MANIFEST_BYTES, MODES, ModuleRegistry, PreparedForm
 from roost.daemon.service import fields
-from roost.daemon.service.control import receive_module
 from roost.daemon.service.rpc import check, service_handlers, translated
+from roost.daemon.store.records import ModuleRecord
 from roost.v1 import peer_pb2 as pb
 from roost.v1 import peer_pb2_grpc
 
@@ -55,7 +56,10 @@ class PeerService(peer_pb2_grpc.PeerServicer):
     @translated
     def PushModule(self, request_iterator: Iterator, context) -> pb.PushModuleResponse:
         self.gate.admit(context)
-        _, dedup = receive_module(self.modules, request_iterator, "push of a module")
+        pushed = PushedModule(self.modules)
+        for part in request_iterator:
+            pushed.take(part)
+        _, dedup = pushed.store()
         return pb.PushModuleResponse(deduplicated=dedup)
 
     @translated
@@ -83,11 +87,104 @@ class PeerService(peer_pb2_grpc.PeerServicer):
         raise InvalidRequest("handover: phase is required")
 
     @translated
+    def AppendRecords(self, request, context) -> pb.AppendRecordsResponse:
+        caller = self.gate.admit(context)
+        check(request)
+        return self.replicas.append(request, caller)
+
+    @translated
     def Decision(self, request, context) -> pb.DecisionResponse:
         self.gate.admit(context)
         check(request)
         check_id(request.id, "decision")
         return pb.DecisionResponse(outcome=self.handovers.decision(request.id, request.epoch))
+
+
+class PushedModule:
+    """A PushModule stream, assembled: the module's header and bytes (checked by the registry
+    as an upload is), then the prepared forms the sender keeps of it, each a PreparedHeader
+    and its wasm. Every size is bounded before its bytes are read."""
+
+    WHAT = "push of a module"
+
+    def __init__(self, modules: ModuleRegistry) -> None:
+        self.modules = modules
+        self.header: pb.ModuleHeaderPeer | None = None
+        self.data = bytearray()
+        self.forms: list[PreparedForm] = []
+        self._form: pb.PreparedHeader | None = None
+        self._wasm = bytearray()
+
+    def take(self, part: object) -> None:
+        check(part)
+        assert isinstance(part, pb.ModuleChunk)
+        kind = part.WhichOneof("part")
+        if self.header is None and kind != "header":
+            raise InvalidRequest(f"{self.WHAT} must start with a header message")
+        if kind == "header":
+            if self.header is not None:
+                raise InvalidRequest(f"{self.WHAT}: a second header after the first")
+            self._start(part.header)
+        elif kind == "prepared":
+            self._finish_form()
+            self._start_form(part.prepared)
+        elif kind == "chunk":
+            self._chunk(part.chunk)
+
+    def store(self) -> tuple[ModuleRecord, bool]:
+        """Hand it all to the registry: the module is stored without being prepared in the
+        modes whose prepared form came with it."""
+        if self.header is None:
+            raise InvalidRequest(f"{self.WHAT} must start with a header message")
+        self._finish_form()
+        h = self.header
+        return self.modules.receive(h.name, h.size_bytes, h.sha256, [bytes(self.data)], self.forms)
+
+    def _start(self, header: pb.ModuleHeaderPeer) -> None:
+        if header.size_bytes > self.modules.max_module_bytes:
+            raise LimitExceeded(f"module {fields.short(header.name)!r} is {header.size_bytes} bytes; "
+                                f"the limit is {self.modules.max_module_bytes}")
+        self.header = header
+
+    def _chunk(self, chunk: bytes) -> None:
+        """A piece of the module, or of the prepared form announced last."""
+        assert self.header is not None
+        if self._form is None:
+            into, limit, what = self.data, self.header.size_bytes, "the module"
+        else:
+            into, limit, what = self._wasm, self._form.size_bytes, f"its {self._form.mode} prepared form"
+        if len(into) + len(chunk) > limit:
+            raise InvalidRequest(f"{self.WHAT}: more bytes of {what} than the announced {limit}")
+        into += chunk
+
+    def _start_form(self, form: pb.PreparedHeader) -> None:
+        if form.mode not in MODES:
+            raise InvalidRequest(f"{self.WHAT}: unknown preparation mode {fields.short(form.mode)!r}")
+        if any(f.mode == form.mode for f in self.forms):
+            raise InvalidRequest(f"{self.WHAT}: a second {form.mode} prepared form")
+        if form.size_bytes > self.modules.max_prepared_bytes:
+            raise LimitExceeded(f"{self.WHAT}: its {form.mode} prepared form is {form.size_bytes} bytes; "
+                                f"the limit is {self.modules.max_prepared_bytes}")
+        if len(form.manifest_json) > MAX_MANIFEST_BYTES:
+            raise LimitExceeded(f"{self.WHAT}: its {form.mode} manifest is over {MAX_MANIFEST_BYTES} bytes")
+        self._form, self._wasm = form, bytearray()
+
+    def _finish_form(self) -> None:
+        form = self._form
+        if form is None:
+            return
+        if len(self._wasm) != form.size_bytes:
+            raise InvalidRequest(f"{self.WHAT}: its {form.mode} prepared form is truncated "
+                                 f"({len(self._wasm)} of {form.size_bytes} bytes)")
+        try:
+            manifest = json.loads(form.manifest_json)
+        except (ValueError, RecursionError) as e:
+            raise InvalidRequest(f"{self.WHAT}: its {form.mode} manifest is not JSON: "
+                                 f"{fields.short(str(e))}") from e
+        if not isinstance(manifest, dict):
+            raise InvalidRequest(f"{self.WHAT}: its {form.mode} manifest is not a JSON object")
+        self.forms.append(PreparedForm(form.mode, bytes(self._wasm), manifest))
+        self._form, self._wasm = None, bytearray()
 
 
 def handlers(service: PeerService) -> grpc.GenericRpcHandler:

@@ -468,6 +468,42 @@ class Store:
                 total += len(value)
         return out
 
+    def log_totals(self, exec_id: str) -> tuple[int, int]:
+        """The bytes of stdout and of stderr stored for the execution (a replica taking over
+        counts what it holds: the offsets below which a restored guest's output is not
+        stored again)."""
+        totals = [0, 0, 0]
+        with self.txn(f"counting the output of {exec_id}") as txn:
+            cur = txn.cursor(db=self.dbs["logs"])
+            for _ in scan(cur, keys.seq(exec_id, 0), keys.prefix(exec_id)):
+                value = cur.value()
+                totals[2 if value[0] == 2 else 1] += len(value) - 1
+        return totals[1], totals[2]
+
+    def read_tail(self, exec_id: str, log_from: int, journal_from: int, limit_bytes: int
+                  ) -> tuple[list[tuple[int, bytes]], list[tuple[int, bytes]]]:
+        """The output records from `log_from` and the journal records from `journal_from`,
+        as stored — (seq, stream byte + data) and (seq, record) — up to about `limit_bytes`,
+        read in one transaction: every output record read has the journal records it
+        depends on (`append` stores them first) among those read or earlier ones."""
+        logs: list[tuple[int, bytes]] = []
+        journal: list[tuple[int, bytes]] = []
+        total = 0
+        with self.txn(f"reading the tail of {exec_id}") as txn:
+            cur = txn.cursor(db=self.dbs["journal"])
+            for key in scan(cur, keys.seq(exec_id, journal_from), keys.prefix(exec_id)):
+                if total >= limit_bytes:
+                    return logs, journal       # (no output: it may depend on what was left)
+                journal.append((keys.seq_of(key), cur.value()))
+                total += len(journal[-1][1])
+            cur = txn.cursor(db=self.dbs["logs"])
+            for key in scan(cur, keys.seq(exec_id, log_from), keys.prefix(exec_id)):
+                if total >= limit_bytes and logs:
+                    break
+                logs.append((keys.seq_of(key), cur.value()))
+                total += len(logs[-1][1])
+        return logs, journal
+
     # ---- timers ----
     def timers(self) -> dict[str, int]:
         """Every stored wake-up time; a corrupt one is due now (logged): waking a durable sleep
