@@ -63,14 +63,16 @@ class Follower:
     def __init__(self, daemon: Roostd, exec_id: str) -> None:
         self.proc = subprocess.Popen([str(BIN / "roost"), "--addr", daemon.addr, "logs", "-f",
                                       exec_id], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        self.out: list[bytes] = []
-        self.thread = threading.Thread(target=lambda: self.out.append(self.proc.communicate()[0]))
+        self.out: list[tuple[bytes, bytes]] = []
+        self.thread = threading.Thread(target=lambda: self.out.append(self.proc.communicate()))
         self.thread.start()
 
     def result(self, timeout: float = 180) -> bytes:
         self.thread.join(timeout)
         assert not self.thread.is_alive(), "the follower never finished"
-        return self.out[0]
+        out, err = self.out[0]
+        assert self.proc.returncode == 0, f"the follower failed: {err.decode()[-1000:]}"
+        return out
 
 
 def test_a_node_id_held_by_a_live_daemon_is_refused(three, tmp_path, etcd):

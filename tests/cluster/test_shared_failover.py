@@ -91,7 +91,8 @@ def test_live_migration_right_after_start_needs_no_preparation(case, tmp_path):
                               check=True).stdout.decode().strip()
             time.sleep(rng.uniform(0.2, 1.0) / (attempt + 1))
             done = a.roost("migrate", exec_id, "--to", b.addr, "--json", timeout=600)
-            if done.returncode == 0 or b"is not running" not in done.stderr:
+            if done.returncode == 0 or not (b"is not running" in done.stderr
+                                            or b"is EXITED" in done.stderr):
                 break
         assert done.returncode == 0, done.stderr.decode()[-2000:]
         assert json.loads(done.stdout)["target"]

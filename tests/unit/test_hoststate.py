@@ -9,7 +9,7 @@ import json
 import struct
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from roost.daemon.checkpoint import hoststate
@@ -61,6 +61,9 @@ def test_a_damaged_blob_is_a_corrupt_checkpoint(data):
     if data.draw(st.booleans()):
         del blob[at:]                                           # truncated
     else:
+        # (not the minor version's bytes, 6 and 7: a lower minor is an older format this
+        # roostd still reads, and the blob decodes as one)
+        assume(at not in (6, 7))
         blob[at] ^= data.draw(st.integers(1, 255))             # a flipped byte
     with pytest.raises(CorruptCheckpoint):
         hoststate.decode(bytes(blob), b"")

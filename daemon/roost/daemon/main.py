@@ -49,6 +49,7 @@ from roost.daemon.service import peer as peer_service
 from roost.daemon.service.longpolls import LongPolls
 from roost.daemon.store.checkpoints import PageStore
 from roost.daemon.store.db import Store
+from roost.daemon.store.records import ExecutionRecord
 from roost.v1 import control_pb2, peer_pb2
 
 log = logging.getLogger("roostd")
@@ -139,7 +140,7 @@ class Daemon:
             claims = PeerClaims(lambda: [self.peers.client(a) for a in cfg.peers
                                          if a != cfg.address], cfg.node_id)
             self.supervisor.launcher.claim = claims.claim
-            self.supervisor.launcher.on_superseded = self.supervisor.superseded
+            self.supervisor.launcher.on_superseded = self._superseded
         self.health = health.HealthServicer()
         self.server = self._grpc_server()         # the ports are bound before anything resumes
         self.metrics_server = metrics.serve(cfg.metrics_listen) if cfg.metrics_listen else None
@@ -171,12 +172,19 @@ class Daemon:
         """What etcd says of ownership reaches the supervisor, the shipper and the gate."""
         supervisor = self.supervisor
         supervisor.launcher.claim = membership.claim
-        supervisor.launcher.on_superseded = supervisor.superseded
+        supervisor.launcher.on_superseded = self._superseded
         supervisor.ending.on_end = membership.ended
         membership.on_fence = supervisor.freeze
         membership.on_lost = self._reclaim
         self.shipper.fenced = membership.fenced
         self.gate.members = lambda: [m.address for m in membership.members().values()]
+        self.gate.is_member = membership.is_member
+
+    def _superseded(self, record: ExecutionRecord, e: Superseded) -> None:
+        """Another daemon owns the execution now: the copy here is dropped, and nothing more
+        of it is shipped from here."""
+        self.supervisor.superseded(record, e)
+        self.shipper.forget(record.id)
 
     def _reclaim(self) -> None:
         """This daemon's lease expired and it has a new one: each running execution is
@@ -186,7 +194,7 @@ class Daemon:
             try:
                 self.membership.claim(live.record)
             except Superseded as e:
-                self.supervisor.superseded(live.record, e)
+                self._superseded(live.record, e)
             except RoostError as e:
                 log.warning("execution %s: claiming it again: %s", live.record.id, e)
 
@@ -262,6 +270,7 @@ class Daemon:
         control.nodes = self._nodes
         control.locate = self._locate
         control.automatic = self.membership is not None
+        control.replicated = lambda exec_id: self.shipper.introduced(exec_id, 60.0)
         peer = peer_service.PeerService(self.supervisor, self.modules, self.replicas, self.handovers,
                                    self.gate)
         server.add_generic_rpc_handlers((control_service.handlers(control), peer_service.handlers(peer)))
@@ -390,6 +399,9 @@ def main(argv: list[str] | None = None) -> int:
                  "metrics_listen": args.metrics_listen, "peers": args.peers,
                  "advertise": args.advertise, "tls_ca": args.tls_ca, "tls_cert": args.tls_cert,
                  "tls_key": args.tls_key, "etcd": args.etcd}
+    stop = threading.Event()           # (before anything starts: a SIGTERM during start-up
+    for sig in (signal.SIGTERM, signal.SIGINT):       # stops the daemon once it is up)
+        signal.signal(sig, lambda *_: stop.set())
     try:
         cfg = config_mod.load(args.config, overrides)
         daemon = Daemon(cfg)
@@ -398,9 +410,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"roostd: {e}", file=sys.stderr)
         return 1
     gctuning.freeze_startup_objects()
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
     stop.wait()
     daemon.stop()
     return 0

@@ -295,6 +295,15 @@ class Membership:
     def members(self) -> dict[str, Member]:
         return dict(self._members)
 
+    def is_member(self, node_id: str) -> bool:
+        """`node_id` holds a live lease (etcd is asked again when it is not known here)."""
+        if node_id in self._members:
+            return True
+        try:
+            return node_id in self.refresh_members()
+        except Unavailable:
+            return False
+
     def replica_nodes(self, exec_id: str, factor: int) -> list[Member]:
         """The live members that hold `exec_id`'s replicas: `factor` of the others, chosen by
         rendezvous hashing (stable while membership is)."""

@@ -55,6 +55,9 @@ class PeerGate:
         self._allowed = set() if secure else _addresses_of(peers)
         # With etcd, the members' addresses are peers' too (plaintext: their IPs are admitted).
         self.members: Callable[[], list[str]] = lambda: []
+        # With etcd under TLS: is this node id a live member (asked again if not: it may have
+        # just joined)? A certificate's node must be a member it claims to be.
+        self.is_member: Callable[[str], bool] | None = None
         self._member_ips: tuple[tuple[str, ...], set[str]] = ((), set())
 
     def admit(self, context: grpc.ServicerContext) -> Caller:
@@ -68,6 +71,9 @@ class PeerGate:
             if node == self.me:
                 raise PermissionDenied(f"the caller's certificate names this daemon's own node id "
                                        f"{node!r}: two daemons must not share one")
+            if self.is_member is not None and not self.is_member(node):
+                raise PermissionDenied(f"the caller's certificate names node {node!r}, which is "
+                                       "not a live member of this cluster (etcd)")
             return Caller(node, where)
         if _ip_of(where) not in self._allowed and _ip_of(where) not in self._members_ips():
             raise PermissionDenied(f"the Peer service is for peers: {where} is not the address of "

@@ -45,6 +45,7 @@ from roost.v1 import peer_pb2 as pb
 
 log = logging.getLogger(__name__)
 BATCH_BYTES = 4 << 20          # records per AppendRecords, about (a peer's messages: 64 MiB)
+LINGER_SECONDS = 0.0005        # a round trip waits this long for more records to ride along
 NEED = {"async": 0, "one": 1}  # replicas that must hold a record before it counts ("all": all)
 
 
@@ -144,6 +145,18 @@ class Shipper:
         with self._cond:
             self._cond.wait_for(counts, timeout=timeout)
 
+    def introduced(self, exec_id: str, timeout: float) -> bool:
+        """Wait until enough replicas (per `replication.ack`) hold the execution — its record,
+        inputs and module — or `timeout` passes; whether they do."""
+        def held() -> bool:
+            tracked = self._tracked.get(exec_id)
+            if self.ack == "async" or tracked is None or not tracked.targets or self._stopped:
+                return True
+            have = sum((a, exec_id) in self._held for a in tracked.targets)
+            return have >= min(NEED.get(self.ack, len(tracked.targets)), len(tracked.targets))
+        with self._cond:
+            return self._cond.wait_for(held, timeout=timeout)
+
     def stop(self) -> None:
         with self._cond:
             self._stopped = True
@@ -157,6 +170,8 @@ class Shipper:
                 self._cond.wait_for(lambda: self._dirty.get(address) or self._stopped, timeout=1.0)
                 if self._stopped:
                     return
+            time.sleep(LINGER_SECONDS)          # what the guest writes meanwhile rides along
+            with self._cond:
                 exec_ids = self._dirty.pop(address, set())
             retry = set()
             for exec_id in exec_ids:

@@ -46,6 +46,9 @@ class ControlService(control_pb2_grpc.ControlServicer):
         # Where the cluster says an execution unknown here runs: (owner, address) or None.
         self.locate: Callable[[str], tuple[str, str] | None] = lambda exec_id: None
         self.automatic = False            # takeover is automatic (etcd): no `recover`
+        # Until a new execution's replicas hold it (record, inputs, module): the client gets
+        # its id once a host failure cannot lose it (`cluster.shipping`; bounded).
+        self.replicated: Callable[[str], object] = lambda exec_id: None
 
     def _pb(self, record: ExecutionRecord) -> pb.Execution:
         return execution_pb(record, self.supervisor.node_id)
@@ -74,7 +77,9 @@ class ControlService(control_pb2_grpc.ControlServicer):
     @translated
     def StartExecution(self, request, context) -> pb.Execution:
         check(request)
-        return self._pb(self.supervisor.start(start_spec(request, self.max_memory_bytes)))
+        record = self.supervisor.start(start_spec(request, self.max_memory_bytes))
+        self.replicated(record.id)
+        return self._pb(record)
 
     @translated
     def GetExecution(self, request, context) -> pb.Execution:
