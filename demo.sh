@@ -84,13 +84,14 @@ for n in 1 2 3; do
 done
 roost --addr 127.0.0.1:7081 nodes
 echo "== an uninterrupted run on n3, for comparison"
-roost --addr 127.0.0.1:7083 run "$work/sieve.wasm" -- 600000000 > "$work/plain.out"
+roost --addr 127.0.0.1:7083 run --mount "$work/data:/data" "$work/sieve.wasm" -- 600000000 > "$work/plain.out"
 echo "== the same on n1, detached; a client follows it through n2; then n1's host dies"
-id=$(roost --addr 127.0.0.1:7081 run --detach --name demo-failover "$work/sieve.wasm" -- 600000000)
+id=$(roost --addr 127.0.0.1:7081 run --detach --name demo-failover --mount "$work/data:/data" "$work/sieve.wasm" -- 600000000)
 roost --addr 127.0.0.1:7082 logs -f "$id" > "$work/followed.out" & follower=$!
 sleep 1.5
 n1=${pids[0]}
-pkill -9 -P "$n1" || true; kill -9 "$n1"; echo "killed n1's roostd ($n1) and its workers"
+pkill -9 -P "$n1" || true; kill -9 "$n1"; wait "$n1" 2>/dev/null || true
+echo "killed n1's roostd ($n1) and its workers"
 wait "$follower"
 roost --addr 127.0.0.1:7082 inspect "$id" | grep -E "state|owner|epoch|notes" || true
 if cmp -s "$work/plain.out" "$work/followed.out"; then
