@@ -154,3 +154,22 @@ def test_soak_fifty_random_host_kills(tmp_path, etcd):
         for d in daemons:
             if d.proc is not None and d.proc.poll() is None:
                 d.stop()
+
+
+def test_a_sleeping_execution_is_taken_over_asleep(three):
+    """Its owner dies during a durable sleep: the new owner keeps it SLEEPING (no worker) and
+    wakes it at the original deadline, with the plain run's output."""
+    a, b, c = three
+    wasm = compile_guest("sleeper")
+    native = run_native(wasm, ["sleeper", "10"])
+    exec_id = a.roost("run", "--detach", str(wasm), "--", "10", check=True).stdout.decode().strip()
+    wait_until(lambda: inspect(a, exec_id)["state"] == "SLEEPING", timeout=30, what="its sleep")
+    time.sleep(0.5)                       # (its checkpoint reaches the replica)
+    kill_host(a)
+    new_owner = wait_until(lambda: _owner(b, exec_id, a.node_id), timeout=TTL + 20,
+                           what="a member to take the execution over")
+    owner = b if new_owner == b.node_id else c
+    assert inspect(owner, exec_id)["state"] == "SLEEPING"
+    waited = b.roost("wait", exec_id, timeout=60)
+    assert waited.returncode == native.exit_code, waited.stderr
+    assert owner.roost("logs", exec_id).stdout == native.stdout

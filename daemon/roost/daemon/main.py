@@ -120,6 +120,7 @@ class Daemon:
         self.replicator = Replicator(me, checkpoints, self.supervisor, self.pusher,
                                      self._replica_peers, cfg.replication_ack)
         self.supervisor.on_commit = self.replicator.committed
+        self.supervisor.sleep_counts = self.replicator.holds
         self.shipper = Shipper(me, self.store, checkpoints, self.pusher, cfg.replication_ack,
                                self._replica_peers)
         self.supervisor.output.on_append = self.shipper.appended

@@ -279,6 +279,24 @@ class Replicator:
                     return have
                 self._changed.wait(left)
 
+    def holds(self, record: ExecutionRecord) -> bool:
+        """Per `replication.ack`, enough replica peers hold the execution's latest checkpoint
+        (True when none is needed); if not, it is pushed to them (again: a takeover's new
+        owner, say, did not push the checkpoint it took over with)."""
+        latest = self.checkpoints.latest(record.id)
+        targets = self.targets(record.id)
+        need = {"async": 0, "one": 1, "all": len(targets)}[self.ack]
+        if latest is None or not targets or not need:
+            return True
+        with self._changed:
+            have = sum(self._acked.get((c.address, record.id), 0) >= latest.number for c in targets)
+            pending = any(record.id in self._pending.get(c.address, {}) for c in targets)
+        if have >= min(need, len(targets)):
+            return True
+        if not pending:
+            self.committed(record, latest.number)
+        return False
+
     def stop(self) -> None:
         with self._changed:
             self._stopped = True

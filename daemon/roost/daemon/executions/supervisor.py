@@ -106,6 +106,9 @@ class Supervisor:
         self.throttle = self.source.throttle
         self.released: watch.Release = watch.STORED  # what output counts (cluster.shipping)
         self.unresumed: set[str] = set()     # not resumed at start: etcd did not answer
+        # A durable sleep's timer counts only once the replicas hold its checkpoint
+        # (replication.ack = one | all; `cluster.push.Replicator.holds`).
+        self.sleep_counts: Callable[[ExecutionRecord], bool] = lambda record: True
 
     @property
     def on_commit(self) -> Callable[[ExecutionRecord, int], None]:
@@ -221,6 +224,9 @@ class Supervisor:
         record = self.store.get_execution(exec_id)
         if not self.owns(record) or record.migration:
             return          # its new owner wakes it; or `take_back` sets the timer again
+        if record.state == State.SLEEPING and not self.sleep_counts(record):
+            self.timers.add(exec_id, time.time_ns() + 200_000_000)   # its replicas lag: soon
+            return
         if record.state == State.SLEEPING and exec_id not in self.lives and not self.lives.stopping:
             self.launcher.launch(record, restore=True, requested=time.monotonic())
         self.store.clear_timer(exec_id)
