@@ -20,7 +20,7 @@ from tests.framework.harness import Roostd, cluster, wait_until
 from tests.framework.native import run_native
 
 SPIN = ["400", "2500000"]             # spin_print: ~5 s of lines
-LONG_SPIN = ["1200", "2500000"]       # ~15 s under load: time for a drain to move it
+LONG_SPIN = ["3000", "2500000"]       # ~30 s under load: time for a drain to move it
 FILLER = ["0", "0", "100000"]         # big_records: a line every ~20 ms, nearly idle: load only
 
 

@@ -23,6 +23,9 @@ from tests.framework.guestbuild import compile_guest
 from tests.framework.harness import Roostd, wait_until
 
 HOST_IP, NS_IP = "10.213.7.1", "10.213.7.2"      # the test's own veth pair, nothing else
+# Never let the pair's traffic leave the machine: with the link cut, a blackhole route (less
+# specific than the pair's own) drops it instead of the default route carrying it away.
+FENCE = "10.213.7.0/24"
 
 
 def sh(*args: str) -> None:
@@ -31,8 +34,10 @@ def sh(*args: str) -> None:
 
 @pytest.fixture
 def namespace():
-    """A network namespace joined to the host by a veth pair: (name, host-side link)."""
+    """A network namespace joined to the host by a veth pair: (name, the namespace's end of
+    the link — cut it with `ip -n NAME link set LINK down`)."""
     ns, host_if, ns_if = f"roost{os.getpid()}", f"rh{os.getpid()}", f"rn{os.getpid()}"
+    sh("ip", "route", "add", "blackhole", FENCE)
     sh("ip", "netns", "add", ns)
     try:
         sh("ip", "link", "add", host_if, "type", "veth", "peer", "name", ns_if)
@@ -42,10 +47,11 @@ def namespace():
         sh("ip", "netns", "exec", ns, "ip", "addr", "add", f"{NS_IP}/30", "dev", ns_if)
         sh("ip", "netns", "exec", ns, "ip", "link", "set", ns_if, "up")
         sh("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
-        yield ns, host_if
+        yield ns, ns_if
     finally:
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
         subprocess.run(["ip", "link", "del", host_if], capture_output=True)
+        subprocess.run(["ip", "route", "del", "blackhole", FENCE], capture_output=True)
 
 
 def worker_states(daemon: Roostd) -> list[str]:
@@ -63,17 +69,17 @@ def worker_states(daemon: Roostd) -> list[str]:
 
 
 def test_cut_off_owner_stops_its_guest_and_drops_its_copy(tmp_path, namespace):
-    ns, host_if = namespace
+    ns, link = namespace
     etcd = Etcd(tmp_path / "etcd")
     etcd.host = HOST_IP
     etcd.start()
     try:
-        _partition(tmp_path, etcd, ns, host_if)
+        _partition(tmp_path, etcd, ns, link)
     finally:
         etcd.stop()
 
 
-def _partition(tmp_path: Path, etcd: Etcd, ns: str, host_if: str) -> None:
+def _partition(tmp_path: Path, etcd: Etcd, ns: str, link: str) -> None:
     text = f"[cluster]\nlease_seconds = {TTL}\n"
     a = Roostd(tmp_path / "a" / "data", "--etcd", etcd.url, config_text=text)
     a.addr, a.wrap = f"{NS_IP}:{a.port}", ["ip", "netns", "exec", ns]
@@ -92,7 +98,7 @@ def _partition(tmp_path: Path, etcd: Etcd, ns: str, host_if: str) -> None:
         follower = Follower(others[0], exec_id)
         wait_until(lambda: worker_states(a), timeout=30, what="the guest to run")
         time.sleep(1.0)
-        sh("ip", "link", "set", host_if, "down")
+        sh("ip", "-n", ns, "link", "set", link, "down")
         cut = time.monotonic()
         wait_until(lambda: "T" in worker_states(a), timeout=TTL + 2,
                    what="the cut-off owner to stop its guest")
@@ -105,7 +111,7 @@ def _partition(tmp_path: Path, etcd: Etcd, ns: str, host_if: str) -> None:
         check_steps(out, 300)
         owner = next(d for d in others if d.node_id == new_owner)
         assert owner.roost("logs", exec_id).stdout == out
-        sh("ip", "link", "set", host_if, "up")
+        sh("ip", "-n", ns, "link", "set", link, "up")
         wait_until(lambda: "drops its copy" in a.log_path.read_text(), timeout=30,
                    what="the old owner to drop its copy")
         wait_until(lambda: "T" not in worker_states(a), timeout=15, what="its worker to go")

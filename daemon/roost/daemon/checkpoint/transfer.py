@@ -19,7 +19,7 @@ in one place, whoever fed it.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -118,8 +118,10 @@ class CheckpointSink(FrameSink, Protocol):
         manifest as stored (completed by the sink)."""
 
     def put_records(self, exec_id: str, records: Records,
-                    record: ExecutionRecord | None = None) -> None:
-        """Output and journal records (and the execution's record), without a checkpoint."""
+                    record: ExecutionRecord | None = None,
+                    change: Callable[[ExecutionRecord], None] | None = None) -> None:
+        """Output and journal records (and the execution's record, or a change to it as
+        stored), without a checkpoint."""
 
 
 class CheckpointStore(CheckpointSink, Protocol):
@@ -260,7 +262,8 @@ class MemoryCheckpoints:
         return commit.manifest
 
     def put_records(self, exec_id: str, records: Records,
-                    record: ExecutionRecord | None = None) -> None:
+                    record: ExecutionRecord | None = None,
+                    change: Callable[[ExecutionRecord], None] | None = None) -> None:
         self.records.append((exec_id, records, record))
 
     def manifest(self, exec_id: str, number: int) -> Manifest | None:

@@ -134,11 +134,16 @@ class Replicas:
             journal.append((rec.seq, rec.data))
             last = rec.seq
         if logs or journal:
-            # The record's counters follow what is held (inspect here; a takeover's dedup).
-            local.stdout_bytes += sum(len(raw) - 1 for _, raw in logs if raw[0] == 1)
-            local.stderr_bytes += sum(len(raw) - 1 for _, raw in logs if raw[0] != 1)
-            local.journal_records = max(journal_next, last + 1)
-            self.pages.put_records(request.id, Records(logs, journal), local)
+            out = sum(len(raw) - 1 for _, raw in logs if raw[0] == 1)
+            err = sum(len(raw) - 1 for _, raw in logs if raw[0] != 1)
+            held = max(journal_next, last + 1)
+
+            def counted(record: ExecutionRecord) -> None:
+                """The record's counters follow what is held (inspect here; a takeover)."""
+                record.stdout_bytes += out
+                record.stderr_bytes += err
+                record.journal_records = held
+            self.pages.put_records(request.id, Records(logs, journal), change=counted)
         return pb.AppendRecordsResponse(found=True, log_records=logs_next + len(logs),
                                         journal_records=max(journal_next, last + 1))
 
@@ -166,9 +171,11 @@ class Replicas:
             if request.epoch > local.epoch + MAX_EPOCH_STEP:
                 raise StateConflict(f"{what}: epoch {request.epoch} does not follow from "
                                     f"{local.epoch}")
-            local.owner, local.epoch = request.owner, request.epoch
-            local.owner_address = request.source_address
-            self.store.put_execution(local)
+            def moved(record: ExecutionRecord) -> bool:
+                record.owner, record.epoch = request.owner, request.epoch
+                record.owner_address = request.source_address
+                return True
+            self.store.update_execution(local.id, moved)
 
     def _store_records(self, header: pb.CheckpointHeader, record: ExecutionRecord,
                        chunks: Iterator[pb.CheckpointChunk]) -> int:

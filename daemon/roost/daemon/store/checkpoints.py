@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from roost.daemon.checkpoint import manifest as manifests
@@ -152,14 +152,19 @@ class PageStore:
         return manifest, raw
 
     def put_records(self, exec_id: str, records: Records,
-                    record: ExecutionRecord | None = None) -> None:
-        """A replica's output and journal records (and its record), in one transaction."""
+                    record: ExecutionRecord | None = None,
+                    change: Callable[[ExecutionRecord], None] | None = None) -> None:
+        """A replica's output and journal records (and its record, or a `change` to the
+        record as stored, read and written in the same transaction: a handover's PREPARE
+        landing meanwhile is kept), in one transaction."""
         self.store.check_room(f"storing output pushed for {exec_id}")
         with self.store.txn(f"storing records pushed for {exec_id}", write=True) as txn:
             if records:
                 self.store.put_records(txn, exec_id, list(records.logs), list(records.journal))
             if record is not None:
                 self.store.put_execution_in(txn, record)
+            if change is not None:
+                self.store.change_execution_in(txn, exec_id, change)
 
     def source(self, record: ExecutionRecord, number: int) -> Uncommitted:
         """Checkpoint `number` as a source (its record as `record` says now): committed

@@ -356,6 +356,14 @@ class Store:
                 txn.delete(key, db=self.dbs["timers"])
         return True
 
+    def change_execution_in(self, txn, exec_id: str,
+                            change: Callable[[ExecutionRecord], None]) -> None:
+        """Read, `change` and write the record in the caller's transaction (if it exists)."""
+        record = self._read_execution(txn, exec_id)
+        if record is not None:
+            change(record)
+            self.put_execution_in(txn, record)
+
     def update_execution(self, exec_id: str, change: Callable[[ExecutionRecord], bool]) -> None:
         """Read, `change` (True: write it back) and write the record in one transaction: a
         record read, then written, by two threads at once loses one's change (a handover's
