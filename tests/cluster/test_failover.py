@@ -130,6 +130,7 @@ def test_a_third_party_like_guest_fails_over_byte_identically(three):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_soak_fifty_random_host_kills(tmp_path, etcd):
     """The steps guest, its owner's host killed at 50 random moments (one kill per run, each
     on the member that owns it then), every run followed through another member: each
