@@ -74,6 +74,7 @@ def test_host_killed_mid_run_guest_finishes_elsewhere(three, case, tmp_path):
     a.restart()
 
 
+@pytest.mark.timeout(900)     # (A prepares the module in a cache of its own first)
 @pytest.mark.parametrize("case", [c for c in CASES if c.name in ("quickjs", "boolector")], ids=_ids)
 def test_live_migration_right_after_start_needs_no_preparation(case, tmp_path):
     a = Roostd(tmp_path / "a" / "data")
