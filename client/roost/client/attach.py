@@ -127,21 +127,19 @@ class Follow:
 
     def get(self, id: str) -> pb.Execution:
         """GetExecution where the execution is, re-homed when that daemon is unreachable."""
-        try:
-            return self.client.get(id)
-        except RoostClientError:
-            if not self.rehome(id):
-                raise
-            return self.client.get(id)
+        return self._rehomed(id, lambda: self.client.get(id))
 
     def wait(self, id: str) -> pb.Execution:
         """WaitExecution where the execution is, re-homed when that daemon is unreachable."""
+        return self._rehomed(id, lambda: self.client.wait(id))
+
+    def _rehomed(self, id: str, call: Callable[[], pb.Execution]) -> pb.Execution:
         try:
-            return self.client.wait(id)
+            return call()
         except RoostClientError:
             if not self.rehome(id):
                 raise
-            return self.client.wait(id)
+            return call()
 
     def track(self, execution: pb.Execution) -> bool:
         """Switch to the execution's new daemon if it moved; True if it did. Two daemons can
