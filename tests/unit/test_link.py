@@ -134,9 +134,16 @@ def test_checkpoint_meta_is_the_flat_manifest() -> None:
 
 def test_unknown_kind_and_missing_blobs_are_refused() -> None:
     with pytest.raises(ValueError):
-        msg.decode(transport.Frame(b"Z"))
+        msg.decode(transport.Frame(b"Q"))
     with pytest.raises(ValueError):
         msg.decode(transport.Frame(transport.GO, MANIFEST.to_dict(), [b"host"]))
+
+
+def test_sync_and_http_events_round_trip(pair) -> None:
+    left, right = pair
+    for m in (msg.Sync(3), msg.Synced(3), msg.HttpEvent({"event": "start", "url": "http://a/"})):
+        left.send_message(m)
+        assert msg.decode(right.read_one()) == m
 
 
 def test_output_and_journal_decode(pair) -> None:

@@ -192,8 +192,10 @@ class Client:
         cooperative: bool = False,
         checkpoint_every_seconds: float = 0.0,
         memory_limit_bytes: int = 0,
+        allow_http: Sequence[str] = (),
     ) -> pb.Execution:
-        """Starts an execution of an uploaded module; `env` keeps the order given."""
+        """Starts an execution of an uploaded module; `env` keeps the order given;
+        `allow_http`: the destinations its guest may send HTTP requests to."""
         request = pb.StartExecutionRequest(
             module_sha256=module_sha256,
             name=name,
@@ -205,6 +207,7 @@ class Client:
             cooperative=cooperative,
             checkpoint_every_seconds=checkpoint_every_seconds,
             memory_limit_bytes=memory_limit_bytes,
+            allow_http=list(allow_http),
         )
         with _rpc_errors():
             return self._stub.StartExecution(request)

@@ -65,6 +65,10 @@ def _add_run(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     run.set_defaults(cooperative=False)  # store_false alone would default to True
     run.add_argument("--checkpoint-every", type=float, metavar="SECONDS")
     run.add_argument("--memory-limit", type=_arg(parse_size), metavar="BYTES", help="e.g. 256M, 1G")
+    run.add_argument("--allow-http", action="append", default=[], metavar="PREFIX",
+                     help="let the guest send HTTP requests under PREFIX "
+                          "(scheme://host[:port]/path/; within the daemon's [[http.allow]]); "
+                          "repeatable")
     run.add_argument("--place", metavar="auto|NODE",
                      help="run on a member of the cluster: auto (the least loaded healthy one), "
                           "a node id or HOST:PORT (default: the daemon asked)")
@@ -121,6 +125,8 @@ def _add_later_commands(sub: argparse._SubParsersAction, common: argparse.Argume
                           "an execution whose owner is gone for good")
     recover.add_argument("--on", metavar="NODE|HOST:PORT", required=True,
                          help="the daemon holding the replica (a node id or its address)")
+    sub.add_parser("sdk-path", parents=[common],
+                   help="print the folder of roost's guest SDK (c/roost.h, python/, js/)")
     drain = sub.add_parser("drain", parents=[common],
                            help="move every running execution of a node to the other members")
     drain.add_argument("node", metavar="NODE", help="a node id (or its HOST:PORT)")
@@ -205,6 +211,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ns = parse_args(sys.argv[1:] if argv is None else argv)
     except SystemExit as exit:
         return int(exit.code or 0) if not isinstance(exit.code, str) else commands.EXIT_USAGE
+    if ns.command == "sdk-path":                # local: no daemon needed
+        return commands.cmd_sdk_path(ns)
     try:
         with Client(ns.addr, tls_of(ns)) as client:
             return commands.COMMANDS[ns.command](client, ns)

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from roost.client import cluster, debug, display
+from roost.client import cluster, debug, display, sdk
 from roost.client.api import Client
 from roost.client.attach import Follow, Reconnect, follow_logs, moved, write_chunk
 from roost.client.copyout import write_chunks
@@ -143,6 +143,7 @@ def cmd_run(client: Client, ns: argparse.Namespace) -> int:
         cooperative=ns.cooperative,
         checkpoint_every_seconds=ns.checkpoint_every or 0.0,
         memory_limit_bytes=ns.memory_limit or 0,
+        allow_http=ns.allow_http,
     )
     if ns.detach:
         print(execution.id)
@@ -287,8 +288,32 @@ def inspect_lines(e: pb.Execution, now: float) -> list[tuple[str, str]]:
         ("epoch", str(e.epoch) if e.epoch else "-"),
         ("replicas", ", ".join(e.replicas) or "-"),
         *[("note", note) for note in e.notes],
+        *_http_lines(e),
     ]
     return pairs
+
+
+def _http_lines(e: pb.Execution) -> list[tuple[str, str]]:
+    """Outbound HTTP: where it may go and what its requests did (only if it may make any)."""
+    if not e.allow_http:
+        return []
+    h = e.http
+    return [("allow_http", ", ".join(e.allow_http)),
+            ("http_requests", f"{h.sent} sent, {h.replayed} replayed, {h.resent} sent again, "
+                              f"{len(h.interrupted)} interrupted, {h.refused} refused, "
+                              f"{h.failed} failed"),
+            ("http_in_flight", h.in_flight or "-"),
+            *[("http_interrupted", text) for text in h.interrupted]]
+
+
+def cmd_sdk_path(ns: argparse.Namespace) -> int:
+    """The folder of the guest SDK installed with roost (c/roost.h, python/, js/)."""
+    path = sdk.path()
+    if path is None:
+        say("roost's guest SDK is not installed with this roost (no sdk folder found)")
+        return EXIT_ERROR
+    print(path)
+    return 0
 
 
 def _when(timestamp: float, now: float) -> str:

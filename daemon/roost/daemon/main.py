@@ -124,6 +124,8 @@ class Daemon:
         self.shipper = Shipper(me, self.store, checkpoints, self.pusher, cfg.replication_ack,
                                self._replica_peers)
         self.supervisor.output.on_append = self.shipper.appended
+        self.supervisor.output.on_durable = self.shipper.durable
+        self.supervisor.launcher.http = cfg.http_settings()
         self.supervisor.launcher.on_launch = lambda live: self.shipper.track(
             live.record, live.next_seq, live.journal_seq)
         self.supervisor.released = self.shipper

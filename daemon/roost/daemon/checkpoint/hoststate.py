@@ -1,7 +1,9 @@
 """The host side of a checkpoint: a `WasiState` as versioned, checksummed bytes.
 
     magic "RHST", u16 major, u16 minor, 32-byte sha256 of the rest,
-    u32 JSON length, JSON (argv, env, stdin position, clocks, fd table), then the VFS image
+    u32 JSON length, JSON (argv, env, stdin position, clocks, fd table, HTTP: requests
+    numbered, responses held unread with base64 headers and body; the /dev/http device
+    folder: its inodes, each device file's request or response), then the VFS image
     (`Vfs.to_bytes`, itself versioned and checksummed).
 
 Stdin's bytes are not repeated here: they are an input of the execution, stored once when it
@@ -9,6 +11,8 @@ starts; a state is decoded together with them.
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import hashlib
 import json
@@ -17,6 +21,8 @@ import struct
 import zstandard
 
 from roost.daemon.errors import CorruptCheckpoint
+from roost.daemon.runtime.httpdev import DevFileState, HttpDevState
+from roost.daemon.runtime.outbound import Held, OutboundState
 from roost.daemon.runtime.vfs import FsError, Vfs, state_to_bytes
 from roost.daemon.runtime.wasi import WasiState
 from roost.daemon.runtime.wasi.clocks import ClockState
@@ -24,7 +30,8 @@ from roost.daemon.runtime.wasi.fds import FdRecord, FdTableState
 from roost.daemon.runtime.wasi.stdio import StdinState
 
 MAGIC = b"RHST"
-FORMAT_VERSION = (1, 1)     # 1.1: clocks carry the filesystem clock (fs_time_ns ...)
+FORMAT_VERSION = (1, 3)     # 1.1: clocks carry the filesystem clock (fs_time_ns ...); 1.2: http;
+                            # 1.3: httpdev (the /dev/http folder)
 _HEADER = struct.Struct("<4sHH32s")
 
 
@@ -33,7 +40,8 @@ def encode(state: WasiState) -> bytes:
             "stdin_position": state.stdin.position, "poll_started_ns": state.poll_started_ns,
             "clocks": dataclasses.asdict(state.clocks),
             "fds": {"entries": [dataclasses.asdict(e) for e in state.fds.entries],
-                    "free": list(state.fds.free)}}
+                    "free": list(state.fds.free)},
+            "http": _http_meta(state.http), "httpdev": _httpdev_meta(state.httpdev)}
     raw = json.dumps(meta, sort_keys=True).encode()
     body = struct.pack("<I", len(raw)) + raw + state_to_bytes(state.vfs)
     return _HEADER.pack(MAGIC, *FORMAT_VERSION, hashlib.sha256(body).digest()) + body
@@ -43,7 +51,7 @@ def encode(state: WasiState) -> bytes:
 # the VFS image's zstd and struct fields, dataclass fields): a checkpoint written by a bug, or
 # bytes crafted to pass the checksum. Each is reported as the checkpoint being corrupt.
 _DECODING_ERRORS = (ValueError, KeyError, TypeError, IndexError, AttributeError, OverflowError,
-                    RecursionError, struct.error, zstandard.ZstdError, FsError)
+                    RecursionError, struct.error, binascii.Error, zstandard.ZstdError, FsError)
 
 
 def decode(blob: bytes, stdin: bytes) -> WasiState:
@@ -71,7 +79,51 @@ def _state(body: memoryview, stdin: bytes) -> WasiState:
     fds = FdTableState(tuple(FdRecord(**e) for e in meta["fds"]["entries"]), tuple(meta["fds"]["free"]))
     return WasiState(tuple(meta["argv"]), tuple(tuple(kv) for kv in meta["env"]),
                      StdinState(stdin, meta["stdin_position"]), ClockState(**meta["clocks"]),
-                     fds, vfs.save(), meta.get("poll_started_ns", 0))
+                     fds, vfs.save(), meta.get("poll_started_ns", 0), _http_state(meta.get("http")),
+                     _httpdev_state(meta.get("httpdev", {})))
+
+
+def _http_meta(state: OutboundState) -> dict:
+    return {"requests": state.requests, "next_handle": state.next_handle,
+            "last_error": state.last_error,
+            "held": [[handle, held.status, base64.b64encode(held.headers).decode(),
+                      base64.b64encode(held.body).decode()] for handle, held in state.held]}
+
+
+def _http_state(meta: dict | None) -> OutboundState:
+    """(A state before 1.2 has made no requests.)"""
+    if meta is None:
+        return OutboundState()
+    held = tuple((int(h), Held(int(status), base64.b64decode(headers, validate=True),
+                               base64.b64decode(body, validate=True)))
+                 for h, status, headers, body in meta["held"])
+    return OutboundState(int(meta["requests"]), int(meta["next_handle"]), held,
+                         str(meta["last_error"]))
+
+
+def _b64(data: bytes | None) -> str | None:
+    return None if data is None else base64.b64encode(data).decode()
+
+
+def _unb64(text: str | None) -> bytes | None:
+    return None if text is None else base64.b64decode(text, validate=True)
+
+
+def _httpdev_meta(state: HttpDevState | None) -> dict | None:
+    if state is None:
+        return None
+    return {"root": state.root, "error": state.error,
+            "files": [[f.ino, _b64(f.request), _b64(f.response), f.errno] for f in state.files]}
+
+
+def _httpdev_state(meta: dict | None) -> HttpDevState | None:
+    """(A state before 1.3 has no device folder: `{}`, root 0. None: a fresh state, the
+    folder not decided yet.)"""
+    if meta is None:
+        return None
+    files = tuple(DevFileState(int(ino), _unb64(request) or b"", _unb64(response), int(errno))
+                  for ino, request, response, errno in meta.get("files", ()))
+    return HttpDevState(int(meta.get("root", 0)), int(meta.get("error", 0)), files)
 
 
 def version(blob: bytes) -> tuple[int, int]:

@@ -58,6 +58,8 @@ class _Tracked:
     since: float = 0.0                                   # oldest write not acknowledged by all
     stored_at: dict[int, float] = field(default_factory=dict)   # log seq -> when it was stored
     released: int = 0                                    # output records clients may see
+    # (journal records, done): a guest's HTTP request waiting for its intent to be replicated
+    waiters: list[tuple[int, Callable[[], None]]] = field(default_factory=list)
 
 
 class Shipper:
@@ -75,6 +77,7 @@ class Shipper:
         self._held: dict[tuple[str, str], tuple[int, int]] = {}   # (peer, exec) -> what it holds
         self._clients: dict[str, PeerClient] = {}
         self._threads: set[str] = set()                   # peers with a shipping thread
+        self._hurry: set[str] = set()                     # peers a waiting request needs: no linger
         self._stopped = False
 
     # ---- the owner's pipeline ----
@@ -112,6 +115,39 @@ class Shipper:
             if not tracked.since:
                 tracked.since = now
             self._mark(record.id, tracked)
+
+    def durable(self, record: ExecutionRecord, journal: int, done: Callable[[], None]) -> None:
+        """`done()` once enough replicas (per `replication.ack`) hold the first `journal`
+        journal records of `record`'s execution — at once with `async`, or with no replicas
+        (`OutputWriter.on_durable`: a guest's request leaves then). Never while fenced."""
+        with self._cond:
+            tracked = self._tracked.get(record.id)
+            now = (self.ack == "async" or tracked is None or tracked.epoch != record.epoch
+                   or not tracked.targets)
+            if not now and tracked is not None:
+                if self._journal_held(record.id, tracked) >= journal and not self.fenced():
+                    now = True
+                else:
+                    tracked.waiters.append((journal, done))
+                    self._hurry.update(tracked.targets)
+                    self._mark(record.id, tracked)
+        if now:
+            done()
+
+    def _journal_held(self, exec_id: str, tracked: _Tracked) -> int:
+        """Journal records enough replicas hold (locked)."""
+        counts = sorted(self._held.get((a, exec_id), (0, 0))[1] for a in tracked.targets)
+        need = min(NEED.get(self.ack, len(counts)), len(counts))
+        return counts[-need] if need else tracked.written[1]
+
+    def _durable_now(self, exec_id: str, tracked: _Tracked) -> list[Callable[[], None]]:
+        """The waiters whose records are now held (removed; called locked, run unlocked)."""
+        if not tracked.waiters or self.fenced():
+            return []
+        held = self._journal_held(exec_id, tracked) if tracked.targets else 1 << 62
+        ready = [done for journal, done in tracked.waiters if journal <= held]
+        tracked.waiters = [(j, d) for j, d in tracked.waiters if j > held]
+        return ready
 
     def forget(self, exec_id: str) -> None:
         """Not this daemon's any more (handed over, dropped): nothing more is shipped."""
@@ -170,7 +206,11 @@ class Shipper:
                 self._cond.wait_for(lambda: self._dirty.get(address) or self._stopped, timeout=1.0)
                 if self._stopped:
                     return
-            time.sleep(LINGER_SECONDS)          # what the guest writes meanwhile rides along
+            with self._cond:
+                hurry = address in self._hurry
+                self._hurry.discard(address)
+            if not hurry:                       # (a request waiting to leave does not linger)
+                time.sleep(LINGER_SECONDS)      # what the guest writes meanwhile rides along
             with self._cond:
                 exec_ids = self._dirty.pop(address, set())
             retry = set()
@@ -218,7 +258,10 @@ class Shipper:
                 self._clients.setdefault(client.address, client)
             self._mark(exec_id, tracked)
             self._release(exec_id, tracked)
-            return True
+            ready = self._durable_now(exec_id, tracked)
+        for done in ready:
+            done()
+        return True
 
     def _ship(self, client: PeerClient, exec_id: str) -> bool:
         """One AppendRecords of what the peer lacks; True when more is left to ship."""
@@ -277,10 +320,13 @@ class Shipper:
             if tracked is None:
                 return
             self._release(exec_id, tracked, now)
+            ready = self._durable_now(exec_id, tracked)
             if all(self._held.get((a, exec_id), (0, 0)) >= tracked.written for a in tracked.targets):
                 tracked.since = 0.0
             self._lag(address)
             self._cond.notify_all()
+        for done in ready:
+            done()
 
     def _release(self, exec_id: str, tracked: _Tracked, now: float = 0.0) -> None:
         """Move the release point to what enough replicas hold (locked)."""

@@ -19,6 +19,7 @@ from roost.daemon.executions.lives import Lives
 from roost.daemon.executions.pool import WorkerPool
 from roost.daemon.executions.pump import Pump
 from roost.daemon.executions.running import Live
+from roost.daemon.http.settings import HttpSettings
 from roost.daemon.link import messages as msg
 from roost.daemon.modules.registry import ModuleRegistry
 from roost.daemon.node import metrics
@@ -40,6 +41,7 @@ class Launcher:
         self.lives, self.pump, self.ending = lives, pump, ending
         self.durable_sleep_seconds = durable_sleep_seconds
         self.vfs_limits = vfs_limits                 # every execution's files (sent in START)
+        self.http = HttpSettings()                   # outbound HTTP ([http]): none allowed
         # Before any worker runs an execution, its ownership is claimed where the cluster
         # keeps it (etcd: `cluster.membership`); Superseded when another daemon owns it now,
         # which `on_superseded` records (this daemon never runs it again).
@@ -137,7 +139,9 @@ class Launcher:
             journal_first_seq=ckpt.journal_seq if ckpt else 0, checkpoint=ckpt,
             stdout_offset=ckpt.stdout_offset if ckpt else 0,
             stderr_offset=ckpt.stderr_offset if ckpt else 0,
-            numbered_after=numbered_after, standby=standby)
+            numbered_after=numbered_after, standby=standby,
+            http=self.http.for_execution(record.id, record.allow_http).to_meta()
+            if record.allow_http else None)
         stdin, vfs = self.store.stdin(record.id), self.store.initial_vfs(record.id)
         if not saved:
             return msg.Start(spec, stdin, vfs, journal.pack_many(replay))

@@ -64,6 +64,11 @@ class OutputWriter:
         # Called after every stored burst with (record, logs, journal) stored so far: the
         # replicas' shipping (`cluster.shipping`).
         self.on_append: Callable[[ExecutionRecord, int, int], None] = lambda r, logs, journal: None
+        # Calls `done` once the first `journal` records of the execution count as durable: stored
+        # here, and held by its replicas per replication.ack (`cluster.shipping`). A guest's HTTP
+        # request waits for it before it leaves.
+        self.on_durable: Callable[[ExecutionRecord, int, Callable[[], None]], None] = \
+            lambda record, journal, done: done()
 
     def output(self, live: Live, frame: Frame, burst: Burst) -> None:
         """An OUTPUT frame: what of it is new joins the burst."""
@@ -99,6 +104,10 @@ class OutputWriter:
             live.next_seq += len(outputs)
             live.changed.notify_all()
         self.on_append(record, live.next_seq, live.journal_seq)
+
+    def when_durable(self, live: Live, done: Callable[[], None]) -> None:
+        """`done()` once every journal record stored so far is durable (see `on_durable`)."""
+        self.on_durable(live.record, live.journal_seq, done)
 
     def check_quota(self, record: ExecutionRecord, outputs: list[tuple[int, bytes]]) -> None:
         """OutputQuotaExceeded when this burst would take the stored output past the quota: nothing

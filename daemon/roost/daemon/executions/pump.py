@@ -11,6 +11,7 @@ the `finish` it was started with, so no execution is ever left without an outcom
 """
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import threading
@@ -18,6 +19,7 @@ import time
 from collections.abc import Callable
 
 from roost.daemon.errors import OutputQuotaExceeded, StoreError
+from roost.daemon.executions import outbound
 from roost.daemon.executions.committer import Committer
 from roost.daemon.executions.output import Burst, OutputWriter
 from roost.daemon.executions.running import OUTPUT_QUOTA, STORE_FAILED, Live, count_calls, send_signal
@@ -89,6 +91,11 @@ class Pump:
                     _ready(live, ready)
                 case msg.Stats(calls=calls):
                     count_calls(live, calls)
+                case msg.Sync(n=n):                         # a guest's request is about to leave
+                    burst = self.output.flush(live, burst)
+                    self.output.when_durable(live, functools.partial(_synced, live, n))
+                case msg.HttpEvent(event=event):
+                    outbound.observe(live, event)
                 case msg.Applied(number=number):            # a standby applied a checkpoint
                     with live.changed:
                         live.holds = number
@@ -97,6 +104,14 @@ class Pump:
                     pass
         self.output.flush(live, burst)
         return end
+
+
+def _synced(live: Live, n: int) -> None:
+    """SYNCED: the journal up to SYNC `n` is durable (any thread: the link's send is locked)."""
+    try:
+        live.worker.link.send_message(msg.Synced(n))
+    except OSError:
+        pass             # the worker is gone: its next one replays the request
 
 
 def _ready(live: Live, ready: msg.Ready) -> None:

@@ -49,6 +49,7 @@ class Live:
     requests: dict = field(default_factory=dict)  # request id -> checkpoint result (None: pending)
     next_request: int = 0
     migrate_request: int = 0             # the request of a migration's final checkpoint
+    http_in_flight: str = ""             # the guest's HTTP request being sent ("": none)
     changed: threading.Condition = field(default_factory=threading.Condition)
 
 

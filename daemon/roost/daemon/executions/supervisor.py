@@ -17,7 +17,7 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from roost.daemon.checkpoint import hoststate
 from roost.daemon.errors import (
@@ -62,6 +62,7 @@ class StartSpec:
     memory_limit_bytes: int = 0
     cooperative: bool = False
     checkpoint_every_seconds: float = 0.0
+    allow_http: list[str] = field(default_factory=list)   # checked: `fields.allow_http`
 
 
 class Supervisor:
@@ -264,6 +265,7 @@ class Supervisor:
             raise StateConflict("roostd is shutting down; not starting new executions")
         requested = time.monotonic()
         self._admit(spec.memory_limit_bytes or self.default_memory_limit_bytes)
+        self.launcher.http.check_prefixes(spec.allow_http)
         module = self.store.get_module(spec.module_sha256)
         self.modules.ensure_artifact(module.sha256, not spec.cooperative)
         vfs = mounted(spec.mounts, self.vfs_limits)
@@ -274,7 +276,8 @@ class Supervisor:
             mounts=[m for m, _ in spec.mounts], created_at=time.time(),
             memory_limit_bytes=limit, cooperative=spec.cooperative,
             checkpoint_every_seconds=spec.checkpoint_every_seconds or self.checkpoint_every_seconds,
-            node_id=self.node_id, owner=self.node_id, owner_address=self.address)
+            node_id=self.node_id, owner=self.node_id, owner_address=self.address,
+            allow_http=list(spec.allow_http))
         self.store.create_execution(record, spec.stdin, vfs.to_bytes())
         try:
             self.launcher.launch(record, restore=False, requested=requested)

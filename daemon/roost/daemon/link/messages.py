@@ -50,12 +50,15 @@ from roost.daemon.link.transport import (
     CONTROL,
     END,
     GO,
+    HTTP,
     JOURNAL,
     OUTPUT,
     PAGES,
     READY,
     START,
     STATS,
+    SYNC,
+    SYNCED,
     Blob,
     Frame,
 )
@@ -101,6 +104,7 @@ class Spec:
     stderr_offset: int = 0
     numbered_after: int | None = None         # checkpoints dropped as corrupt: numbers not reused
     standby: bool = False                     # a live migration's target: wait for GO
+    http: Mapping[str, Any] | None = None     # `HttpSettings.to_meta()`: None, no requests
 
     def to_meta(self, frame_versions: Sequence[int] = ()) -> Meta:
         ckpt = None if self.checkpoint is None else \
@@ -117,6 +121,8 @@ class Spec:
             meta["numbered_after"] = self.numbered_after
         if self.standby:
             meta["standby"] = True
+        if self.http:
+            meta["http"] = dict(self.http)
         return meta
 
     @classmethod
@@ -137,7 +143,7 @@ class Spec:
                    stdout_offset=int(meta.get("stdout_offset", 0)),
                    stderr_offset=int(meta.get("stderr_offset", 0)),
                    numbered_after=None if meta.get("numbered_after") is None else int(meta["numbered_after"]),
-                   standby=bool(meta.get("standby")))
+                   standby=bool(meta.get("standby")), http=meta.get("http"))
         return spec, versions
 
 
@@ -395,12 +401,53 @@ class Journal:
         return cls(frame.data)
 
 
-Message: TypeAlias = Union[Start, Control, Apply, Go, Ready, Pages, Checkpoint, Applied, Stats, End]
+@dataclass(frozen=True)
+class Sync:
+    """Worker: make the journal durable up to the records sent before this (number `n`)."""
+    n: int
+
+    def encode(self) -> Encoded:
+        return SYNC, {"n": self.n}, []
+
+    @classmethod
+    def decode(cls, frame: Frame) -> Sync:
+        return cls(int(frame.meta["n"]))
+
+
+@dataclass(frozen=True)
+class Synced:
+    """Supervisor: everything before SYNC `n` is stored (and replicated per the ack)."""
+    n: int
+
+    def encode(self) -> Encoded:
+        return SYNCED, {"n": self.n}, []
+
+    @classmethod
+    def decode(cls, frame: Frame) -> Synced:
+        return cls(int(frame.meta["n"]))
+
+
+@dataclass(frozen=True)
+class HttpEvent:
+    """Worker: a guest request started, ended, was replayed or refused (`runtime.outbound`)."""
+    event: Mapping[str, Any]
+
+    def encode(self) -> Encoded:
+        return HTTP, dict(self.event), []
+
+    @classmethod
+    def decode(cls, frame: Frame) -> HttpEvent:
+        return cls(dict(frame.meta))
+
+
+Message: TypeAlias = Union[Start, Control, Apply, Go, Ready, Pages, Checkpoint, Applied, Stats, End,
+                           Sync, Synced, HttpEvent]
 Received: TypeAlias = Union[Message, Output, Journal]
 
 _BY_KIND: dict[bytes, Any] = {
     START: Start, CONTROL: Control, APPLY: Apply, GO: Go, READY: Ready, PAGES: Pages,
-    CHECKPOINT: Checkpoint, APPLIED: Applied, STATS: Stats, END: End, OUTPUT: Output, JOURNAL: Journal}
+    CHECKPOINT: Checkpoint, APPLIED: Applied, STATS: Stats, END: End, OUTPUT: Output, JOURNAL: Journal,
+    SYNC: Sync, SYNCED: Synced, HTTP: HttpEvent}
 
 
 def decode(frame: Frame) -> Received:

@@ -11,7 +11,9 @@ migration's target), APPLY (a newer checkpoint: page map and new frames) and GO 
 final checkpoint's host state, stack and journal), answered by APPLIED; READY, OUTPUT,
 JOURNAL, PAGES (a part of a checkpoint's page frames, sent while the rest is compressed),
 CHECKPOINT (meta, host state, asyncify stack, page lists, the last page frames), STATS and END
-(worker -> supervisor). OUTPUT carries the byte offset of the data in its
+(worker -> supervisor); SYNC (worker: make the journal durable up to here, a guest's HTTP
+request is about to leave), answered by SYNCED once it is stored and replicated; HTTP
+(worker: a request's event, for metrics and `roost inspect`). OUTPUT carries the byte offset of the data in its
 stream, so output that a recovering guest produces again is recognised and not stored twice.
 The reader returns every complete frame it has buffered, so one LMDB transaction can absorb a
 burst of guest output.
@@ -35,6 +37,9 @@ CONTROL, CHECKPOINT = b"C", b"K"      # supervisor -> worker request; worker -> 
 PAGES = b"P"                          # worker -> supervisor: a part of a checkpoint's page frames
 APPLY, GO = b"A", b"G"                # supervisor -> standby worker: a newer checkpoint; run it
 APPLIED = b"D"                        # standby -> supervisor: a checkpoint applied
+SYNC, SYNCED = b"Y", b"Z"             # worker -> supervisor: make the journal durable up to
+#                                       here (a request is about to leave); the answer
+HTTP = b"H"                           # worker -> supervisor: what a guest's request did
 _HEAD = struct.Struct("<Qc")
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")

@@ -8,7 +8,7 @@ Steps, all through Binaryen's C library (`binaryen`):
    flag byte (`i32.load8_u asyncify_memory (FLAG_ADDRESS)`) and only a set flag branches out to
    `call roost.safepoint` in a wrapper loop around it (`binaryen.Module.insert_loop_polls`), so
    the hot loop itself holds no call and asyncify guards it once per entry, not per iteration;
-3. `asyncify`, with every `wasi_snapshot_preview1.*` import the module has plus
+3. `asyncify`, with every `wasi_snapshot_preview1.*` and `roost.http_*` import the module has plus
    `roost.safepoint` as the calls that may unwind, and the asyncify data in a secondary memory
    (`asyncify-in-secondary-memory`), exported as `roost_asyncify_memory`; asyncify exports its
    control functions `asyncify_{start,stop}_{unwind,rewind}` and `asyncify_get_state`;
@@ -47,6 +47,7 @@ from roost.daemon.lifeline import die_with_parent
 PREPARE_VERSION = 2
 OPTIMIZE_LEVEL = 3
 WASI_MODULE = "wasi_snapshot_preview1"
+ROOST_MODULE = "roost"          # roost's own imports (durable HTTP): they may unwind too
 SAFEPOINT_MODULE, SAFEPOINT_NAME = "roost", "safepoint"
 ASYNCIFY_MEMORY_EXPORT = "roost_asyncify_memory"
 GLOBAL_EXPORT_PREFIX = "roost_global_"
@@ -135,7 +136,7 @@ def prepare_in_process(wasm: bytes, preemptive: bool, asyncify_data_bytes: int,
         m.run_passes(["strip-dwarf"])      # asyncify invalidates it; Binaryen 116 chokes on DWARF 5
         exported = _export_mutable_globals(m)
         imports = sorted({f"{mod}.{base}" for _, mod, base in m.function_imports()
-                          if mod == WASI_MODULE})
+                          if mod in (WASI_MODULE, ROOST_MODULE)})
         loops = 0
         if preemptive:
             m.add_void_import(_SAFEPOINT_INTERNAL, SAFEPOINT_MODULE, SAFEPOINT_NAME)

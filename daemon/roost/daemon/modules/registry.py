@@ -38,12 +38,11 @@ from roost.daemon.errors import InvalidRequest, LimitExceeded, ModuleRejected
 from roost.daemon.modules import prepare, wasmparse
 from roost.daemon.node import metrics
 from roost.daemon.runtime import engine
-from roost.daemon.runtime.wasi import PROVIDED_FUNCTIONS
+from roost.daemon.runtime.wasi.host import PROVIDED
 from roost.daemon.store.db import Store
 from roost.daemon.store.records import ModuleRecord
 
 log = logging.getLogger(__name__)
-PROVIDED = {"wasi_snapshot_preview1": PROVIDED_FUNCTIONS}
 MODES = ("preempt", "coop")
 PREPARED_FACTOR = 8              # a prepared form may be this many times the module size limit
 MAX_MANIFEST_BYTES = 1 << 20

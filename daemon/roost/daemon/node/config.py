@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from roost.daemon.errors import InvalidRequest
+from roost.daemon.http.settings import HttpSettings
+from roost.daemon.http.settings import settings as http_settings
 
 GiB = 1 << 30
 
@@ -92,6 +94,13 @@ class Config:
     tls_ca: str = ""                             # mutual TLS: CA certificate (PEM) peers and
     tls_cert: str = ""                           # clients must be signed by, this daemon's
     tls_key: str = ""                            # certificate and key; all empty: plaintext
+    # Outbound HTTP of guests (`http`): none unless [[http.allow]] lists destinations.
+    http_allow: list[Any] = field(default_factory=list)   # [{prefix, idempotency_keys}]
+    http_timeout_seconds: float = 30.0           # per attempt: connect, send, whole response
+    http_connect_timeout_seconds: float = 5.0
+    http_retries: int = 3                        # more attempts (connection errors; 5xx if safe)
+    http_max_response_bytes: int = 16 << 20      # a larger response: EMSGSIZE, nothing kept
+    http_ca_bundle: str = ""                     # PEM CAs to trust ("": the system's store)
 
     def __post_init__(self) -> None:
         if self.replication_ack not in ("", "async", "one", "all"):
@@ -100,6 +109,13 @@ class Config:
         if any(tls) and not all(tls):
             raise InvalidRequest("tls: ca, cert and key are needed together")
         self._check_guest_limits()
+        self.http_settings()
+
+    def http_settings(self) -> HttpSettings:
+        """The [http] section checked (InvalidRequest names what is wrong)."""
+        return http_settings(self.http_allow, self.http_timeout_seconds,
+                             self.http_connect_timeout_seconds, self.http_retries,
+                             self.http_max_response_bytes, self.http_ca_bundle)
 
     def _check_guest_limits(self) -> None:
         """The per-execution guest limits are positive integers (a 0 or a float would turn

@@ -88,6 +88,24 @@ MIGRATION_BYTES = Histogram("roost_migration_bytes", "Bytes a migration sent to 
                             buckets=(1 << 20, 16 << 20, 64 << 20, 256 << 20, 1 << 30, 4 << 30))
 LOG_BYTES = Counter("roost_log_bytes", "Guest output bytes made durable, by stream", ["stream"],
                     registry=REGISTRY)
+HTTP_REQUESTS = Counter("roost_http_requests", "Guests' HTTP requests that got an answer, by "
+                        "destination host and status (the HTTP status, or the errno a failed "
+                        "or refused one gave the guest)", ["host", "status"], registry=REGISTRY)
+HTTP_SECONDS = Histogram("roost_http_request_seconds", "Guests' HTTP requests: from sending to "
+                         "the whole response (retries included), by destination host", ["host"],
+                         registry=REGISTRY, buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025,
+                                                     0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+HTTP_DURABLE_WAIT = Histogram("roost_http_durable_wait_seconds", "A guest's HTTP request waiting "
+                              "for its intent to be durable (stored here, and held by replicas "
+                              "per replication.ack) before it leaves", registry=REGISTRY,
+                              buckets=(0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05,
+                                       0.1, 0.5, 1, 5))
+HTTP_REPLAYS = Counter("roost_http_replays", "HTTP requests answered from the journal on replay "
+                       "(nothing sent)", registry=REGISTRY)
+HTTP_RESENDS = Counter("roost_http_resends", "HTTP requests cut off by a crash and sent again "
+                       "with the same Idempotency-Key", registry=REGISTRY)
+HTTP_INTERRUPTED = Counter("roost_http_interrupted", "HTTP requests cut off by a crash and not "
+                           "sent again (the guest got ECANCELED)", registry=REGISTRY)
 
 
 class ExecutionStates:

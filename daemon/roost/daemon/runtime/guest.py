@@ -20,6 +20,7 @@ from roost.daemon.checkpoint import frames as codec
 from roost.daemon.checkpoint import hoststate, journal, pagemap, staging
 from roost.daemon.checkpoint.journal import Replay, ReplayDiverged
 from roost.daemon.errors import LimitExceeded
+from roost.daemon.http.settings import HttpSettings
 from roost.daemon.link import messages as msg
 from roost.daemon.link.transport import Link
 from roost.daemon.runtime import capture
@@ -47,7 +48,11 @@ class Guest:
         self.journal = JournalSink(link, Replay(journal.unpack_many(start.replay), spec.journal_first_seq))
         self.output = Output(link, spec.stdout_offset, spec.stderr_offset, self.journal)
         self.host = WasiHost(state, self.output, self.journal, self.journal.replay,
-                             limits=VfsLimits(**spec.vfs_limits))
+                             limits=VfsLimits(**spec.vfs_limits),
+                             http_settings=HttpSettings.from_meta(spec.http))
+        self.host.http.flush = self.journal.flush
+        self.host.http.hooks.sync = self.journal.sync
+        self.host.http.hooks.event = lambda event: link.send_message(msg.HttpEvent(event))
         linker = wasmtime.Linker(eng)
         self.host.define(linker)
         self.gate: capture.Gate | FaultGate | None = capture.Gate() if spec.module else None

@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 
 from roost.daemon.checkpoint.journal import Replay
+from roost.daemon.link import messages as msg
 from roost.daemon.link.transport import Link
 
 JOURNAL_BATCH_BYTES = 64 << 10
@@ -28,6 +29,10 @@ class JournalSink:
         self._pending: list[bytes] = []
         self._pending_bytes = 0
         self._lock = threading.Lock()
+        self._syncs = 0                        # SYNCs sent
+        self._synced = 0                       # ... and answered
+        self._answered = threading.Condition()
+        self.closed = False                    # the supervisor is gone: nobody will answer
 
     def __call__(self, raw: bytes) -> None:
         with self._lock:
@@ -44,6 +49,33 @@ class JournalSink:
                 return
             batch, self._pending, self._pending_bytes = self._pending, [], 0
             self.link.send_journal(batch)     # under the lock: batches stay in order
+
+    def sync(self) -> None:
+        """Flush, and wait until the supervisor has stored every record so far — and its
+        replicas hold them, per `replication.ack`: the guest's HTTP request leaves only then.
+        Raises BrokenPipeError when the supervisor went away (the worker is ending)."""
+        with self._lock:
+            batch, self._pending, self._pending_bytes = self._pending, [], 0
+            if batch:
+                self.link.send_journal(batch)
+            self._syncs += 1
+            n = self._syncs
+            self.link.send_message(msg.Sync(n))
+        with self._answered:
+            self._answered.wait_for(lambda: self._synced >= n or self.closed)
+            if self._synced < n:
+                raise BrokenPipeError("the supervisor went away before the journal was durable")
+
+    def synced(self, n: int) -> None:
+        """SYNCED `n` arrived (the control thread)."""
+        with self._answered:
+            self._synced = max(self._synced, n)
+            self._answered.notify_all()
+
+    def close(self) -> None:
+        with self._answered:
+            self.closed = True
+            self._answered.notify_all()
 
     @property
     def position(self) -> int:

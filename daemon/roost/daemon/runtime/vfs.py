@@ -40,15 +40,21 @@ class Errno(IntEnum):
     ACCES = 2
     AGAIN = 6
     BADF = 8
+    CANCELED = 11
+    CONNREFUSED = 14
+    CONNRESET = 15
     EXIST = 20
     FAULT = 21
     FBIG = 22
+    HOSTUNREACH = 23
     ILSEQ = 25
     INVAL = 28
     IO = 29
     ISDIR = 31
     LOOP = 32
+    MFILE = 33
     MLINK = 34
+    MSGSIZE = 35
     NAMETOOLONG = 37
     NOENT = 44
     NOSPC = 51
@@ -59,8 +65,10 @@ class Errno(IntEnum):
     NOTSUP = 58
     OVERFLOW = 61
     PERM = 63
+    PROTO = 65
     RANGE = 68
     SPIPE = 70
+    TIMEDOUT = 73
     XDEV = 75
     NOTCAPABLE = 76
 

@@ -32,7 +32,7 @@ from roost.daemon import gctuning
 from roost.daemon.errors import CorruptCheckpoint, CorruptPage, FormatError, LimitExceeded
 from roost.daemon.lifeline import die_with_parent
 from roost.daemon.link import messages as msg
-from roost.daemon.link.transport import APPLY, CONTROL, GO, START, Frame, Link
+from roost.daemon.link.transport import APPLY, CONTROL, GO, START, SYNCED, Frame, Link
 from roost.daemon.runtime import engine
 from roost.daemon.runtime.guest import Guest, describe_trap
 
@@ -49,12 +49,17 @@ def _stats_loop(link: Link, guest: Guest, done: threading.Event) -> None:
 
 
 def _control_loop(link: Link, guest: Guest) -> None:
-    """CONTROL frames from the supervisor: checkpoint, pause and throttle requests."""
+    """CONTROL frames from the supervisor: checkpoint, pause and throttle requests; SYNCED
+    answers (a guest's HTTP request waits for one)."""
     while True:
         frames = link.read_batch()
         if frames is None:
+            guest.journal.close()
             return
         for frame in frames:
+            if frame.kind == SYNCED:
+                guest.journal.synced(msg.Synced.decode(frame).n)
+                continue
             if frame.kind != CONTROL:
                 continue
             control = msg.Control.decode(frame)

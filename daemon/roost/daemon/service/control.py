@@ -51,7 +51,9 @@ class ControlService(control_pb2_grpc.ControlServicer):
         self.replicated: Callable[[str], object] = lambda exec_id: None
 
     def _pb(self, record: ExecutionRecord) -> pb.Execution:
-        return execution_pb(record, self.supervisor.node_id)
+        live = self.supervisor.lives.get(record.id)
+        return execution_pb(record, self.supervisor.node_id,
+                            live.http_in_flight if live is not None else "")
 
     @translated
     def UploadModule(self, request_iterator: Iterator, context) -> pb.Module:
@@ -242,7 +244,8 @@ def start_spec(request: pb.StartExecutionRequest, max_memory_bytes: int = 1 << 3
                      stdin=request.stdin, mounts=mounts, name=fields.name(request.name),
                      memory_limit_bytes=fields.memory_limit(request.memory_limit_bytes,
                                                             max_memory_bytes),
-                     cooperative=request.cooperative, checkpoint_every_seconds=every)
+                     cooperative=request.cooperative, checkpoint_every_seconds=every,
+                     allow_http=fields.allow_http(list(request.allow_http)))
 
 
 def entry_of(e: pb.FileEntry, mount: str) -> Entry:
@@ -322,7 +325,7 @@ def migrate_progress_pb(p) -> pb.MigrateProgress:
     return out
 
 
-def execution_pb(r: ExecutionRecord, served_by: str = "") -> pb.Execution:
+def execution_pb(r: ExecutionRecord, served_by: str = "", in_flight: str = "") -> pb.Execution:
     return pb.Execution(
         id=r.id, name=r.name, module_sha256=r.module_sha256, module_name=r.module_name,
         state=pb.ExecutionState.Value(r.state.value), exit_code=r.exit_code, error=r.error,
@@ -335,7 +338,10 @@ def execution_pb(r: ExecutionRecord, served_by: str = "") -> pb.Execution:
         restores=r.restores, journal_records=r.journal_records, checkpoints=r.checkpoints,
         dirty_tracker=r.dirty_tracker, restore_seconds=r.restore_seconds, owner=r.owner,
         epoch=r.epoch, replicas=r.replicas, owner_address=r.owner_address, served_by=served_by,
-        notes=r.notes)
+        notes=r.notes, allow_http=r.allow_http,
+        http=pb.HttpActivity(sent=r.http_sent, replayed=r.http_replayed, resent=r.http_resent,
+                             refused=r.http_refused, failed=r.http_failed,
+                             interrupted=r.http_interrupted, in_flight=in_flight))
 
 
 def handlers(service: ControlService) -> grpc.GenericRpcHandler:

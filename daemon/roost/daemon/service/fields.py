@@ -87,3 +87,14 @@ def path(value: str, what: str) -> str:
         raise InvalidRequest(f"{what}: {short(value, 40)!r} is not a path (at most {MAX_PATH} "
                              "characters, no NUL)")
     return value
+
+
+MAX_ALLOW_HTTP = 32                # destinations one execution may name
+
+
+def allow_http(values: list[str]) -> list[str]:
+    """An execution's --allow-http prefixes, each a well-formed http(s) prefix (normalised)."""
+    from roost.daemon.http.policy import parse_prefix
+    if len(values) > MAX_ALLOW_HTTP:
+        raise InvalidRequest(f"allow_http: {len(values)} prefixes, more than {MAX_ALLOW_HTTP}")
+    return [str(parse_prefix(short(v, 2048) if len(v) > 2048 else v, "allow_http")) for v in values]

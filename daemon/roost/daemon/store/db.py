@@ -38,7 +38,7 @@ from roost.daemon.store.keys import scan
 from roost.daemon.store.records import ExecutionRecord, ModuleRecord
 
 log = logging.getLogger(__name__)
-FORMAT_VERSION = (2, 0)
+FORMAT_VERSION = (2, 1)          # 2.1: execution records carry allow_http and http_* counts
 UNSEALED_MAJOR = 1          # format 1: the same layout, values without their crc32
 RESERVE_FRACTION = 0.95     # bulk writes stop here; the rest is kept for recording outcomes
 FULL_ADVICE = "the store is full: raise store.map_size_bytes or free disk space, then roost resume"

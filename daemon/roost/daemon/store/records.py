@@ -113,6 +113,15 @@ class ExecutionRecord:
     # What happened to the execution that its outcome does not say (a corrupt checkpoint was
     # skipped at a restore), oldest first: shown by `roost inspect`.
     notes: list[str] = field(default_factory=list)
+    # Outbound HTTP: the destinations it may reach (its --allow-http prefixes, within the
+    # daemon's [[http.allow]]), and what its requests did (`executions.outbound`).
+    allow_http: list[str] = field(default_factory=list)
+    http_sent: int = 0            # sent and answered (any status), live
+    http_replayed: int = 0        # answered from the journal on a replay
+    http_resent: int = 0          # cut off by a crash, sent again with the same key
+    http_refused: int = 0         # malformed or denied (EINVAL, EACCES): never sent
+    http_failed: int = 0          # sent, no response (connection, timeout, size): an errno
+    http_interrupted: list[str] = field(default_factory=list)   # cut off, not sent again
 
     def to_json(self) -> bytes:
         d = dataclasses.asdict(self)

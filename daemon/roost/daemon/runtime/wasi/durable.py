@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from roost.daemon.runtime.wasi.host import WasiHost
 
 MODULE = 'wasi_snapshot_preview1'
+ROOST_MODULE = 'roost'      # roost's own imports (durable HTTP: `wasi.http`)
 
 
 class Kind(enum.Enum):
@@ -53,6 +54,7 @@ class HostCall:
     params: str      # one letter per parameter: 'i' = i32, 'I' = i64
     results: str     # '' (proc_exit) or 'i' (errno)
     impl: Callable[..., Any]
+    module: str = MODULE   # the import module: WASI's, or roost's own (`ROOST_MODULE`)
 
 
 REGISTRY: dict[str, HostCall] = {}
@@ -61,10 +63,11 @@ _VALTYPE = {'i': wasmtime.ValType.i32(), 'I': wasmtime.ValType.i64()}
 _MASK = {'i': 0xFFFF_FFFF, 'I': 0xFFFF_FFFF_FFFF_FFFF}
 
 
-def hostcall(kind: KindSpec, params: str, results: str = 'i') -> Callable:
-    """Register the decorated `impl(host, *args) -> errno` under its function name."""
+def hostcall(kind: KindSpec, params: str, results: str = 'i', module: str = MODULE) -> Callable:
+    """Register the decorated `impl(host, *args) -> errno` under its function name (names
+    are unique across modules)."""
     def register(impl: Callable[..., Any]) -> Callable[..., Any]:
-        REGISTRY[impl.__name__] = HostCall(impl.__name__, kind, params, results, impl)
+        REGISTRY[impl.__name__] = HostCall(impl.__name__, kind, params, results, impl, module)
         return impl
     return register
 
@@ -175,7 +178,7 @@ class Durable:
         return result
 
     def define(self, linker: wasmtime.Linker) -> None:
-        """Define every registered function in `linker` under wasi_snapshot_preview1."""
+        """Define every registered function in `linker` under its module."""
         for call in REGISTRY.values():
             _define_raw(linker, call, self.callback(call))
 
@@ -224,7 +227,7 @@ def _no_finalizer(env: int) -> None:
 def _define_raw(linker: wasmtime.Linker, call: HostCall, run: Callable[..., Any]) -> None:
     cb = _raw_callback(call, run)
     _KEEP.append(cb)
-    module, name = MODULE.encode(), call.name.encode()
+    module, name = call.module.encode(), call.name.encode()
     ty = functype(call)   # must stay alive across the C call
     err = _ffi.wasmtime_linker_define_func(
         linker.ptr(), ctypes.create_string_buffer(module), len(module),

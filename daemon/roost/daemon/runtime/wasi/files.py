@@ -41,6 +41,22 @@ def _node(host: WasiHost, e: FdEntry) -> Inode:
     return host.vfs.inodes[e.ino]
 
 
+def _readable(host: WasiHost, e: FdEntry) -> bytes | bytearray:
+    """A file's bytes for a read. A /dev/http file's first read makes its request (the durable
+    call, `runtime.httpdev`) and reads the response from its start."""
+    dev = host.httpdev
+    if not dev.owns(e.ino):
+        return _node(host, e).data
+    if dev.answer(e.ino, host.http):
+        e.position = 0
+    return dev.content(e.ino, host.http)
+
+
+def _size(host: WasiHost, ino: int) -> int:
+    dev = host.httpdev
+    return dev.size(ino, host.http) if dev.owns(ino) else host.vfs.inodes[ino].size()
+
+
 @hostcall(_read_kind, 'iiii')
 def fd_read(host: WasiHost, fd: int, iovs: int, n: int, nread: int) -> int:
     e = host.fds.get(fd)
@@ -52,7 +68,8 @@ def fd_read(host: WasiHost, fd: int, iovs: int, n: int, nread: int) -> int:
     elif e.kind == 'file':
         if not e.read and e.write:
             return Errno.BADF
-        data = bytes(_node(host, e).data[e.position:e.position + size])
+        content = _readable(host, e)
+        data = bytes(content[e.position:e.position + size])
         e.position += len(data)
     else:
         return Errno.BADF
@@ -72,7 +89,7 @@ def fd_pread(host: WasiHost, fd: int, iovs: int, n: int, offset: int, nread: int
         return Errno.BADF
     mem = host.mem()
     buf, size = mem.first_iovec(iovs, n)
-    data = bytes(_node(host, e).data[offset:offset + size])
+    data = bytes(_readable(host, e)[offset:offset + size])
     mem.write(buf, data)
     mem.put_u32(nread, len(data))
     return 0
@@ -93,6 +110,11 @@ def _write(host: WasiHost, fd: int, iovs: int, n: int, offset: int | None, nw: i
             return Errno.BADF
         buf, size = mem.first_iovec(iovs, n)
         data = mem.read(buf, size)
+        if host.httpdev.owns(e.ino):        # a request: appended, whatever the offset
+            host.httpdev.write(e.ino, data)
+            e.position += len(data) if offset is None else 0
+            mem.put_u32(nw, len(data))
+            return 0
         node = _node(host, e)
         at = len(node.data) if e.append else (e.position if offset is None else offset)
         host.vfs.write(e.ino, at, data)
@@ -124,7 +146,7 @@ def fd_seek(host: WasiHost, fd: int, offset: int, whence: int, out: int) -> int:
     elif whence == abi.WHENCE_CUR:
         pos = e.position + offset
     elif whence == abi.WHENCE_END:
-        pos = len(_node(host, e).data) + offset
+        pos = _size(host, e.ino) + offset
     else:
         return Errno.INVAL
     if pos < 0 or pos > MAX_OFFSET:
@@ -167,7 +189,7 @@ def fd_sync(host: WasiHost, fd: int) -> int:
 def filestat(host: WasiHost, ino: int) -> bytes:
     """The 64-byte filestat of an inode (dev 1, like wasmtime)."""
     n = host.vfs.inodes[ino]
-    return abi.FILESTAT.pack(1, ino, abi.FILETYPE[n.kind], n.nlink, n.size(),
+    return abi.FILESTAT.pack(1, ino, abi.FILETYPE[n.kind], n.nlink, _size(host, ino),
                              n.atim_ns, n.mtim_ns, n.ctim_ns)
 
 
@@ -185,7 +207,7 @@ def fd_filestat_get(host: WasiHost, fd: int, out: int) -> int:
 @hostcall(Kind.LOCAL, 'iI')
 def fd_filestat_set_size(host: WasiHost, fd: int, size: int) -> int:
     e = host.fds.file(fd)
-    if not e.write or size > MAX_OFFSET:
+    if not e.write or size > MAX_OFFSET or host.httpdev.owns(e.ino):
         return Errno.INVAL   # Linux ftruncate on a read-only descriptor, or a negative length
     host.vfs.truncate(e.ino, size)
     return 0

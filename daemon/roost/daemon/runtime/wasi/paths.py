@@ -92,7 +92,7 @@ def _open_ino(host: WasiHost, base: int, path: str, lookup: int, oflags: int,
             raise FsError(Errno.NOENT)
         if path.endswith('/'):
             raise FsError(Errno.ISDIR)
-        return host.vfs.create(parent, name, 'file')
+        return host.httpdev.create(host.vfs, parent, name)     # a device file in /dev/http
     if excl:
         raise FsError(Errno.EXIST)
     _open_existing(host, ino, oflags, write)
