@@ -183,6 +183,22 @@ class Roostd:
             return r.read().decode()
 
 
+def stop_all(daemons: list["Roostd"]) -> None:
+    """Stop every daemon still running (a fixture's teardown)."""
+    for d in daemons:
+        if d.proc is not None and d.proc.poll() is None:
+            d.stop()
+
+
+def process_alive(pid: int) -> bool:
+    """Running, not a zombie awaiting its reaper."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
 def kill_host(daemon: "Roostd") -> None:
     """kill -9 of roostd and every worker of it, at once."""
     assert daemon.proc is not None

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from tests.framework.guestbuild import compile_guest
-from tests.framework.harness import Roostd, wait_until
+from tests.framework.harness import Roostd, process_alive, wait_until
 from tests.framework.native import run_native
 
 SEED = int(os.environ.get("ROOST_TEST_SEED", time.time_ns() % 100000))
@@ -32,22 +32,13 @@ def _kill_worker(daemon: Roostd, exec_id: str) -> bool:
     a death and its replacement the record still names the dead, maybe unreaped, worker)."""
     record = _inspect(daemon, exec_id)
     pid = int(record.get("worker_pid") or 0)
-    if record["state"] != "RUNNING" or not pid or not _alive(pid):
+    if record["state"] != "RUNNING" or not pid or not process_alive(pid):
         return False
     try:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         return False
     return True
-
-
-def _alive(pid: int) -> bool:
-    """Running, not a zombie awaiting its reaper."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
-    except (FileNotFoundError, ProcessLookupError):
-        return False
 
 
 def _check_clock_random(stdout: bytes, lines: int) -> None:

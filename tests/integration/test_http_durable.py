@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from tests.framework.guestbuild import FLAGS, compile_guest
-from tests.framework.harness import Roostd, wait_until
+from tests.framework.harness import Roostd, process_alive, wait_until
 from tests.framework.httpserver import HttpServer, TestCA
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -154,20 +154,11 @@ def metric(daemon: Roostd, name: str) -> float:
     return total
 
 
-def alive(pid: int) -> bool:
-    """Running, not a zombie awaiting its reaper."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-
-
 def kill_worker(daemon: Roostd, exec_id: str) -> bool:
     """kill -9 the execution's current worker; False if none is alive right now."""
     record = inspect(daemon, exec_id)
     pid = int(record.get("worker_pid") or 0)
-    if record["state"] != "RUNNING" or not pid or not alive(pid):
+    if record["state"] != "RUNNING" or not pid or not process_alive(pid):
         return False
     try:
         os.kill(pid, signal.SIGKILL)
@@ -184,7 +175,7 @@ def kill_in_flight(daemon: Roostd, exec_id: str) -> str:
         record = inspect(daemon, exec_id)
         request = str(record.get("http", {}).get("in_flight", ""))
         pid = int(record.get("worker_pid") or 0)
-        return (request, pid) if request and pid and alive(pid) else None
+        return (request, pid) if request and pid and process_alive(pid) else None
     request, pid = wait_until(look, timeout=30, interval=0.02, what="a request in flight")
     os.kill(pid, signal.SIGKILL)
     return request

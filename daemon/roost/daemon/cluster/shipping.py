@@ -149,6 +149,15 @@ class Shipper:
         tracked.waiters = [(j, d) for j, d in tracked.waiters if j > held]
         return ready
 
+    def _unfenced(self, address: str) -> list[Callable[[], None]]:
+        """Requests held while this daemon was fenced whose records the replicas hold by now
+        (no acknowledgement may come to release them: everything was shipped). Locked."""
+        ready: list[Callable[[], None]] = []
+        for exec_id, tracked in self._tracked.items():
+            if tracked.waiters and address in tracked.targets:
+                ready += self._durable_now(exec_id, tracked)
+        return ready
+
     def forget(self, exec_id: str) -> None:
         """Not this daemon's any more (handed over, dropped): nothing more is shipped."""
         with self._cond:
@@ -203,15 +212,19 @@ class Shipper:
         backoff = 0.05
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: self._dirty.get(address) or self._stopped, timeout=1.0)
+                news = self._cond.wait_for(lambda: self._dirty.get(address) or self._stopped,
+                                           timeout=1.0)
                 if self._stopped:
                     return
-            with self._cond:
-                hurry = address in self._hurry
+                ready = [] if news else self._unfenced(address)    # (a quiet second)
+            for done in ready:
+                done()
+            if not news:
+                continue
+            with self._cond:                   # what the guest writes meanwhile rides along;
+                self._cond.wait_for(lambda: address in self._hurry or self._stopped,
+                                    timeout=LINGER_SECONDS)   # a request waiting cuts it short
                 self._hurry.discard(address)
-            if not hurry:                       # (a request waiting to leave does not linger)
-                time.sleep(LINGER_SECONDS)      # what the guest writes meanwhile rides along
-            with self._cond:
                 exec_ids = self._dirty.pop(address, set())
             retry = set()
             for exec_id in exec_ids:
