@@ -11,9 +11,9 @@ import time
 import pytest
 
 from tests.framework.guestbuild import compile_guest
-from tests.framework.harness import BIN, Roostd, wait_until
+from tests.framework.harness import BIN, Roostd, process_alive, wait_until
 from tests.framework.native import run_native
-from tests.integration.test_durability import SEED, SPIN, _alive, _inspect, _kill_worker, _stdout_len
+from tests.integration.test_durability import SEED, SPIN, _inspect, _kill_worker, _stdout_len
 
 
 def _start(daemon, wasm, *args, opts=()):
@@ -106,7 +106,7 @@ def test_durable_sleep_wakes_at_the_original_deadline_across_restarts(fresh_roos
     t0 = time.time()
     wait_until(lambda: _inspect(daemon, exec_id)["state"] == "SLEEPING", timeout=10, what="SLEEPING")
     pid = int(_inspect(daemon, exec_id)["worker_pid"])
-    wait_until(lambda: not _alive(pid), timeout=5, what="the sleeping guest's worker to exit")
+    wait_until(lambda: not process_alive(pid), timeout=5, what="the sleeping guest's worker to exit")
     time.sleep(max(0.0, t0 + 3 - time.time()))
     daemon.kill9()
     time.sleep(max(0.0, t0 + 6 - time.time()))

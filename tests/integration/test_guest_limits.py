@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from tests.framework.guestbuild import compile_guest
-from tests.framework.harness import Roostd, wait_until
+from tests.framework.harness import Roostd, process_alive, wait_until
 from tests.framework.native import run_native
-from tests.integration.test_durability import _alive, _inspect, _kill_worker
+from tests.integration.test_durability import _inspect, _kill_worker
 
 MiB = 1 << 20
 VFS_BYTES = 64 * MiB
@@ -149,7 +149,7 @@ def test_sparse_file_and_pwrite_at_2_40_are_bounded(limited, data_dir):
                _state(limited, exec_id) not in ("RUNNING", "PENDING"), timeout=60,
                what="the guest to reach its limits")
     pid = int(_inspect(limited, exec_id)["worker_pid"])
-    hwm = _status_kib(pid, "VmHWM") * 1024 if _alive(pid) else 0
+    hwm = _status_kib(pid, "VmHWM") * 1024 if process_alive(pid) else 0
     assert limited.roost("wait", exec_id, timeout=60).returncode == 0, _inspect(limited, exec_id)
     assert _stdout(limited, exec_id) == SPARSE_EXPECTED
     assert 0 < hwm < WORKER_HWM_BOUND, f"worker peak RSS {hwm / MiB:.0f} MiB"
