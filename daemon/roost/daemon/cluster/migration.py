@@ -216,7 +216,7 @@ class _Run:
             self.stopped_at = float(manifest.stopped_at if manifest.stopped_at is not None
                                     else manifest.created_at or self.stopped_at)
             self.memory_bytes = manifest.memory_bytes
-        else:
+        else:              # paused or sleeping (an end since the rounds: `mark_migrating`)
             latest = self.m.checkpoints.latest(self.exec_id)
             if latest is None:
                 raise StateConflict(f"execution {self.exec_id} has no checkpoint to move")

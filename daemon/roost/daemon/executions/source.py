@@ -99,8 +99,14 @@ class Source:
             self.timers.add(exec_id, self.store.timers()[exec_id])
 
     def mark_migrating(self, exec_id: str, target: str, address: str, epoch: int) -> None:
-        """A migration of an execution with no worker (paused, sleeping): undecided from now."""
+        """A migration of an execution with no worker (paused, sleeping): undecided from now.
+        StateConflict if it is neither any more — one that ended between the migration's
+        rounds and its stop has nothing to move: its latest checkpoint is older than its end,
+        and the target would run its tail again."""
         def mark(record: ExecutionRecord) -> bool:
+            if record.state not in (State.PAUSED, State.SLEEPING):
+                raise StateConflict(f"execution {exec_id} is {record.state.value}, not paused or "
+                                    "sleeping, at its migration's stop: nothing to move")
             record.migration = str(Owner(epoch, target, address))
             return True
         self.store.update_execution(exec_id, mark)
