@@ -12,7 +12,7 @@ from tests.cluster.test_cluster import inspect
 from tests.framework.harness import cluster, stop_all, wait_until
 from tests.integration.test_http_durable import SPIN, check_exactly_once, expected_steps, sdk_guest
 
-STEPS = 40
+STEPS = 200          # some 14 s of computing, and 2.5 s more per hop: three hops fit
 
 
 @pytest.fixture
@@ -29,21 +29,29 @@ def test_migration_waits_for_the_request_in_flight(pair, http_server):
     wasm = sdk_guest("http_steps")
     exec_id = a.roost("run", "--detach", "--allow-http", http_server.url, str(wasm), "--",
                       http_server.url, str(STEPS), SPIN, check=True).stdout.decode().strip()
-    here, there = a, b
-    for hop in range(3):
-        wait_until(lambda: inspect(here, exec_id)["stdout_bytes"] > 0, timeout=60,
-                   what="the guest's first steps")
+    here, there, hops = a, b, 0
+    for _ in range(3):
         http_server.fault("/counter/", "delay:2.5")
-        flight = wait_until(lambda: (inspect(here, exec_id).get("http") or {}).get("in_flight"),
-                            timeout=30, what="a request in flight")
+        seen = wait_until(lambda: _in_flight_or_ended(here, exec_id), timeout=60,
+                          what="a request in flight")
+        if seen == "ended":
+            break                                    # (a loaded machine: fewer hops)
         moved = here.roost("migrate", exec_id, "--to", there.addr, "--json", timeout=180)
-        assert moved.returncode == 0, (flight, moved.stderr.decode())
+        assert moved.returncode == 0, (seen, moved.stderr.decode())
         report = json.loads(moved.stdout)
         assert report["downtime_seconds"] < 1.0, report      # the wait came before the stop
-        record = inspect(there, exec_id)
-        assert record["owner"] == there.node_id
-        here, there = there, here
+        assert inspect(there, exec_id)["owner"] == there.node_id
+        here, there, hops = there, here, hops + 1
+    assert hops >= 1, "the guest ended before any migration"
     done = here.roost("wait", exec_id, timeout=180)
     assert done.returncode == 0, done.stderr
     assert here.roost("logs", exec_id, check=True).stdout == expected_steps(STEPS)
     check_exactly_once(http_server, exec_id, STEPS)
+
+
+def _in_flight_or_ended(daemon, exec_id: str) -> str:
+    """The request in flight ("" while none is), or "ended" once the guest has."""
+    record = inspect(daemon, exec_id)
+    if record["state"] not in ("RUNNING", "PENDING"):
+        return "ended"
+    return (record.get("http") or {}).get("in_flight", "")
