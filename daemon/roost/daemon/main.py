@@ -413,7 +413,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"roostd: {e}", file=sys.stderr)
         return 1
     gctuning.freeze_startup_objects()
-    stop.wait()
+    # A timed wait: the kernel may deliver SIGTERM to any of roostd's threads, and then
+    # nothing interrupts an untimed wait in the main thread, the only one that runs Python's
+    # signal handlers (a daemon once ignored a SIGTERM for 30 s that way, in CI).
+    while not stop.wait(0.5):
+        pass
     daemon.stop()
     return 0
 
