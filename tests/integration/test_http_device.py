@@ -19,7 +19,8 @@ from tests.framework.guestbuild import compile_guest
 from tests.framework.harness import Roostd
 from tests.framework.httpserver import HttpServer
 from tests.framework.shared_guests import guests_dir
-from tests.integration.test_http_durable import check_exactly_once, finish, kill_worker
+from tests.integration.test_durability import _kill_worker
+from tests.integration.test_http_durable import check_exactly_once, finish
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED = int(time.time_ns() % 100000)
@@ -58,7 +59,7 @@ def run_with_kills(daemon: Roostd, exec_id: str, kills: int, seed: int) -> bytes
     done = 0
     for _ in range(kills):
         time.sleep(rng.uniform(0.5, 1.5))
-        done += kill_worker(daemon, exec_id)
+        done += _kill_worker(daemon, exec_id)
     assert done >= 1, f"seed {seed}: the guest ended before any kill: make it longer"
     return finish(daemon, exec_id, timeout=600)
 

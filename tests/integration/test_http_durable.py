@@ -29,6 +29,7 @@ import pytest
 from tests.framework.guestbuild import FLAGS, compile_guest
 from tests.framework.harness import Roostd, process_alive, wait_until
 from tests.framework.httpserver import HttpServer, TestCA
+from tests.integration.test_durability import _kill_worker
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED = int(os.environ.get("ROOST_TEST_SEED", time.time_ns() % 100000))
@@ -154,19 +155,6 @@ def metric(daemon: Roostd, name: str) -> float:
     return total
 
 
-def kill_worker(daemon: Roostd, exec_id: str) -> bool:
-    """kill -9 the execution's current worker; False if none is alive right now."""
-    record = inspect(daemon, exec_id)
-    pid = int(record.get("worker_pid") or 0)
-    if record["state"] != "RUNNING" or not pid or not process_alive(pid):
-        return False
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def kill_in_flight(daemon: Roostd, exec_id: str) -> str:
     """Wait for a request to be out (sent, its answer not yet journaled), then kill -9 the
     worker at once (the pid of the same look: a second `roost inspect` may come too late);
@@ -230,7 +218,7 @@ def test_worker_kill9_at_random_moments(s):
     kills = 0
     for _ in range(4):
         time.sleep(rng.uniform(0.3, 1.2))
-        kills += kill_worker(s.daemon, exec_id)
+        kills += _kill_worker(s.daemon, exec_id)
     assert kills >= 2, "the guest ended before the kills: make it longer"
     http = check_killed_run(s.keyed, s.daemon, exec_id, finish(s.daemon, exec_id), SEED)
     assert http["replayed"] + http["resent"] >= 1, http
@@ -399,7 +387,7 @@ def test_http_soak(s, tmp_path):
                     daemon.start()
                     done += 1
                 else:
-                    done += kill_worker(daemon, exec_id)
+                    done += _kill_worker(daemon, exec_id)
             check_killed_run(s.keyed, daemon, exec_id, finish(daemon, exec_id, timeout=300),
                              SEED + 7 + round_)
             round_ += 1

@@ -30,6 +30,7 @@ MANAGED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "con
                              "keep-alive", "upgrade", "te", "trailer", "proxy-connection"})
 MAX_URL_BYTES = 8192
 MAX_HEADER_BYTES = 64 << 10
+MAX_BODY_BYTES = 256 << 20       # a request body, read from the guest at once (imports or /dev/http)
 
 
 class RequestError(ValueError):

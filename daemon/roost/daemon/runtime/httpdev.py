@@ -29,14 +29,13 @@ from collections.abc import Container
 from dataclasses import dataclass, field
 from http import HTTPStatus
 
-from roost.daemon.http.policy import RequestError, parse_headers
+from roost.daemon.http.policy import MAX_BODY_BYTES, RequestError, parse_headers
 from roost.daemon.http.records import Request
 from roost.daemon.runtime.outbound import MAX_HELD, Outbound
 from roost.daemon.runtime.vfs import Errno, FsError, Vfs
 
 MOUNT = "/dev/http"
 ERROR_NAME = "error"
-MAX_REQUEST_BYTES = 256 << 20        # as a request body through the imports (wasi.http)
 _BLANK_LINE = re.compile(rb"\r?\n\r?\n")
 
 
@@ -116,8 +115,8 @@ class HttpDevice:
         f = self.files.get(ino)
         if f is None or f.answered:
             raise FsError(Errno.INVAL, "the request was made: the file holds its response")
-        if len(f.request) + len(data) > MAX_REQUEST_BYTES:
-            raise FsError(Errno.FBIG, f"request over {MAX_REQUEST_BYTES} bytes")
+        if len(f.request) + len(data) > MAX_BODY_BYTES:
+            raise FsError(Errno.FBIG, f"request over {MAX_BODY_BYTES} bytes")
         f.request += data
 
     def answer(self, ino: int, http: Outbound) -> bool:

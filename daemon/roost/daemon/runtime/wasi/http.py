@@ -17,7 +17,13 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING
 
-from roost.daemon.http.policy import MAX_HEADER_BYTES, MAX_URL_BYTES, RequestError, parse_headers
+from roost.daemon.http.policy import (
+    MAX_BODY_BYTES,
+    MAX_HEADER_BYTES,
+    MAX_URL_BYTES,
+    RequestError,
+    parse_headers,
+)
 from roost.daemon.http.records import Request
 from roost.daemon.runtime.outbound import MAX_HELD
 from roost.daemon.runtime.vfs import Errno
@@ -27,7 +33,6 @@ if TYPE_CHECKING:
     from roost.daemon.runtime.wasi.host import WasiHost
 
 RESULT = struct.Struct("<IIII")
-MAX_BODY_BYTES = 256 << 20       # a request body read from guest memory at once
 
 
 def _text(host: WasiHost, ptr: int, n: int, limit: int, what: str) -> str:
