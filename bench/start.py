@@ -1,12 +1,16 @@
 """bench/start: the cost of starting an execution — from the StartExecution RPC to the guest's
 end — for a guest that prints one line, against the machine's own floors measured in the same
 run: a Python interpreter start, and instantiating the same module in-process with wasmtime.
+And the daemon's own start: from the exec of `roostd` (empty data dir) to its first
+ListExecutions answer, with and without a bytecode cache, with its default spare worker and
+without (issue 14: within 0.1 s).
 
     python -m bench.start [--runs N]
 """
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -15,8 +19,9 @@ from pathlib import Path
 
 import wasmtime
 
-from bench.common import build, daemon, print_table, summary, write_result
+from bench.common import build, daemon, daemon_env, print_table, summary, write_result
 from roost.client.api import Client
+from tests.integration.test_daemon_start import cached_bytecode_env, start_to_first_list
 
 
 def time_starts(client: Client, sha: str, runs: int, gap: float = 0.0) -> tuple[list[float], list[float]]:
@@ -52,6 +57,22 @@ def floors(wasm: Path, runs: int) -> dict[str, list[float]]:
     return {"python_start_ms": py, "wasmtime_instantiate_ms": inst}
 
 
+def daemon_starts(runs: int) -> dict[str, list[float]]:
+    """roostd's exec -> first ListExecutions answer (ms), per bytecode mode and spare count."""
+    out: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        cached = {**cached_bytecode_env(Path(tmp)), **daemon_env()}
+        uncached = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1",     # (and none to read)
+                    "PYTHONPYCACHEPREFIX": str(Path(tmp) / "none"), **daemon_env()}
+        start_to_first_list(Path(tmp), cached)                   # writes the bytecode cache
+        for mode, env in (("bytecode cached", cached), ("no bytecode cache", uncached)):
+            for spares in (1, 0):
+                extra = f"[workers]\nspares = {spares}\n"
+                out[f"roostd_start_to_list_ms ({mode}, {spares} spare)"] = [
+                    start_to_first_list(Path(tmp), env, extra).wall * 1000 for _ in range(runs)]
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=50)
@@ -68,6 +89,7 @@ def main() -> None:
         finally:
             d.stop()
     base = floors(wasm, args.runs)
+    base.update(daemon_starts(min(args.runs, 10)))
     result = {"start_rpc_ms": summary(running), "start_to_end_ms (warm spare)": summary(end),
               "start_to_end_ms (back to back)": summary(burst),
               **{k: summary(v) for k, v in base.items()}}

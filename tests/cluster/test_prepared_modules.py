@@ -82,7 +82,8 @@ def test_prepared_forms_round_trip_without_preparing(tmp_path, monkeypatch):
     sender, receiver = registry(tmp_path, "a"), registry(tmp_path, "b")
     assert sender.prepared(digest) == []
     sender.add("spin_print", wasm, digest)
-    sender.ensure_artifact(digest, False)
+    sender.ensure_artifact(digest, True, wait=True)      # (the upload prepares in the background)
+    sender.ensure_artifact(digest, False, wait=True)
     forms = sender.prepared(digest)
     assert [f.mode for f in forms] == ["preempt", "coop"]
 
@@ -105,6 +106,7 @@ def test_a_kept_prepared_wasm_is_compiled_not_prepared_again(tmp_path, monkeypat
     digest = hashlib.sha256(wasm).hexdigest()
     modules = registry(tmp_path, "a")
     modules.add("spin_print", wasm, digest)
+    modules.ensure_artifact(digest, True, wait=True)     # (the upload prepares in the background)
     modules.artifact(digest, True).unlink()
     monkeypatch.setattr(prepare, "prepare", lambda *a, **k: pytest.fail("prepared again"))
     path, _ = modules.ensure_artifact(digest, True)

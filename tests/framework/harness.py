@@ -92,7 +92,7 @@ class Roostd:
         daemon (they are keyed by content hash and versions, so sharing is safe and spares a
         preparation per daemon)."""
         path = self.data_dir.parent / f"roostd-{self.port}.toml"
-        path.write_text(f'cache_dir = "{self.cache_dir}"\n' + self.config_text)
+        path.write_text(f'cache_dir = "{self.cache_dir}"\n' + _pinned(self.config_text))
         return path
 
     def start(self, timeout: float = 60.0) -> "Roostd":
@@ -181,6 +181,30 @@ class Roostd:
         import urllib.request
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
             return r.read().decode()
+
+
+def _pinned(text: str) -> str:
+    """Under pytest, unless a test says otherwise, test daemons checkpoint every 60 s (many
+    tests count checkpoints, which roostd's default period, 1 s, would make depend on timing)
+    and start a module's runs only once it is prepared (tests checkpoint and migrate right
+    after `run`; a loaded CI machine prepares even a small guest in more than the 3 s a run
+    waits: tests/integration/test_first_run.py runs unprepared). Not under bench/ (no
+    pytest): benchmarks measure the defaults."""
+    if "PYTEST_CURRENT_TEST" not in os.environ:
+        return text
+    if "every_seconds" not in text:
+        text = _setting(text, "checkpoints", "every_seconds = 60")
+    if "run_unprepared" not in text:
+        text = _setting(text, "modules", "run_unprepared = false")
+    return text
+
+
+def _setting(text: str, table: str, line: str) -> str:
+    """`text` (TOML) with `line` in [table]."""
+    if f"[{table}]\n" in text:
+        return text.replace(f"[{table}]\n", f"[{table}]\n{line}\n", 1)
+    return (text + "\n" if text and not text.endswith("\n") else text) + \
+        f"[{table}]\n{line}\n"            # (a table last: always valid TOML)
 
 
 def stop_all(daemons: list["Roostd"]) -> None:

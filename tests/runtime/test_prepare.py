@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -161,3 +163,26 @@ def test_progress_is_reported():
     seen: list[str] = []
     prepare(compile_guest("hello").read_bytes(), progress=seen.append)
     assert any("asyncify" in s for s in seen) and any("polls" in s for s in seen)
+
+
+def test_phases_are_logged_with_their_seconds(caplog):
+    caplog.set_level(logging.INFO, logger="roost.prepare")
+    prepare(compile_guest("hello").read_bytes())
+    lines = [r.getMessage() for r in caplog.records if r.name == "roost.prepare"]
+    for phase in ("parse", "globals", "polls", "asyncify", "optimize", "validate", "emit"):
+        assert any(re.search(rf"phase {phase} \d+\.\d\ds", line) for line in lines), (phase, lines)
+    assert any(re.search(r"phase polls .*: \d+ real, \d+ noted", line) for line in lines)
+
+
+def test_instrument_turns_noted_polls_into_real_ones():
+    """`instrument=` names a function whose polls only noted (the adaptive part): prepared
+    again, its loops get real polls, so fewer loops are noted and it is no longer listed."""
+    data = compile_guest("leaf_loop").read_bytes()
+    before = prepare(data)
+    assert "leaf" in dict((n, i) for i, n in before.noted_functions)
+    index = dict((n, i) for i, n in before.noted_functions)["leaf"]
+    for spelling in ("leaf", index):
+        after = prepare(data, instrument={spelling})
+        assert "leaf" not in {n for _, n in after.noted_functions}
+        assert after.loops_polled == before.loops_polled and after.loops_noted < before.loops_noted
+    assert prepare(data, preemptive=False).note_address == -1

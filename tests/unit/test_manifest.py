@@ -89,10 +89,21 @@ def test_bad_manifests_are_refused(bad) -> None:
 
 
 @pytest.mark.parametrize("key,value", [("pause_seconds", "0.1"), ("parts", 1.5), ("tracker", 5),
+                                       ("held_by", 1),
                                        ("dirty_pages", False)])
 def test_bad_stats_are_refused(key, value) -> None:
     with pytest.raises(FormatError):
         CheckpointStats.from_json(json.dumps({**STORED_BEFORE, key: value}))
+
+
+def test_the_instrumented_variant_is_read_and_old_manifests_have_none() -> None:
+    assert Manifest.from_json(json.dumps(STORED_BEFORE)).instrumented == ()
+    manifest = Manifest.from_json(json.dumps({**STORED_BEFORE, "instrumented": ["leaf"]}))
+    assert manifest.instrumented == ("leaf",) and manifest.to_dict()["instrumented"] == ["leaf"]
+    assert "instrumented" not in Manifest.from_json(json.dumps(STORED_BEFORE)).to_dict()
+    for bad in ("leaf", [1]):
+        with pytest.raises(FormatError):
+            Manifest.from_json(json.dumps({**STORED_BEFORE, "instrumented": bad}))
 
 
 ints = st.integers(0, 1 << 62)
@@ -106,9 +117,10 @@ manifests = st.builds(
                      max_size=4).map(tuple),
     created_at=seconds, stopped_at=st.none() | seconds, wake_at_ns=ints, prepare_version=opt_ints,
     frames=opt_ints, map_base=opt_ints, chain_entries=opt_ints, map_bytes=opt_ints,
-    owner=st.none() | st.text(max_size=8), epoch=opt_ints)
+    owner=st.none() | st.text(max_size=8), epoch=opt_ints,
+    instrumented=st.lists(st.text(max_size=8), max_size=3).map(tuple))
 stats_records = st.builds(CheckpointStats, **{
-    f.name: (st.none() | st.text(max_size=8) if f.name == "tracker" else
+    f.name: (st.none() | st.text(max_size=8) if f.name in mf._STATS_STRS else
              opt_ints if f.name in mf._STATS_INTS else st.none() | seconds)
     for f in dataclasses.fields(CheckpointStats)})
 

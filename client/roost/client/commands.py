@@ -69,9 +69,8 @@ class UploadProgress:
         percent = 100 * sent // total if total else 100
         amount = f"{display.human_bytes(sent)} / {display.human_bytes(total)}"
         sys.stderr.write(f"\r\x1b[Kuploading {self.name}: {amount} ({percent}%)")
-        if sent >= total:       # the daemon now prepares it: seconds, minutes for a large one
-            sys.stderr.write(f"\r\x1b[Kpreparing {self.name} for checkpoints "
-                             f"(once per module; a large module takes minutes)...")
+        if sent >= total:       # the daemon checks it (it prepares it in the background)
+            sys.stderr.write(f"\r\x1b[Kchecking {self.name}...")
         sys.stderr.flush()
         self._shown = True
 
@@ -84,7 +83,8 @@ class UploadProgress:
             sys.stderr.write(f"module {self.name} already uploaded ({module.sha256[:12]})\n")
         elif self._shown:
             self._clear()
-            sys.stderr.write(f"uploaded and prepared {self.name} ({module.sha256[:12]})\n")
+            sys.stderr.write(f"uploaded {self.name} ({module.sha256[:12]}); it is prepared for "
+                             "checkpoints in the background\n")
         sys.stderr.flush()
 
     def _clear(self) -> None:
@@ -433,6 +433,7 @@ def cmd_checkpoint(client: Client, ns: argparse.Namespace) -> int:
         return 0
     print(f"checkpoint {r.number} of {ns.id}: paused {r.pause_seconds * 1000:.1f} ms "
           f"(safepoint reached in {r.time_to_safepoint_seconds * 1000:.2f} ms), "
+          f"{r.dirty_pages} dirty pages ({display.human_bytes(r.dirty_bytes)}), "
           f"{display.human_bytes(r.stored_bytes)} stored for {display.human_bytes(r.memory_bytes)} "
           f"of memory, {r.total_seconds * 1000:.1f} ms in all")
     return 0

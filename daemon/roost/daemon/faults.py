@@ -24,6 +24,7 @@ class Fault(enum.Enum):
     DAEMON_DIE_AFTER_CHECKPOINTS = "daemon_die_after_checkpoints"  # roostd: kill -9 after committing N
     RELEASED_LINGER_MS = "released_linger_ms"           # worker: exit N ms after a handover
                                                         # released it (a slow teardown)
+    SLOW_PREPARE_MS = "slow_prepare_ms"                 # roostd: a module's preparation takes N ms more
     REFUSE_PREPARE = "refuse_prepare"                   # roostd: refuse a handover's PREPARE
                                                         # (give it a marker: the first only)
 

@@ -22,10 +22,14 @@ import zlib
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
-import numpy as np
-import zstandard
+if TYPE_CHECKING:
+    import numpy as np
+    import zstandard
+else:                               # (imported on first use: roostd serves before)
+    from roost.daemon.lazy import numpy as np
+    from roost.daemon.lazy import zstandard
 
 from roost.daemon.errors import CorruptPage
 

@@ -17,17 +17,20 @@ import dataclasses
 import hashlib
 import json
 import struct
-
-import zstandard
+from typing import TYPE_CHECKING
 
 from roost.daemon.errors import CorruptCheckpoint
+from roost.daemon.lazy import load
 from roost.daemon.runtime.httpdev import DevFileState, HttpDevState
 from roost.daemon.runtime.outbound import Held, OutboundState
 from roost.daemon.runtime.vfs import FsError, Vfs, state_to_bytes
-from roost.daemon.runtime.wasi import WasiState
-from roost.daemon.runtime.wasi.clocks import ClockState
-from roost.daemon.runtime.wasi.fds import FdRecord, FdTableState
-from roost.daemon.runtime.wasi.stdio import StdinState
+
+if TYPE_CHECKING:        # (runtime.wasi imports wasmtime: only a decode needs it, not roostd's start)
+    import zstandard
+
+    from roost.daemon.runtime.wasi import WasiState
+else:
+    from roost.daemon.lazy import zstandard
 
 MAGIC = b"RHST"
 FORMAT_VERSION = (1, 3)     # 1.1: clocks carry the filesystem clock (fs_time_ns ...); 1.2: http;
@@ -50,8 +53,10 @@ def encode(state: WasiState) -> bytes:
 # What a blob whose checksum holds but whose contents do not decode raises on the way (JSON,
 # the VFS image's zstd and struct fields, dataclass fields): a checkpoint written by a bug, or
 # bytes crafted to pass the checksum. Each is reported as the checkpoint being corrupt.
-_DECODING_ERRORS = (ValueError, KeyError, TypeError, IndexError, AttributeError, OverflowError,
-                    RecursionError, struct.error, binascii.Error, zstandard.ZstdError, FsError)
+# (A function: zstandard is imported at the first decode, not at roostd's start.)
+def _decoding_errors() -> tuple[type[Exception], ...]:
+    return (ValueError, KeyError, TypeError, IndexError, AttributeError, OverflowError,
+            RecursionError, struct.error, binascii.Error, zstandard.ZstdError, FsError)
 
 
 def decode(blob: bytes, stdin: bytes) -> WasiState:
@@ -67,12 +72,17 @@ def decode(blob: bytes, stdin: bytes) -> WasiState:
         raise CorruptCheckpoint("host state: checksum mismatch")
     try:
         return _state(body, stdin)
-    except _DECODING_ERRORS as e:
+    except _decoding_errors() as e:
         raise CorruptCheckpoint(f"host state: contents do not decode "
                                 f"({type(e).__name__}: {str(e)[:200]})") from None
 
 
 def _state(body: memoryview, stdin: bytes) -> WasiState:
+    load("roost.daemon.runtime.wasi")          # (wasmtime: see `lazy.load`)
+    from roost.daemon.runtime.wasi import WasiState
+    from roost.daemon.runtime.wasi.clocks import ClockState
+    from roost.daemon.runtime.wasi.fds import FdRecord, FdTableState
+    from roost.daemon.runtime.wasi.stdio import StdinState
     (n,) = struct.unpack_from("<I", body)
     meta = json.loads(bytes(body[4:4 + n]))
     vfs = Vfs.from_bytes(bytes(body[4 + n:]))

@@ -7,7 +7,12 @@ through `inflate`, which checks the declared size first.
 """
 from __future__ import annotations
 
-import zstandard
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import zstandard
+else:                               # (imported on first use: roostd serves before)
+    from roost.daemon.lazy import zstandard
 
 from roost.daemon.errors import Inflated  # (re-exported: callers catch it from here)
 

@@ -9,12 +9,12 @@ always written; `format_version` is the one key added (a manifest without one is
 every manifest stored before the key existed reads as one).
 
     durable   number reason requests journal_seq stdout_offset stderr_offset memory_bytes
-              globals created_at stopped_at wake_at_ns prepare_version
+              globals created_at stopped_at wake_at_ns prepare_version instrumented
               frames (supervisor) map_base chain_entries map_bytes (store) owner epoch (replica)
     stats     time_to_safepoint_seconds dirty_runs waited_seconds precopy_seconds
               precopied_pages pause_pages stage_seconds tracker pause_seconds dirty_pages
               stored_bytes compress_seconds compress_wait_seconds send_wait_seconds parts
-              drain_seconds (supervisor)
+              held_by drain_seconds (supervisor)
 
 A key that is added along the way (by the supervisor, the store, a replica) is None until then
 and is left out of the JSON while it is; so are stats a checkpoint never measured. Keys neither
@@ -78,6 +78,13 @@ def _opt_str(d: Mapping[str, Any], key: str) -> str | None:
     return None if d.get(key) is None else _str(d, key)
 
 
+def _names(d: Mapping[str, Any], key: str) -> tuple[str, ...]:
+    value = d.get(key, [])
+    if not isinstance(value, list) or any(not isinstance(n, str) for n in value):
+        raise _fail(key, "a list of strings", value)
+    return tuple(value)
+
+
 def _globals(d: Mapping[str, Any]) -> tuple[Global, ...]:
     value = d.get("globals", [])
     if not isinstance(value, list):
@@ -121,6 +128,7 @@ def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
 
 
 _STATS_INTS = frozenset({"dirty_runs", "precopied_pages", "pause_pages", "dirty_pages", "stored_bytes", "parts"})
+_STATS_STRS = frozenset({"tracker", "held_by"})
 
 
 @dataclass(frozen=True)
@@ -144,6 +152,9 @@ class CheckpointStats:
     send_wait_seconds: float | None = None       # ... of it sending PAGES parts
     parts: int | None = None                 # PAGES parts + the CHECKPOINT frame's
     drain_seconds: float | None = None       # the supervisor waiting for the parts' writes
+    # The uninstrumented function that held the request longer than the safepoint budget (its
+    # loop poll noted it): the module's next preparation instruments it (modules.registry).
+    held_by: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return _drop_none(dataclasses.asdict(self))
@@ -156,7 +167,7 @@ class CheckpointStats:
         """The stats keys of a (flat) manifest object; the other keys are not looked at."""
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
-            read = _opt_str if f.name == "tracker" else _opt_int if f.name in _STATS_INTS else _opt_float
+            read = _opt_str if f.name in _STATS_STRS else _opt_int if f.name in _STATS_INTS else _opt_float
             values[f.name] = read(d, f.name)
         return cls(**values)
 
@@ -185,6 +196,9 @@ class Manifest:
     stopped_at: float | None = None          # unix seconds the guest stopped (a migration's
     wake_at_ns: int = 0                      # downtime starts there); sleep: wake time
     prepare_version: int | None = None       # of the prepared module: restorable only by it
+    # ... and only by its variant: the functions its preparation instrumented besides the
+    # usual ones (adaptive polls; () for the plain preparation, as before the key existed)
+    instrumented: tuple[str, ...] = ()
     frames: int | None = None                # frames of this version (supervisor)
     map_base: int | None = None              # the full map its map chain starts at (store)
     chain_entries: int | None = None         # delta entries since map_base (store)
@@ -203,6 +217,8 @@ class Manifest:
             "stopped_at": self.stopped_at, "wake_at_ns": self.wake_at_ns}
         d = _drop_none(d)
         d["prepare_version"] = self.prepare_version      # written even when None (as ever)
+        if self.instrumented:
+            d["instrumented"] = list(self.instrumented)
         d.update(_drop_none({"frames": self.frames, "map_base": self.map_base,
                              "chain_entries": self.chain_entries, "map_bytes": self.map_bytes,
                              "owner": self.owner, "epoch": self.epoch}))
@@ -231,6 +247,7 @@ class Manifest:
             stderr_offset=_int(d, "stderr_offset", 0), globals=_globals(d),
             created_at=_float(d, "created_at", 0.0), stopped_at=_opt_float(d, "stopped_at"),
             wake_at_ns=_int(d, "wake_at_ns", 0), prepare_version=d.get("prepare_version"),
+            instrumented=_names(d, "instrumented"),
             frames=_opt_int(d, "frames"), map_base=_opt_int(d, "map_base"),
             chain_entries=_opt_int(d, "chain_entries"), map_bytes=_opt_int(d, "map_bytes"),
             owner=_opt_str(d, "owner"), epoch=_opt_int(d, "epoch"), extra=extra)

@@ -15,9 +15,14 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable
+from typing import TYPE_CHECKING, TypeAlias
 
-import numpy as np
-import zstandard
+if TYPE_CHECKING:
+    import numpy as np
+    import zstandard
+else:                               # (imported on first use: roostd serves before)
+    from roost.daemon.lazy import numpy as np
+    from roost.daemon.lazy import zstandard
 
 from roost.daemon.checkpoint.inflate import Inflated, inflate
 from roost.daemon.errors import StoreError
@@ -26,7 +31,7 @@ FORMAT_VERSION = (1, 0)
 COMPACT_EVERY = 8
 _HEAD = struct.Struct("<4sHHI")
 
-Delta = np.ndarray
+Delta: TypeAlias = "np.ndarray"
 """The entries a checkpoint changed: an (n, 2) u32 array of (page, version), sorted by page."""
 
 

@@ -268,7 +268,8 @@ class Replicator:
         """Per `replication.ack`: wait until one (`one`) or every (`all`) replica peer holds
         checkpoint `number`; the addresses that do."""
         targets = self.targets(exec_id)
-        need = {"async": 0, "one": 1, "all": len(targets)}[self.ack]
+        # (no replica at all — replication.factor = 0 — is nothing to wait for)
+        need = min(len(targets), {"async": 0, "one": 1, "all": len(targets)}[self.ack])
         deadline = time.monotonic() + timeout
         with self._changed:
             while True:

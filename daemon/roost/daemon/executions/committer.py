@@ -14,11 +14,10 @@ into it is in `_put_frames` and `_commit`, one each.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-
-import numpy as np
 
 from roost.daemon import faults
 from roost.daemon.checkpoint import pagemap
@@ -29,10 +28,12 @@ from roost.daemon.errors import StoreError
 from roost.daemon.executions import requests
 from roost.daemon.executions.running import Live
 from roost.daemon.faults import Fault
+from roost.daemon.lazy import numpy as np  # (on first use: roostd serves before)
 from roost.daemon.link import messages as msg
 from roost.daemon.node import metrics
 from roost.daemon.store.records import ExecutionRecord
 
+log = logging.getLogger(__name__)
 STREAM_DEPTH = 2       # checkpoint parts received but not yet written, per execution
 
 
@@ -44,6 +45,10 @@ class Committer:
         self.retain = max(1, retain)
         # Called after every committed checkpoint (replication).
         self.on_commit: Callable[[ExecutionRecord, int], None] = lambda record, number: None
+        # A checkpoint's request was held past the safepoint budget by an uninstrumented
+        # function: (module digest, mode, its name) to the module registry, which instruments
+        # it at the module's next preparation (`ModuleRegistry.note_slow_function`).
+        self.on_held: Callable[[str, str, str], None] = lambda digest, mode, name: None
         self.committed = 0                  # checkpoints committed by this daemon (fault points)
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="roost-pages")
 
@@ -122,6 +127,21 @@ class Committer:
         self._count(manifest.reason, manifest.memory_bytes, stats)
         requests.answer(live, as_stored.to_dict(stats))    # as stored (the sink completed it)
         self.on_commit(record, number)
+        if stats.held_by:
+            self._held(record, number, stats)
+
+    def _held(self, record: ExecutionRecord, number: int, stats: CheckpointStats) -> None:
+        """Log who held the checkpoint's request too long, and tell the module registry (its
+        failure is logged: the checkpoint is committed whatever becomes of the note)."""
+        log.info("execution %s: checkpoint %d waited %.1f ms for a safepoint, held by %s "
+                 "(uninstrumented)", record.id, number,
+                 (stats.time_to_safepoint_seconds or 0.0) * 1e3, stats.held_by)
+        try:
+            self.on_held(record.module_sha256, "coop" if record.cooperative else "preempt",
+                         str(stats.held_by))
+        except Exception:   # noqa: BLE001 - an optimisation's failure is not the checkpoint's
+            log.exception("execution %s: noting the function that held checkpoint %d",
+                          record.id, number)
 
     def _count(self, reason: str, memory_bytes: int, stats: CheckpointStats) -> None:
         """Metrics of a committed checkpoint, and the fault point that counts them."""

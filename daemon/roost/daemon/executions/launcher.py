@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import signal
+import threading
 import time
 from collections.abc import Callable
 
@@ -18,7 +20,7 @@ from roost.daemon.executions.ending import Ending
 from roost.daemon.executions.lives import Lives
 from roost.daemon.executions.pool import WorkerPool
 from roost.daemon.executions.pump import Pump
-from roost.daemon.executions.running import Live
+from roost.daemon.executions.running import Live, send_signal
 from roost.daemon.http.settings import HttpSettings
 from roost.daemon.link import messages as msg
 from roost.daemon.modules.registry import ModuleRegistry
@@ -65,15 +67,18 @@ class Launcher:
         """Give the execution a worker: fresh, or (restore) replaying its journal from the
         start so it recomputes exactly what it computed before."""
         self.claimed(record)
-        artifact, manifest = self.modules.ensure_artifact(record.module_sha256, not record.cooperative)
         saved = self.restore_point(record) if restore else None
+        # A checkpoint restores only into the variant of the module it was taken in (adaptive
+        # polls: `ModuleRegistry.ensure_artifact`); a fresh start runs the newest.
+        artifact, manifest = self.modules.ensure_artifact(
+            record.module_sha256, not record.cooperative, wait=saved is not None,
+            instrument=saved.manifest.instrumented if saved else None)
         ckpt = saved.manifest if saved else None
         if ckpt and ckpt.prepare_version != manifest.get("prepare_version"):
             raise StateConflict(f"execution {record.id}: its checkpoint was taken from a module "
                                 f"prepared by version {ckpt.prepare_version}; this roostd "
                                 f"prepares version {manifest.get('prepare_version')}")
         first = ckpt.journal_seq if ckpt else 0
-        replay = self.store.read_journal(record.id, first) if restore else []
         if restore:                        # pages of a checkpoint a dead worker never finished
             self.pages.discard_after(record.id, ckpt.number if ckpt else 0)
         worker = self.pool.take()
@@ -94,10 +99,13 @@ class Launcher:
             record.started_at = time.time()
         self.store.put_execution(record)
         # (numbered after the past checkpoints, dropped as corrupt ones included)
-        start = self.start_message(record, artifact, manifest, saved, replay, live,
-                                   numbered_after=record.checkpoints)
+        start = self.start_message(record, artifact, manifest, saved, [], live,
+                                   numbered_after=record.checkpoints, streamed=restore)
         worker.link.send_message(start)
-        self.pump.start(live, f"pump-{record.id}", self.finish)
+        # The journal after the restore point follows START a range at a time, as the worker's
+        # replay takes them (its own thread: no lock of the supervisor's is held meanwhile).
+        stream = JournalStream(self.store, live, first, journal_seq) if restore else None
+        self.pump.start(live, f"pump-{record.id}", self.finish, stream)
         self.on_launch(live)
 
     def finish(self, live: Live, end: msg.End | None) -> None:
@@ -125,9 +133,12 @@ class Launcher:
 
     def start_message(self, record: ExecutionRecord, artifact, manifest: dict,
                       saved: Restore | None, replay: list[bytes], live: Live,
-                      numbered_after: int | None = None, standby: bool = False) -> msg.Start:
-        """START: the spec, stdin, the initial files, the journal to replay and the checkpoint
-        to restore (whose page map `live` holds from now on)."""
+                      numbered_after: int | None = None, standby: bool = False,
+                      streamed: bool = False) -> msg.Start:
+        """START: the spec, stdin, the initial files, the journal to replay (`streamed`: none,
+        it follows in REPLAY frames, `JournalStream`) and the checkpoint to restore (whose page
+        map `live` holds from now on). The output already stored (`live.durable`) goes with it:
+        the worker drops what a replay writes again below it."""
         ckpt = saved.manifest if saved else None
         spec = msg.Spec(
             id=record.id, artifact=str(artifact), module=manifest, argv=tuple(record.argv),
@@ -139,7 +150,8 @@ class Launcher:
             journal_first_seq=ckpt.journal_seq if ckpt else 0, checkpoint=ckpt,
             stdout_offset=ckpt.stdout_offset if ckpt else 0,
             stderr_offset=ckpt.stderr_offset if ckpt else 0,
-            numbered_after=numbered_after, standby=standby,
+            numbered_after=numbered_after, standby=standby, replay_streamed=streamed,
+            durable_stdout=int(live.durable.get(1, 0)), durable_stderr=int(live.durable.get(2, 0)),
             http=self.http.for_execution(record.id, record.allow_http).to_meta()
             if record.allow_http else None)
         stdin, vfs = self.store.stdin(record.id), self.store.initial_vfs(record.id)
@@ -150,3 +162,62 @@ class Launcher:
         return msg.Start(spec, stdin, vfs, journal.pack_many(replay), saved.host, saved.stack,
                          pagemap.encode_full(saved.page_map), tuple(v for v, _ in saved.frames),
                          tuple(f for _, f in saved.frames))
+
+
+class JournalStream:
+    """The journal a restored worker replays, sent after START in REPLAY frames of about
+    CHUNK_BYTES, read from the store a range at a time: the worker is ready (and `launch`
+    returns) before the journal is read, the worker decodes it as its replay goes, and no
+    more than WINDOW chunks are ever in flight (the worker's REPLAY_MORE, through the pump,
+    gives credit). The journal streamed ends where it ended when the worker was launched
+    (`until`): what the worker records later is its own."""
+    CHUNK_BYTES = 256 << 10
+    WINDOW = 4
+
+    def __init__(self, store: Store, live: Live, first: int, until: int) -> None:
+        self.store, self.live = store, live
+        self.next, self.until = first, until
+        self.credit = self.WINDOW
+        self.stopped = False
+        self.sent = 0                       # chunks sent (tests, the log)
+        self._changed = threading.Condition()
+
+    def start(self) -> None:
+        threading.Thread(target=self.run, name=f"replay-{self.live.record.id}", daemon=True).start()
+
+    def more(self, chunks: int) -> None:
+        """The worker took `chunks` chunks: as many more may go."""
+        with self._changed:
+            self.credit += chunks
+            self._changed.notify_all()
+
+    def stop(self) -> None:
+        with self._changed:
+            self.stopped = True
+            self._changed.notify_all()
+
+    def run(self) -> None:
+        """Send the journal, chunk by chunk, as credit allows; the last one says `end`. A record
+        that reads back corrupt stops the worker (its end decides what follows)."""
+        link, exec_id = self.live.worker.link, self.live.record.id
+        try:
+            while True:
+                with self._changed:
+                    self._changed.wait_for(lambda: self.credit > 0 or self.stopped)
+                    if self.stopped:
+                        return
+                    self.credit -= 1
+                records = self.store.read_journal_range(exec_id, self.next, self.until,
+                                                        self.CHUNK_BYTES) if self.next < self.until else []
+                self.next += len(records)
+                end = not records or self.next >= self.until
+                link.send_message(msg.ReplayChunk(journal.pack_many(records), end))
+                self.sent += 1
+                if end:
+                    return
+        except OSError:
+            return                           # the worker is gone: its end is the pump's
+        except Exception as e:              # a corrupt record, the store: this worker cannot go on
+            log.error("execution %s: streaming its journal to replay: %s", exec_id, e)
+            self.live.end_reason = self.live.end_reason or f"reading the journal to replay: {e}"
+            send_signal(self.live.worker, signal.SIGKILL)

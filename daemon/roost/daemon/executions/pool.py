@@ -4,6 +4,10 @@ Every worker is spawned from one long-lived thread, because a worker asks the ke
 when its parent *thread* exits (PR_SET_PDEATHSIG); a gRPC handler thread would be the wrong
 parent. Spare workers have already imported wasmtime and built their engine, so taking one makes
 an execution start in milliseconds.
+
+This module imports nothing heavy (metrics are imported when first counted): roostd's entry
+point (`main`) spawns the first spares with it before its own imports, so that after a restart
+the executions it recovers find warm workers.
 """
 from __future__ import annotations
 
@@ -17,7 +21,6 @@ from dataclasses import dataclass
 
 from roost.daemon.errors import LimitExceeded
 from roost.daemon.link.transport import Link
-from roost.daemon.node import metrics
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +41,12 @@ class WorkerProcess:
 LINK_BUFFER_BYTES = 4 << 20     # the kernel caps it at net.core.wmem_max
 
 
+def _metrics():
+    """The metrics module, imported when first needed (prometheus_client is slow to import)."""
+    from roost.daemon.node import metrics
+    return metrics
+
+
 def spawn() -> WorkerProcess:
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     # Room for a checkpoint's last pages (or a standby's APPLY) in the socket itself: the
@@ -50,22 +59,46 @@ def spawn() -> WorkerProcess:
                                 close_fds=True)
     finally:
         child.close()
-    metrics.WORKER_STARTS.inc()
     return WorkerProcess(proc, Link(parent))
 
 
 class WorkerPool:
     """Hands out worker processes; keeps `spares` idle ones ready."""
 
-    def __init__(self, spares: int) -> None:
+    def __init__(self, spares: int, started: list[WorkerProcess] | None = None) -> None:
+        """`started`: spares spawned already (by roostd's entry point, at its very start);
+        the pool keeps them and spawns the rest of `spares`."""
         self.spares = spares
         self._ready: queue.Queue[WorkerProcess] = queue.Queue()
         self._requests: queue.Queue[queue.Queue | None] = queue.Queue()
         self._thread = threading.Thread(target=self._spawner, name="worker-spawner", daemon=True)
         self._closed = False
+        self._surplus = 0                # workers `warm` asked for beyond the spares
+        self._lock = threading.Lock()
         self._thread.start()
-        for _ in range(spares):
+        for worker in started or ():
+            _metrics().WORKER_STARTS.inc()
+            self._ready.put(worker)
+        for _ in range(spares - len(started or ())):
             self._requests.put(self._ready)
+
+    def warm(self, n: int) -> None:
+        """Have `n` workers ready or warming up now (recovery: one per execution to resume,
+        so none of them waits for a cold worker); those beyond the configured spares are not
+        replaced when taken."""
+        extra = max(0, n - self._ready.qsize())
+        with self._lock:
+            self._surplus += extra
+        for _ in range(extra):
+            self._requests.put(self._ready)
+
+    def _replace(self) -> None:
+        """A spare was taken: spawn its replacement, unless it was one `warm` added."""
+        with self._lock:
+            if self._surplus > 0:
+                self._surplus -= 1
+                return
+        self._requests.put(self._ready)
 
     def take(self, timeout: float = 30.0) -> WorkerProcess:
         """A started worker waiting for START; a spare if one is ready."""
@@ -81,7 +114,7 @@ class WorkerPool:
             if isinstance(worker, Exception):
                 raise LimitExceeded(f"cannot start a worker process: {worker}")
         else:
-            self._requests.put(self._ready)          # replace the spare we took
+            self._replace()                          # replace the spare we took
         return worker
 
     def _spawner(self) -> None:
@@ -91,9 +124,10 @@ class WorkerPool:
                 return
             try:
                 reply.put(spawn())
+                _metrics().WORKER_STARTS.inc()
             except OSError as e:
                 log.error("cannot start a worker process: %s", e)
-                metrics.WORKER_FAILURES.labels(reason="spawn").inc()
+                _metrics().WORKER_FAILURES.labels(reason="spawn").inc()
                 if reply is not self._ready:
                     reply.put(e)
 

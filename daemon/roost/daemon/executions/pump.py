@@ -17,6 +17,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from roost.daemon.errors import OutputQuotaExceeded, StoreError
 from roost.daemon.executions import outbound
@@ -30,17 +31,42 @@ from roost.daemon.node import metrics
 log = logging.getLogger(__name__)
 
 
+class ReplayStream(Protocol):
+    """The journal a worker replays, streamed to it (`launcher.JournalStream`)."""
+
+    def start(self) -> None: ...
+
+    def more(self, chunks: int) -> None: ...
+
+    def stop(self) -> None: ...
+
+
 class Pump:
     """Reads the frames of every worker of this daemon (a thread each)."""
 
     def __init__(self, output: OutputWriter, committer: Committer) -> None:
         self.output = output
         self.committer = committer
+        self.streams: dict[int, ReplayStream] = {}     # id(live) -> its journal being replayed
 
-    def start(self, live: Live, name: str, finish: Callable[[Live, msg.End | None], None]) -> None:
+    def start(self, live: Live, name: str, finish: Callable[[Live, msg.End | None], None],
+              stream: ReplayStream | None = None) -> None:
         """A thread that pumps `live`'s frames until its worker ends, then `finish`es it (its
-        END frame, None if it sent none)."""
-        threading.Thread(target=lambda: finish(live, self.run(live)), name=name, daemon=True).start()
+        END frame, None if it sent none). `stream`: the journal it replays, sent as the
+        worker asks for it (REPLAY_MORE), stopped when the worker ends."""
+        if stream is not None:
+            self.streams[id(live)] = stream
+            stream.start()
+
+        def pump() -> None:
+            try:
+                end = self.run(live)
+            finally:
+                gone = self.streams.pop(id(live), None)
+                if gone is not None:
+                    gone.stop()
+            finish(live, end)
+        threading.Thread(target=pump, name=name, daemon=True).start()
 
     def run(self, live: Live) -> msg.End | None:
         """Absorb frames until END (returned); None when the worker went without one or the
@@ -96,6 +122,10 @@ class Pump:
                     self.output.when_durable(live, functools.partial(_synced, live, n))
                 case msg.HttpEvent(event=event):
                     outbound.observe(live, event)
+                case msg.ReplayMore(chunks=chunks):          # its replay took a chunk
+                    stream = self.streams.get(id(live))
+                    if stream is not None:
+                        stream.more(chunks)
                 case msg.Applied(number=number):            # a standby applied a checkpoint
                     with live.changed:
                         live.holds = number
@@ -121,11 +151,11 @@ def _ready(live: Live, ready: msg.Ready) -> None:
             live.holds = live.applied if not live.holds else live.holds
             live.changed.notify_all()
         return
-    with live.changed:
+    with live.changed:                   # (a request waiting for the worker sees both)
+        live.checkpointable = ready.checkpointable
         live.running = True
         live.changed.notify_all()
     metrics.START_SECONDS.observe(time.monotonic() - live.requested_at)
-    live.checkpointable = ready.checkpointable
     live.record.dirty_tracker = ready.tracker
     if ready.restore_seconds:
         live.record.restore_seconds = ready.restore_seconds

@@ -11,8 +11,12 @@ import logging
 import signal
 import threading
 import time
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
+else:                               # (imported on first use: roostd serves before)
+    from roost.daemon.lazy import numpy as np
 
 from roost.daemon.checkpoint import journal, pagemap
 from roost.daemon.checkpoint.manifest import Manifest
@@ -107,8 +111,9 @@ class Standbys:
 
     def _launch(self, exec_id: str, number: int) -> Live:
         record = self.store.get_execution(exec_id)
-        artifact, manifest = self.modules.ensure_artifact(record.module_sha256, not record.cooperative)
-        saved = self.pages.load(exec_id, number)
+        saved = self.pages.load(exec_id, number)      # (restored into the variant it was taken in)
+        artifact, manifest = self.modules.ensure_artifact(record.module_sha256, not record.cooperative,
+                                                          wait=True, instrument=saved.manifest.instrumented)
         worker = self.pool.take()
         live = Live(record, worker, requested_at=time.monotonic(), launched_at=time.monotonic(),
                     standby=True, applied=number, touched=time.monotonic())

@@ -41,7 +41,7 @@ from roost.daemon.executions.running import SHUTDOWN, SUPERSEDED, Live, send_sig
 from roost.daemon.executions.source import Source
 from roost.daemon.executions.standbys import Standbys
 from roost.daemon.executions.timers import Timers
-from roost.daemon.modules.registry import ModuleRegistry
+from roost.daemon.modules.registry import UNPREPARED_WHY, ModuleRegistry
 from roost.daemon.runtime.vfs import Entry, FsError, Vfs, VfsLimits
 from roost.daemon.store.checkpoints import PageStore, Uncommitted
 from roost.daemon.store.db import Store
@@ -89,6 +89,7 @@ class Supervisor:
         self.timers = Timers(store, self._wake)
         self.pages = pages or PageStore(store)        # one per store: its caches are shared
         self.committer = Committer(self.pages, checkpoint_retain)
+        self.committer.on_held = modules.note_slow_function   # (adaptive loop polls)
         self.output = OutputWriter(store, output_limit_bytes)
         self.pump = Pump(self.output, self.committer)
         self.ending = Ending(store, self.pages, self.lives, self.timers, self.committer)
@@ -107,6 +108,7 @@ class Supervisor:
         self.throttle = self.source.throttle
         self.released: watch.Release = watch.STORED  # what output counts (cluster.shipping)
         self.unresumed: set[str] = set()     # not resumed at start: etcd did not answer
+        self.recovering: set[str] = set()    # left running by the previous daemon, not resumed yet
         # A durable sleep's timer counts only once the replicas hold its checkpoint
         # (replication.ack = one | all; `cluster.push.Replicator.holds`).
         self.sleep_counts: Callable[[ExecutionRecord], bool] = lambda record: True
@@ -123,9 +125,15 @@ class Supervisor:
     # ---- lifecycle ----
     def recover(self) -> int:
         """Resume every execution a previous daemon left running, from its latest checkpoint and
-        journal. PAUSED ones wait for `resume`; SLEEPING ones for their timer."""
-        n = 0
+        journal. PAUSED ones wait for `resume`; SLEEPING ones for their timer.
+
+        roostd runs this in the background while its API serves: until an execution is
+        resumed it is in `recovering`, its record says RUNNING, `wait` and `logs` wait for it
+        (woken as it is launched), checkpoint, pause and migrate wait for its worker (within
+        their timeout, `_running`), and kill is refused as UNAVAILABLE — retriable, ask again
+        in a moment."""
         previous = self.store.node_id(self.node_id)     # this data dir's node, last time
+        todo = []
         for record in self.store.list_executions():
             if record.owner in ("", previous) and (record.owner, record.owner_address) != \
                     (self.node_id, self.address):    # ours (renamed, moved, or from before
@@ -135,18 +143,41 @@ class Supervisor:
                 continue                         # a replica, or a migration (handover.recover)
             if record.state.ended or record.state in (State.PAUSED, State.SLEEPING):
                 continue
+            todo.append(record)
+        self.recovering.update(r.id for r in todo)
+        self.pool.warm(len(todo))               # a warm worker for each, warming up at once
+        n = 0
+        for record in todo:
             try:
-                self.launcher.launch(record, restore=True, requested=time.monotonic())
-                n += 1
-            except Superseded as e:
-                log.warning("execution %s: not resumed: %s", record.id, e)
-            except Unavailable as e:
-                log.error("execution %s: not resumed yet: %s", record.id, e)
-                self.unresumed.add(record.id)
-            except Exception as e:
-                log.exception("cannot resume execution %s", record.id)
-                self._fail(record, f"could not be resumed: {e}")
+                n += self._resume_left_running(record)
+            finally:
+                self.recovering.discard(record.id)
+                self.lives.notify_ended()        # its waiters look again: it has a worker now
         return n
+
+    def _resume_left_running(self, record: ExecutionRecord) -> int:
+        """Launch one execution `recover` found; 1 if it runs now."""
+        if self.lives.stopping:
+            return 0                              # (stays RUNNING: resumed at the next start)
+        try:
+            self.launcher.launch(record, restore=True, requested=time.monotonic())
+            return 1
+        except Superseded as e:
+            log.warning("execution %s: not resumed: %s", record.id, e)
+        except Unavailable as e:
+            log.error("execution %s: not resumed yet: %s", record.id, e)
+            self.unresumed.add(record.id)
+        except Exception as e:
+            log.exception("cannot resume execution %s", record.id)
+            self._fail(record, f"could not be resumed: {e}")
+        return 0
+
+    def _not_recovering(self, exec_id: str) -> None:
+        """Refuse, retriably, a request that needs the worker of an execution `recover` has
+        yet to resume."""
+        if exec_id in self.recovering and exec_id not in self.lives:
+            raise Unavailable(f"execution {exec_id} is being resumed after roostd's restart: "
+                              "ask again in a moment")
 
     # ---- the cluster's word on ownership (cluster.membership, cluster.takeover) ----
     def superseded(self, record: ExecutionRecord, e: Superseded) -> None:
@@ -312,7 +343,7 @@ class Supervisor:
     def stop_for_migration(self, exec_id: str, target: str, address: str, epoch: int,
                            timeout: float = 60.0) -> Uncommitted:
         """The source's side of a migration: see `Source.stop`."""
-        return self.source.stop(self._running(exec_id), target, address, epoch, timeout)
+        return self.source.stop(self._running(exec_id, timeout), target, address, epoch, timeout)
 
     def is_running_here(self, exec_id: str, epoch: int) -> bool:
         """A worker runs the execution here as its owner at `epoch` (not one that a handover
@@ -342,18 +373,35 @@ class Supervisor:
                                 f"({record.owner_address}): ask it there")
         return record
 
-    def _running(self, ref: str) -> Live:
+    def _running(self, ref: str, timeout: float = 10.0) -> Live:
+        """The running worker of an execution, to checkpoint, pause or migrate it. One being
+        resumed after a restart (`recovering`), or whose worker is starting, is waited for
+        (up to `timeout`): the request then goes to its worker as soon as it runs."""
         record = self._owned(ref)
+        deadline = time.monotonic() + timeout
+        while record.id in self.recovering and record.id not in self.lives:
+            if time.monotonic() >= deadline:
+                self._not_recovering(record.id)
+            self.lives.wait_ended(min(0.1, max(0.0, deadline - time.monotonic())))
         live = self.lives.get(record.id)
         if live is None:
-            raise StateConflict(f"execution {record.id} is not running (it is {record.state.value})")
+            state = self.get(record.id).state.value          # (as of now: waited, maybe)
+            raise StateConflict(f"execution {record.id} is not running (it is {state})")
+        with live.changed:
+            live.changed.wait_for(lambda: live.running or self.lives.get(record.id) is not live,
+                                  timeout=max(0.0, deadline - time.monotonic()))
+        # (the pump sets `checkpointable` just after it wakes us: a moment to see it)
+        settle = time.monotonic() + 0.1
+        while live.running and not live.checkpointable and time.monotonic() < settle:
+            time.sleep(0.002)
         if not live.checkpointable:
-            raise StateConflict(f"execution {record.id} cannot be checkpointed yet (its worker is starting)")
+            raise StateConflict(f"execution {record.id} cannot be checkpointed yet "
+                                f"({UNPREPARED_WHY if live.running else 'its worker is starting'})")
         return live
 
     def checkpoint(self, ref: str, timeout: float = 60.0) -> dict:
         """Checkpoint a running execution now; the stored checkpoint's numbers."""
-        live = self._running(ref)
+        live = self._running(ref, timeout)
         n = requests.ask(live, "checkpoint")
         result = requests.await_answer(live, n, lambda: live.record.id not in self.lives, timeout)
         if result is None:
@@ -363,14 +411,29 @@ class Supervisor:
         return result
 
     def pause(self, ref: str, timeout: float = 60.0) -> ExecutionRecord:
-        """Checkpoint and stop: the execution keeps no worker until `resume`."""
-        live = self._running(ref)
+        """Checkpoint and stop: the execution keeps no worker until `resume`. One in a durable
+        sleep already stopped at its sleep's checkpoint: it only loses its timer (`resume`
+        restores it into the same sleep, which ends at its original deadline)."""
+        asleep = self._paused_asleep(ref)
+        if asleep is not None:
+            return asleep
+        live = self._running(ref, timeout)
         requests.ask(live, "pause")
         with live.changed:
             live.changed.wait_for(lambda: live.record.id not in self.lives, timeout=timeout)
         if live.record.id in self.lives:
             raise TimedOut(f"execution {live.record.id} did not reach a safepoint in {timeout:g} s")
         return self.store.get_execution(live.record.id)
+
+    def _paused_asleep(self, ref: str) -> ExecutionRecord | None:
+        record = self._owned(ref)
+        if record.state != State.SLEEPING or record.id in self.lives or record.migration:
+            return None
+        self.timers.cancel(record.id)
+        self.store.clear_timer(record.id)
+        record.state = State.PAUSED
+        self.store.put_execution(record)
+        return record
 
     def resume(self, ref: str) -> ExecutionRecord:
         record = self._owned(ref)
@@ -413,6 +476,7 @@ class Supervisor:
 
     def kill(self, ref: str) -> ExecutionRecord:
         record = self._owned(ref)
+        self._not_recovering(record.id)
         live = self.lives.get(record.id)
         if live is None and record.state in (State.PAUSED, State.SLEEPING):
             record.state, record.exit_code, record.error = State.KILLED, -1, "killed by request"

@@ -2,7 +2,9 @@
 
 Both follow it through every worker it has — restores, pauses, durable sleeps — and stop when
 it is not this daemon's any more (the caller follows it to its new owner). They wake on the
-running worker's `changed` condition, or on `Lives.ended` while it has none.
+running worker's `changed` condition — until that worker is no longer the execution's (it
+ended, or a restore gave the execution another one: the waiter then watches the new one at
+once, never the old one until its timeout) — or on `Lives.ended` while it has none.
 
 Output counts — reaches a client — only once it is released (`Release`: with
 `replication.ack = one | all`, once the replicas hold it; `cluster.shipping`).
@@ -78,8 +80,8 @@ def wait(store: Store, lives: Lives, exec_id: str, timeout: float | None = None,
         if live is None:                # paused or sleeping: any end wakes us
             lives.wait_ended(remaining)
             continue
-        with live.changed:
-            live.changed.wait_for(lambda: exec_id not in lives, timeout=remaining)
+        with live.changed:     # (a restore replaces `live`: that ends this wait too)
+            live.changed.wait_for(lambda: lives.get(exec_id) is not live, timeout=remaining)
 
 
 def logs(store: Store, lives: Lives, exec_id: str, from_seq: int, follow: bool, stream: int = 0,
@@ -112,5 +114,5 @@ def logs(store: Store, lives: Lives, exec_id: str, from_seq: int, follow: bool, 
             lives.wait_ended(0.5)
             continue
         with live.changed:
-            live.changed.wait_for(lambda: live.next_seq > seq or exec_id not in lives,
+            live.changed.wait_for(lambda: live.next_seq > seq or lives.get(exec_id) is not live,
                                   timeout=1.0)

@@ -15,9 +15,11 @@ Usage (either side):
             m.manifest.number, m.stats.pause_seconds, m.frames ...
 
     supervisor -> worker   Start(spec: Spec, stdin, vfs, replay[, host, stack, page_map, frames])
-                           Control (ask / throttle / decide), Apply, Go
+                           Control (ask / throttle / decide), Apply, Go, ReplayChunk (the
+                           journal to replay, when `spec.replay_streamed`: after START)
     worker -> supervisor   Ready, Pages, Checkpoint(manifest, stats, host, stack, stored,
-                           zeroed, frames), Applied, Stats, End; Output and Journal (decode
+                           zeroed, frames), Applied, Stats, End, ReplayMore (a chunk was
+                           taken: send another); Output and Journal (decode
                            only: they keep their binary hot paths, `Link.send_output` and
                            `Link.send_journal`)
 
@@ -28,6 +30,7 @@ Blob order, pinned by tests/unit/test_link.py:
     CHECKPOINT  [host, stack, stored, zeroed, *frames]   (stored, zeroed: "<u4" page arrays)
     APPLY       [page map delta, *frames]
     GO          [host, stack, replay]
+    REPLAY      [records]   (journal.pack_many of a range; JSON {"end": true} on the last)
     PAGES       [*frames]
     END         [vfs]
 
@@ -55,6 +58,8 @@ from roost.daemon.link.transport import (
     OUTPUT,
     PAGES,
     READY,
+    REPLAY,
+    REPLAY_MORE,
     START,
     STATS,
     SYNC,
@@ -105,6 +110,13 @@ class Spec:
     numbered_after: int | None = None         # checkpoints dropped as corrupt: numbers not reused
     standby: bool = False                     # a live migration's target: wait for GO
     http: Mapping[str, Any] | None = None     # `HttpSettings.to_meta()`: None, no requests
+    # The journal follows START in REPLAY frames (START's replay blob is then empty), so the
+    # worker is ready before the supervisor has read it all.
+    replay_streamed: bool = False
+    # Bytes of stdout and stderr already stored: a replaying guest's output below them is
+    # dropped in the worker and never crosses the link again.
+    durable_stdout: int = 0
+    durable_stderr: int = 0
 
     def to_meta(self, frame_versions: Sequence[int] = ()) -> Meta:
         ckpt = None if self.checkpoint is None else \
@@ -123,6 +135,10 @@ class Spec:
             meta["standby"] = True
         if self.http:
             meta["http"] = dict(self.http)
+        if self.replay_streamed:
+            meta["replay_streamed"] = True
+        if self.durable_stdout or self.durable_stderr:
+            meta["durable"] = [self.durable_stdout, self.durable_stderr]
         return meta
 
     @classmethod
@@ -143,7 +159,10 @@ class Spec:
                    stdout_offset=int(meta.get("stdout_offset", 0)),
                    stderr_offset=int(meta.get("stderr_offset", 0)),
                    numbered_after=None if meta.get("numbered_after") is None else int(meta["numbered_after"]),
-                   standby=bool(meta.get("standby")), http=meta.get("http"))
+                   standby=bool(meta.get("standby")), http=meta.get("http"),
+                   replay_streamed=bool(meta.get("replay_streamed")),
+                   durable_stdout=int((meta.get("durable") or (0, 0))[0]),
+                   durable_stderr=int((meta.get("durable") or (0, 0))[1]))
         return spec, versions
 
 
@@ -254,7 +273,36 @@ class Go:
         return cls(Manifest.from_dict(frame.meta), _bytes(frame, 0), _bytes(frame, 1), _bytes(frame, 2))
 
 
+@dataclass(frozen=True)
+class ReplayChunk:
+    """The next range of the journal to replay (`journal.pack_many`), sent as the worker takes
+    them (`ReplayMore`); `end`: the journal has no more (its records may be empty)."""
+    records: bytes
+    end: bool = False
+
+    def encode(self) -> Encoded:
+        return REPLAY, ({"end": True} if self.end else {}), [self.records]
+
+    @classmethod
+    def decode(cls, frame: Frame) -> ReplayChunk:
+        return cls(_bytes(frame, 0), bool(frame.meta.get("end")))
+
+
 # ---- worker -> supervisor ----
+@dataclass(frozen=True)
+class ReplayMore:
+    """Worker: `chunks` more REPLAY frames were taken by the guest's replay: send as many more
+    (flow control: the journal is never all in flight)."""
+    chunks: int = 1
+
+    def encode(self) -> Encoded:
+        return REPLAY_MORE, {"n": self.chunks}, []
+
+    @classmethod
+    def decode(cls, frame: Frame) -> ReplayMore:
+        return cls(int(frame.meta.get("n", 1)))
+
+
 @dataclass(frozen=True)
 class Ready:
     """The guest is instantiated (and restored): it runs, or (a standby) waits for GO."""
@@ -441,13 +489,13 @@ class HttpEvent:
 
 
 Message: TypeAlias = Union[Start, Control, Apply, Go, Ready, Pages, Checkpoint, Applied, Stats, End,
-                           Sync, Synced, HttpEvent]
+                           Sync, Synced, HttpEvent, ReplayChunk, ReplayMore]
 Received: TypeAlias = Union[Message, Output, Journal]
 
 _BY_KIND: dict[bytes, Any] = {
     START: Start, CONTROL: Control, APPLY: Apply, GO: Go, READY: Ready, PAGES: Pages,
     CHECKPOINT: Checkpoint, APPLIED: Applied, STATS: Stats, END: End, OUTPUT: Output, JOURNAL: Journal,
-    SYNC: Sync, SYNCED: Synced, HTTP: HttpEvent}
+    SYNC: Sync, SYNCED: Synced, HTTP: HttpEvent, REPLAY: ReplayChunk, REPLAY_MORE: ReplayMore}
 
 
 def decode(frame: Frame) -> Received:

@@ -13,7 +13,9 @@ JOURNAL, PAGES (a part of a checkpoint's page frames, sent while the rest is com
 CHECKPOINT (meta, host state, asyncify stack, page lists, the last page frames), STATS and END
 (worker -> supervisor); SYNC (worker: make the journal durable up to here, a guest's HTTP
 request is about to leave), answered by SYNCED once it is stored and replicated; HTTP
-(worker: a request's event, for metrics and `roost inspect`). OUTPUT carries the byte offset of the data in its
+(worker: a request's event, for metrics and `roost inspect`); REPLAY (supervisor: the journal
+to replay, a range at a time after START) and REPLAY_MORE (worker: one was taken, send more).
+OUTPUT carries the byte offset of the data in its
 stream, so output that a recovering guest produces again is recognised and not stored twice.
 The reader returns every complete frame it has buffered, so one LMDB transaction can absorb a
 burst of guest output.
@@ -40,6 +42,8 @@ APPLIED = b"D"                        # standby -> supervisor: a checkpoint appl
 SYNC, SYNCED = b"Y", b"Z"             # worker -> supervisor: make the journal durable up to
 #                                       here (a request is about to leave); the answer
 HTTP = b"H"                           # worker -> supervisor: what a guest's request did
+REPLAY = b"L"                         # supervisor -> worker: a range of the journal to replay
+REPLAY_MORE = b"M"                    # worker -> supervisor: a range was taken, send the next
 _HEAD = struct.Struct("<Qc")
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")

@@ -9,8 +9,10 @@ daemon process itself, only from the preparation subprocess (`prepare.prepare` a
 """
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from cffi import FFI
 
@@ -99,6 +101,10 @@ BinaryenExpressionRef BinaryenConst(BinaryenModuleRef module, struct BinaryenLit
 BinaryenExpressionRef BinaryenLoad(BinaryenModuleRef module, uint32_t bytes, bool signed_,
                                    uint32_t offset, uint32_t align, BinaryenType type,
                                    BinaryenExpressionRef ptr, const char* memoryName);
+BinaryenExpressionRef BinaryenStore(BinaryenModuleRef module, uint32_t bytes, uint32_t offset,
+                                    uint32_t align, BinaryenExpressionRef ptr,
+                                    BinaryenExpressionRef value, BinaryenType type,
+                                    const char* memoryName);
 BinaryenExpressionRef BinaryenCall(BinaryenModuleRef module, const char* target,
                                    BinaryenExpressionRef* operands, BinaryenIndex numOperands,
                                    BinaryenType returnType);
@@ -144,6 +150,9 @@ BinaryenExpressionRef BinaryenGlobalSetGetValue(BinaryenExpressionRef expr);
 BinaryenExpressionRef BinaryenStoreGetValue(BinaryenExpressionRef expr);
 BinaryenExpressionRef BinaryenReturnGetValue(BinaryenExpressionRef expr);
 BinaryenExpressionRef BinaryenDropGetValue(BinaryenExpressionRef expr);
+
+uint64_t BinaryenExpressionGetSideEffects(BinaryenExpressionRef expr, BinaryenModuleRef module);
+uint64_t BinaryenSideEffectCalls(void);
 
 void free(void* ptr);
 """
@@ -296,10 +305,45 @@ class Module:
                                            self.name(base), none, none)
 
 
-    def insert_loop_polls(self, memory: str, flag_address: int, target: str) -> int:
-        """Give every loop that can iterate a safepoint poll; returns how many loops got one.
+    def function_names(self) -> list[str]:
+        """Binaryen's name of every function, imports included, by function index (the index
+        space of the module as read: imports first). Without a name section Binaryen names a
+        function by its index ("12")."""
+        L, m = self.lib, self.ref
+        return [ffi.string(L.BinaryenFunctionGetName(L.BinaryenGetFunctionByIndex(m, i))).decode()
+                for i in range(L.BinaryenGetNumFunctions(m))]
 
-        A loop `loop $L BODY` becomes
+    def call_graph(self) -> tuple[dict[str, set[str]], set[str]]:
+        """(direct callees of each defined function, functions with an indirect call).
+
+        Read from Binaryen's text output: the C API has no generic walk over every expression,
+        and a walk through cffi would take minutes on large modules; printing and scanning the
+        text takes about 0.5 s for QuickJS. A name the scan misreads only makes `prepare` give
+        a function the wrong kind of poll, which costs speed, never soundness (asyncify makes
+        its own analysis)."""
+        callees: dict[str, set[str]] = {}
+        indirect: set[str] = set()
+        current: set[str] = set()
+        name = ""
+        for match in _CALLS.finditer(self.text()):
+            func, target = match.group(1), match.group(2)
+            if func is not None:
+                name = _unquote(func)
+                current = callees.setdefault(name, set())
+            elif target is not None:
+                current.add(_unquote(target))
+            else:
+                indirect.add(name)
+        return callees, indirect
+
+    def insert_loop_polls(self, memory: str, flag_address: int, target: str,
+                          note_address: int = -1,
+                          real: Callable[[int], bool] = lambda index: True,
+                          call_free_note: Callable[[int], bool] = lambda index: False
+                          ) -> PollCounts:
+        """Give every loop that can iterate a safepoint poll; returns how many loops got which.
+
+        In a function where `real(function index)` holds, a loop `loop $L BODY` becomes
 
             loop $roost_poll_N                                  ;; the original Loop node
               if (i32.load8_u memory (flag_address)) call target
@@ -314,6 +358,23 @@ class Module:
         sees a call-free inner loop. After the call (the safepoint clears the flag or unwinds)
         the inner loop is entered again at its head: the same as taking the back-edge.
 
+        In any other function (one that cannot reach an unwinding import) a poll only notes the
+        request, with no call, so that asyncify leaves the function uninstrumented:
+
+            loop $L
+              if (i32.load8_u memory (flag_address))
+                i32.store memory (note_address) (i32.const FUNCTION_INDEX)
+              BODY
+
+        The flag stays set: the first real poll or host call after the function returns takes
+        the checkpoint, and the note says which function held the request meanwhile.
+
+        Where `call_free_note(function index)` holds too, the loops nested inside a loop that
+        has no call anywhere in it get note-only polls as well: asyncify then has no call to
+        guard inside the nest, and the outer loop's real poll takes the checkpoint at its next
+        iteration (one pass through the inner loops; a single call-free loop keeps its real
+        poll, so a function's pure compute loop stays preemptible).
+
         A loop without a name has no back-edge (its body runs once) and gets no poll. The walk
         follows statement-level structure (block, if, loop, br, drop, local/global set, store
         value, call operands, return): where compilers put loops. A loop nested elsewhere (inside
@@ -321,55 +382,144 @@ class Module:
         host call; that is slower, never unsound.
         """
         L, m, null = self.lib, self.ref, ffi.NULL
-        ids = _ExpressionIds(L)
-        mem, tgt = self.name(memory), self.name(target)
-        i32, none, auto = L.BinaryenTypeInt32(), L.BinaryenTypeNone(), L.BinaryenTypeAuto()
-        lit = L.BinaryenLiteralInt32(flag_address)
-
-        def flag() -> Any:
-            return L.BinaryenLoad(m, 1, False, 0, 1, i32, L.BinaryenConst(m, lit), mem)
-
-        count = 0
+        counts = PollCounts()
         for i in range(L.BinaryenGetNumFunctions(m)):
             f = L.BinaryenGetFunctionByIndex(m, i)
             mod = L.BinaryenFunctionImportGetModule(f)
             if mod != null and ffi.string(mod):
                 continue
-            stack = [L.BinaryenFunctionGetBody(f)]
-            while stack:
-                e = stack.pop()
-                if e == null:
-                    continue
-                kind = L.BinaryenExpressionGetId(e)
-                if kind == ids.block:
-                    stack.extend(L.BinaryenBlockGetChildAt(e, k)
-                                 for k in range(L.BinaryenBlockGetNumChildren(e)))
-                elif kind == ids.loop:
-                    body = L.BinaryenLoopGetBody(e)
-                    stack.append(body)
-                    label = L.BinaryenLoopGetName(e)
-                    if label == null:
-                        continue
-                    outer = self.name(f"roost_poll_{count}")
-                    check = L.BinaryenBreak(m, outer, flag(), null)
-                    kids = ffi.new("BinaryenExpressionRef[2]", [check, body])
-                    inner = L.BinaryenLoop(m, label, L.BinaryenBlock(m, null, kids, 2, auto))
-                    poll = L.BinaryenIf(m, flag(), L.BinaryenCall(m, tgt, null, 0, none), null)
-                    kids = ffi.new("BinaryenExpressionRef[2]", [poll, inner])
-                    L.BinaryenLoopSetName(e, outer)
-                    L.BinaryenLoopSetBody(e, L.BinaryenBlock(m, null, kids, 2, auto))
-                    count += 1
-                elif kind == ids.if_:
-                    stack += (L.BinaryenIfGetCondition(e), L.BinaryenIfGetIfTrue(e),
-                              L.BinaryenIfGetIfFalse(e))
-                elif kind in ids.one_child:
-                    stack.append(ids.one_child[kind](e))
-                elif kind == ids.br:
-                    stack += (L.BinaryenBreakGetValue(e), L.BinaryenBreakGetCondition(e))
-                elif kind == ids.call:
-                    stack.extend(L.BinaryenCallGetOperandAt(e, k)
-                                 for k in range(L.BinaryenCallGetNumOperands(e)))
-        return count
+            if note_address < 0 or (real(i) and not call_free_note(i)):
+                poll: Callable[[Any, Any, bool], bool] = _RealPoll(self, memory, flag_address, target,
+                                                             counts)
+            elif real(i):
+                poll = _MixedPoll(_RealPoll(self, memory, flag_address, target, counts),
+                                  _NotePoll(self, memory, flag_address, note_address, i, counts))
+            else:
+                poll = _NotePoll(self, memory, flag_address, note_address, i, counts)
+            self._walk_loops(L.BinaryenFunctionGetBody(f), poll)
+        return counts
+
+    def _walk_loops(self, body: Any, poll: Callable[[Any, Any, bool], bool]) -> None:
+        """Call `poll(loop, label, nested)` on every named loop at statement level in `body`;
+        `nested` is what `poll` returned for the innermost loop around it (False outside)."""
+        L, null = self.lib, ffi.NULL
+        ids = _ExpressionIds(L)
+        stack = [(body, False)]
+        while stack:
+            e, nested = stack.pop()
+            if e == null:
+                continue
+            kind = L.BinaryenExpressionGetId(e)
+            if kind == ids.block:
+                stack.extend((L.BinaryenBlockGetChildAt(e, k), nested)
+                             for k in range(L.BinaryenBlockGetNumChildren(e)))
+            elif kind == ids.loop:
+                inner = L.BinaryenLoopGetBody(e)      # before `poll` wraps it
+                label = L.BinaryenLoopGetName(e)
+                stack.append((inner, poll(e, label, nested) if label != null else nested))
+            elif kind == ids.if_:
+                stack += ((L.BinaryenIfGetCondition(e), nested),
+                          (L.BinaryenIfGetIfTrue(e), nested), (L.BinaryenIfGetIfFalse(e), nested))
+            elif kind in ids.one_child:
+                stack.append((ids.one_child[kind](e), nested))
+            elif kind == ids.br:
+                stack += ((L.BinaryenBreakGetValue(e), nested),
+                          (L.BinaryenBreakGetCondition(e), nested))
+            elif kind == ids.call:
+                stack.extend((L.BinaryenCallGetOperandAt(e, k), nested)
+                             for k in range(L.BinaryenCallGetNumOperands(e)))
+
+
+@dataclass
+class PollCounts:
+    """Loops given a real safepoint poll, loops given a note-only poll, and the indices of the
+    functions holding note-only polls."""
+    real: int = 0
+    noted: int = 0
+    noted_functions: list[int] = field(default_factory=list)
+
+
+class _RealPoll:
+    """Rewrites a loop to call the safepoint import when the flag is set (see insert_loop_polls)."""
+
+    def __init__(self, m: Module, memory: str, flag_address: int, target: str,
+                 counts: PollCounts) -> None:
+        self.m, self.counts = m, counts
+        self.mem, self.target = m.name(memory), m.name(target)
+        self.flag_lit = m.lib.BinaryenLiteralInt32(flag_address)
+
+    def flag(self) -> Any:
+        L = self.m.lib
+        return L.BinaryenLoad(self.m.ref, 1, False, 0, 1, L.BinaryenTypeInt32(),
+                              L.BinaryenConst(self.m.ref, self.flag_lit), self.mem)
+
+    def __call__(self, loop: Any, label: Any, nested: bool = False) -> bool:
+        L, m, null = self.m.lib, self.m.ref, ffi.NULL
+        auto, none = L.BinaryenTypeAuto(), L.BinaryenTypeNone()
+        body = L.BinaryenLoopGetBody(loop)
+        outer = self.m.name(f"roost_poll_{self.counts.real}")
+        check = L.BinaryenBreak(m, outer, self.flag(), null)
+        kids = ffi.new("BinaryenExpressionRef[2]", [check, body])
+        inner = L.BinaryenLoop(m, label, L.BinaryenBlock(m, null, kids, 2, auto))
+        poll = L.BinaryenIf(m, self.flag(), L.BinaryenCall(m, self.target, null, 0, none), null)
+        kids = ffi.new("BinaryenExpressionRef[2]", [poll, inner])
+        L.BinaryenLoopSetName(loop, outer)
+        L.BinaryenLoopSetBody(loop, L.BinaryenBlock(m, null, kids, 2, auto))
+        self.counts.real += 1
+        return nested
+
+
+class _NotePoll(_RealPoll):
+    """Rewrites a loop to note its function's index when the flag is set: no call."""
+
+    def __init__(self, m: Module, memory: str, flag_address: int, note_address: int,
+                 function_index: int, counts: PollCounts) -> None:
+        super().__init__(m, memory, flag_address, "", counts)
+        self.note_lit = m.lib.BinaryenLiteralInt32(note_address)
+        self.index_lit = m.lib.BinaryenLiteralInt32(function_index)
+        self.index = function_index
+
+    def __call__(self, loop: Any, label: Any, nested: bool = False) -> bool:
+        L, m, null = self.m.lib, self.m.ref, ffi.NULL
+        store = L.BinaryenStore(m, 4, 0, 4, L.BinaryenConst(m, self.note_lit),
+                                L.BinaryenConst(m, self.index_lit), L.BinaryenTypeInt32(), self.mem)
+        kids = ffi.new("BinaryenExpressionRef[2]", [L.BinaryenIf(m, self.flag(), store, null),
+                                                   L.BinaryenLoopGetBody(loop)])
+        L.BinaryenLoopSetBody(loop, L.BinaryenBlock(m, null, kids, 2, L.BinaryenTypeAuto()))
+        self.counts.noted += 1
+        if not self.counts.noted_functions or self.counts.noted_functions[-1] != self.index:
+            self.counts.noted_functions.append(self.index)
+        return nested
+
+
+class _MixedPoll:
+    """For a function that keeps real polls: a real poll for a loop that is not inside a
+    call-free loop, a note-only poll for the loops nested in a call-free loop."""
+
+    def __init__(self, real: _RealPoll, note: _NotePoll) -> None:
+        self.real, self.note = real, note
+        self.calls = real.m.lib.BinaryenSideEffectCalls()
+
+    def __call__(self, loop: Any, label: Any, nested: bool = False) -> bool:
+        """Returns whether the loops inside this one are inside a call-free loop."""
+        if nested:
+            return self.note(loop, label, True)
+        L = self.real.m.lib
+        effects = L.BinaryenExpressionGetSideEffects(L.BinaryenLoopGetBody(loop), self.real.m.ref)
+        return self.real(loop, label, not effects & self.calls)
+
+
+# Binaryen's text: a function's header line, a direct call (or tail call), an indirect call.
+_NAME = r'(\$"(?:[^"\\]|\\.)*"|\$[^\s()]+)'
+_CALLS = re.compile(r"^ \(func " + _NAME + r"|\((?:return_)?call " + _NAME
+                    + r"|\((?:return_)?call_(?:indirect|ref)\b", re.M)
+
+
+def _unquote(name: str) -> str:
+    """`$foo` or `$"foo bar"` -> the name (escapes are left as printed: such names only risk a
+    wrong kind of poll, see `call_graph`)."""
+    name = name[1:]
+    return name[1:-1] if name.startswith('"') else name
 
 
 class _ExpressionIds:

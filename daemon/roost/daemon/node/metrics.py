@@ -40,8 +40,8 @@ CHECKPOINT_TOTAL = Histogram("roost_checkpoint_total_seconds", "From a checkpoin
                              "the checkpoint committed in the store", registry=REGISTRY,
                              buckets=(.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
 TIME_TO_SAFEPOINT = Histogram("roost_time_to_safepoint_seconds", "From a checkpoint request to "
-                              "the guest stopped at a safepoint (the pre-copy of its dirty "
-                              "pages, made while it runs, included)", registry=REGISTRY,
+                              "the guest stopped at a safepoint (after the pre-copy of its "
+                              "dirty pages, made while it runs: that is not counted)", registry=REGISTRY,
                               buckets=(.0001, .0005, .001, .0025, .005, .01, .05, .1, .5, 1))
 CHECKPOINT_BYTES = Counter("roost_checkpoint_bytes", "Checkpoint bytes by kind (memory: the "
                            "guest's memory size; dirty: pages written since the previous one; "

@@ -1,7 +1,9 @@
 """systemd's notify protocol (sd_notify), without libsystemd.
 
-roostd runs as Type=notify: it sends READY=1 once it accepts requests, STOPPING=1 when it starts
-shutting down, and WATCHDOG=1 at half the watchdog interval systemd asks for. Outside systemd
+roostd runs as Type=notify: it sends READY=1 once its API answers — before the executions a
+previous daemon left running are resumed, which happens in the background after it (STATUS=
+says "recovering", then "recovery done"); STOPPING=1 when it starts shutting down, and
+WATCHDOG=1 at half the watchdog interval systemd asks for. Outside systemd
 ($NOTIFY_SOCKET unset) every call is a no-op.
 """
 from __future__ import annotations

@@ -31,6 +31,7 @@ from roost.daemon.errors import LimitExceeded
 
 _UNWINDING, _REWINDING = 1, 2
 _HEADER = struct.Struct("<II")            # asyncify data: current pointer, end pointer
+_NO_NOTE = 0xFFFFFFFF                     # the note's "no function" (see `prepare`'s layout)
 
 
 @dataclass(frozen=True)
@@ -62,16 +63,21 @@ class Gate:
         self.resumed = threading.Event()    # set when a rewind has brought the guest back
         self._hold = 0.0                    # throttling: sleep this long at the next safepoint
         self._control: _Control | None = None
+        self.unwind_asked_at = 0.0          # when the latest unwind was asked (after any pre-copy)
+        # Wakes a guest blocked in a host call (poll_oneoff's wait): it is a safepoint too.
+        self.wake: threading.Event = threading.Event()
 
     def bind(self, control: _Control) -> None:
         self._control = control
 
     def request_unwind(self) -> None:
         """Ask the guest to stop at its next safepoint (thread-safe)."""
+        self.unwind_asked_at = time.monotonic()
         self.requested = True          # before the flag: a poll that sees the flag sees this
         self.armed = True
         if self._control is not None:
             self._control.set_flag(1)
+        self.wake.set()                # after `requested`: a waiter that wakes sees it
 
     def hold(self, seconds: float) -> None:
         """Make the guest sleep `seconds` at its next safepoint (throttling, thread-safe): a
@@ -211,9 +217,11 @@ class _Control:
         self.data_start = self.data_ptr + _HEADER.size
         self.data_end = self.data_start + int(manifest["asyncify_data_bytes"])
         self.flag_address = int(manifest["flag_address"])
+        self.note_address = int(manifest.get("note_address", -1))   # -1: no note-only polls
         # The asyncify memory never grows (min = max), so its base address is stable and the
         # flag byte can be written from another thread without touching the store.
         self.base = ctypes.addressof(self.memory.data_ptr(store).contents)
+        self._clear_note()
         f = self.funcs
         self._start_unwind = _DirectCall(store, f["start_unwind"], (self.data_ptr,), 0)
         self._stop_unwind = _DirectCall(store, f["stop_unwind"], (), 0)
@@ -222,8 +230,29 @@ class _Control:
         self._get_state = _DirectCall(store, f["get_state"], (), 1)
 
     def set_flag(self, value: int) -> None:
+        """Arm (1) or disarm (0) the loop polls. Arming clears the note first, so that a note
+        read after this request's unwind names a function that held this request."""
         if self.flag_address >= 0:
+            if value:
+                self._clear_note()
             ctypes.c_uint8.from_address(self.base + self.flag_address).value = value
+
+    def _clear_note(self) -> None:
+        if self.note_address >= 0:
+            ctypes.c_uint32.from_address(self.base + self.note_address).value = _NO_NOTE
+
+    def take_note(self) -> int | None:
+        """The function index an uninstrumented function's loop poll noted since the flag was
+        last armed (the last one to see it: the one that held the request), or None; clears it.
+
+        Read it right after an unwind: if the request waited longer than the budget, the
+        function it names is one to instrument at the module's next preparation
+        (`function_name` gives its name for `prepare(instrument=...)`)."""
+        if self.note_address < 0:
+            return None
+        index = ctypes.c_uint32.from_address(self.base + self.note_address).value
+        self._clear_note()
+        return None if index == _NO_NOTE else index
 
     def header(self) -> tuple[int, int]:
         return _HEADER.unpack(ctypes.string_at(self.base + self.data_ptr, _HEADER.size))
@@ -246,6 +275,16 @@ class _Control:
 
     def state(self) -> int:
         return int(cast(int, self._get_state()))      # one result: never None
+
+
+def function_name(manifest: dict, index: int) -> str:
+    """The name of function `index` of a prepared module (as `prepare(instrument=...)` takes
+    it): from the manifest's table of uninstrumented functions, which holds every function a
+    note can name, else `func[N]`."""
+    for noted, name in manifest.get("noted_functions", ()):
+        if int(noted) == index:
+            return str(name)
+    return f"func[{index}]"
 
 
 class Runner:

@@ -38,6 +38,9 @@ if TYPE_CHECKING:
     from roost.daemon.runtime.guest import Guest
 
 PART_PAGES = 2048            # 8 MiB of a checkpoint's pages per streamed part
+# A longer time to safepoint names the function that held it (`CheckpointStats.held_by`);
+# `[modules] safepoint_budget_seconds` overrides it through the module's manifest (registry).
+SAFEPOINT_BUDGET_SECONDS = 0.010
 STOPPING = ("pause", "suspend", "sleep", "migrate")   # checkpoints after which the worker exits
 
 
@@ -172,6 +175,9 @@ class Checkpointer:
         self._precopier: Kicked | None = None
         self._precopy_stats = (0.0, 0)
         self.runner.copy_memory = False          # only dirty pages are copied (PageTracking)
+        # The wait (its poll's start) the latest checkpoint was taken in, 0: none; restored
+        # into one, the checkpoint it came from was.
+        self.checkpointed_wait = guest.host.poll_started_ns if restored else 0
         self.pages = PageTracking(guest.memory_span, restored=restored,
                                   max_bytes=guest.spec.memory_limit_bytes or 1 << 32)
         self.encoder = codec.Encoder(threads=min(2, os.cpu_count() or 1))
@@ -195,6 +201,12 @@ class Checkpointer:
         else:
             self.gate.request_unwind()
         return True
+
+    def unchanged(self) -> bool:
+        """The guest has been in one wait since the latest checkpoint was taken inside it:
+        another checkpoint would store nothing new (the periodic one is skipped)."""
+        waiting = self.guest.host.waiting_since_ns
+        return bool(waiting) and waiting == self.checkpointed_wait
 
     def suspend_sleep(self, deadline_ns: int) -> None:
         """Called inside poll_oneoff (guest thread): unwind right there for a durable sleep."""
@@ -231,14 +243,18 @@ class Checkpointer:
             request, self.request = self.request, None
         request = request or Request("checkpoint", 0)
         self.number += 1
+        self.checkpointed_wait = self.guest.host.poll_started_ns
         base, size = self.guest.memory_span()
         stage_began = time.monotonic()
         precopy_seconds, precopied = self._precopy_stats if self.pages.stager.precopied else (0.0, 0)
         staged, runs, waited = self.pages.stager.finish(base, size)
         state = self.guest.host.save()
         manifest = self._manifest(request, image, size, stopped)
+        # (from the unwind's request: a pre-copy before it is not the guest's delay)
+        to_safepoint = stopped - max(request.at, self.gate.unwind_asked_at)
         stats = CheckpointStats(
-            time_to_safepoint_seconds=stopped - request.at, dirty_runs=runs, waited_seconds=waited,
+            time_to_safepoint_seconds=to_safepoint, held_by=self._held_by(to_safepoint),
+            dirty_runs=runs, waited_seconds=waited,
             precopy_seconds=precopy_seconds, precopied_pages=precopied, pause_pages=staged.latest_pages,
             stage_seconds=time.monotonic() - stage_began, tracker=self.tracker_name)
         continuing = request.action not in STOPPING
@@ -252,6 +268,16 @@ class Checkpointer:
         self.sleeping = request.action == "sleep"
         return continuing
 
+    def _held_by(self, to_safepoint: float) -> str | None:
+        """The uninstrumented function whose loop held the request past the budget (its poll
+        noted itself), None if none did or the budget held; the note is cleared either way."""
+        note = self.runner.control.take_note()
+        module = self.guest.spec.module or {}
+        budget = float(module.get("safepoint_budget_seconds", SAFEPOINT_BUDGET_SECONDS))
+        if note is None or to_safepoint <= budget:
+            return None
+        return capture.function_name(dict(module), note)    # (roostd logs it: `Committer.commit`)
+
     def _manifest(self, request: Request, image: capture.GuestImage, size: int, stopped: float) -> Manifest:
         guest = self.guest
         module = guest.spec.module or {}
@@ -261,7 +287,8 @@ class Checkpointer:
             stderr_offset=guest.output.offsets[2], memory_bytes=size,
             globals=tuple((name, value) for name, value in image.globals), created_at=time.time(),
             stopped_at=time.time() - (time.monotonic() - stopped), wake_at_ns=request.wake_at_ns,
-            prepare_version=module.get("prepare_version"))
+            prepare_version=module.get("prepare_version"),
+            instrumented=tuple(module.get("instrumented", ())))
 
     def _held_for_migration(self, timeout: float = 600.0) -> bool:
         """After a migration's final checkpoint the guest stays stopped here, its memory

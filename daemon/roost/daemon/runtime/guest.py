@@ -17,7 +17,7 @@ import wasmtime
 
 from roost.daemon import faults
 from roost.daemon.checkpoint import frames as codec
-from roost.daemon.checkpoint import hoststate, journal, pagemap, staging
+from roost.daemon.checkpoint import hoststate, pagemap, staging
 from roost.daemon.checkpoint.journal import Replay, ReplayDiverged
 from roost.daemon.errors import LimitExceeded
 from roost.daemon.http.settings import HttpSettings
@@ -45,8 +45,9 @@ class Guest:
         module = wasmtime.Module.deserialize_file(eng, spec.artifact)
         state = (hoststate.decode(start.host, start.stdin) if ckpt else
                  initial_state(list(spec.argv), list(spec.env), start.stdin, Vfs.from_bytes(start.vfs)))
-        self.journal = JournalSink(link, Replay(journal.unpack_many(start.replay), spec.journal_first_seq))
-        self.output = Output(link, spec.stdout_offset, spec.stderr_offset, self.journal)
+        self.journal = JournalSink(link, self._replay(start))
+        self.output = Output(link, spec.stdout_offset, spec.stderr_offset, self.journal,
+                             durable=(spec.durable_stdout, spec.durable_stderr))
         self.host = WasiHost(state, self.output, self.journal, self.journal.replay,
                              limits=VfsLimits(**spec.vfs_limits),
                              http_settings=HttpSettings.from_meta(spec.http))
@@ -83,6 +84,20 @@ class Guest:
         # missed.
         self.checkpointer = self._arm(number, restored=ckpt is not None)
         self.restore_seconds = time.monotonic() - restore_began if ckpt else 0.0
+
+    def _replay(self, start: msg.Start) -> Replay:
+        """The journal to replay: START's records, or (`replay_streamed`) the REPLAY frames the
+        control thread feeds as they come; each one the guest takes asks for the next."""
+        spec = start.spec
+        if not spec.replay_streamed:
+            replay = Replay((), spec.journal_first_seq)
+            replay.feed(start.replay, end=True)
+            return replay
+        link = self.link
+        replay = Replay((), spec.journal_first_seq, streamed=True,
+                        taken=lambda: link.send_message(msg.ReplayMore()))
+        replay.feed(start.replay)
+        return replay
 
     def _arm(self, number: int, restored: bool) -> Checkpointer | None:
         """Checkpointing from here on: the dirty-page tracker takes the memory as it is now as
@@ -144,7 +159,9 @@ class Guest:
         checkpointer, runner = self._following()
         ckpt = m.manifest
         self.host.load(hoststate.decode(m.host, self._stdin))
-        self.journal.replay = self.host.replay = Replay(journal.unpack_many(m.replay), ckpt.journal_seq)
+        replay = Replay((), ckpt.journal_seq)
+        replay.feed(m.replay, end=True)
+        self.journal.replay = self.host.replay = replay
         self.output.offsets = {1: ckpt.stdout_offset, 2: ckpt.stderr_offset}
         runner.restore(capture.GuestImage(b"", ckpt.globals, m.stack), memory_bytes=ckpt.memory_bytes)
         checkpointer.number = ckpt.number

@@ -109,11 +109,12 @@ class Outbound:
     def _replayed(self, request: Request, replay: Replay) -> Reply:
         if replay.peek().name == RESPONSE:                # a refused request has no intent
             return self._recorded(replay)
-        intent = Intent.decode(replay.next(INTENT))
+        record = replay.next(INTENT)
+        intent = Intent.decode(record)
         if intent.digest != request.digest():
             raise ReplayDiverged(f"replay diverged at HTTP request {intent.number}: the guest sent "
                                  f"another request than the recorded {intent.method} {intent.url}")
-        self.clocks_of().advance_to(replay.records[replay.pos - 1].monotonic_ns)
+        self.clocks_of().advance_to(record.monotonic_ns)
         if replay.active:
             reply = self._recorded(replay)
             self.hooks.event({"event": "replayed", "url": intent.url, "outcome": reply.outcome})

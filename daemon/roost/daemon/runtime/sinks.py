@@ -83,18 +83,28 @@ class JournalSink:
 
 
 class Output:
-    """Guest stdout/stderr to the supervisor, each write tagged with its offset in its stream
-    (a recovering guest writes again what is already durable; the supervisor drops that).
-    Journal records still buffered go first: output never overtakes what it may depend on."""
+    """Guest stdout/stderr to the supervisor, each write tagged with its offset in its stream.
+    A recovering guest writes again what is already stored: below the `durable` offsets (START
+    gives them) that output is dropped here and never crosses the link again (`repeated` counts
+    the writes dropped). Journal records still buffered go first: output never overtakes what
+    it may depend on."""
 
     def __init__(self, link: Link, stdout_offset: int, stderr_offset: int,
-                 journal: JournalSink) -> None:
+                 journal: JournalSink, durable: tuple[int, int] = (0, 0)) -> None:
         self.link = link
         self.journal = journal
         self.offsets = {1: stdout_offset, 2: stderr_offset}
+        self.durable = {1: durable[0], 2: durable[1]}
+        self.repeated = 0
 
     def __call__(self, fd: int, data: bytes) -> None:
-        self.journal.flush()
         offset = self.offsets[fd]
-        self.offsets[fd] = offset + len(data)
+        end = self.offsets[fd] = offset + len(data)
+        stored = self.durable[fd]
+        if offset < stored:
+            if end <= stored:
+                self.repeated += 1
+                return
+            data, offset = data[stored - offset:], stored
+        self.journal.flush()
         self.link.send_output(fd, offset, data)

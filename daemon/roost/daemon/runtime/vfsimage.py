@@ -10,8 +10,12 @@ from __future__ import annotations
 import hashlib
 import struct
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import zstandard
+if TYPE_CHECKING:
+    import zstandard
+else:                               # (imported on first use: roostd serves before)
+    from roost.daemon.lazy import zstandard
 
 MAGIC = b'RVFS'
 FORMAT_VERSION = (1, 0)

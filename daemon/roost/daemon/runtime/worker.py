@@ -32,11 +32,13 @@ from roost.daemon import gctuning
 from roost.daemon.errors import CorruptCheckpoint, CorruptPage, FormatError, LimitExceeded
 from roost.daemon.lifeline import die_with_parent
 from roost.daemon.link import messages as msg
-from roost.daemon.link.transport import APPLY, CONTROL, GO, START, SYNCED, Frame, Link
+from roost.daemon.link.transport import APPLY, CONTROL, GO, REPLAY, START, SYNCED, Frame, Link
 from roost.daemon.runtime import engine
 from roost.daemon.runtime.guest import Guest, describe_trap
 
 STATS_INTERVAL_SECONDS = 1.0
+POLICY_TICK_SECONDS = 0.1     # the checkpoint policy looks this often
+JOURNAL_BOUND = 20_000        # journal records between periodic checkpoints, at most (~0.1 s of replay)
 
 
 def _stats_loop(link: Link, guest: Guest, done: threading.Event) -> None:
@@ -50,13 +52,19 @@ def _stats_loop(link: Link, guest: Guest, done: threading.Event) -> None:
 
 def _control_loop(link: Link, guest: Guest) -> None:
     """CONTROL frames from the supervisor: checkpoint, pause and throttle requests; SYNCED
-    answers (a guest's HTTP request waits for one)."""
+    answers (a guest's HTTP request waits for one); REPLAY, the journal a restored guest
+    replays, streamed after START."""
     while True:
         frames = link.read_batch()
         if frames is None:
             guest.journal.close()
+            guest.journal.replay.close()
             return
         for frame in frames:
+            if frame.kind == REPLAY:         # the journal to replay, a range at a time
+                chunk = msg.ReplayChunk.decode(frame)
+                guest.journal.replay.feed(chunk.records, chunk.end)
+                continue
             if frame.kind == SYNCED:
                 guest.journal.synced(msg.Synced.decode(frame).n)
                 continue
@@ -88,7 +96,18 @@ def _follow_standby(link: Link, guest: Guest) -> bool:
 
 
 def _periodic(guest: Guest, every: float, done: threading.Event) -> None:
-    while not done.wait(every):
+    """The checkpoint policy, which bounds what a recovery re-executes: a checkpoint every
+    `every` seconds, or sooner once JOURNAL_BOUND records were journaled since the last one
+    (their replay, a few us each, is the rest of a recovery); none while the guest is still
+    in the wait the latest one was taken in (nothing changed)."""
+    due, mark = time.monotonic() + every, guest.journal.position
+    while not done.wait(min(every, POLICY_TICK_SECONDS)):
+        now, position = time.monotonic(), guest.journal.position
+        if now < due and position - mark < JOURNAL_BOUND:
+            continue
+        due, mark = now + every, position
+        if guest.checkpointer is not None and guest.checkpointer.unchanged():
+            continue
         guest.ask("checkpoint", 0)
 
 

@@ -13,6 +13,7 @@ from typing import cast
 
 import grpc
 
+from roost.daemon.checkpoint.frames import PAGE_BYTES
 from roost.daemon.cluster.authority import check_address
 from roost.daemon.errors import InvalidRequest, NotFound, StateConflict, TimedOut
 from roost.daemon.executions.supervisor import StartSpec, Supervisor
@@ -22,7 +23,7 @@ from roost.daemon.service import debug, fields
 from roost.daemon.service.longpolls import LongPolls
 from roost.daemon.service.rpc import check, service_handlers, translated
 from roost.daemon.store.checkpoints import PageStore
-from roost.daemon.store.records import ExecutionRecord, ModuleRecord
+from roost.daemon.store.records import ExecutionRecord, ModuleRecord, State
 from roost.v1 import control_pb2 as pb
 from roost.v1 import control_pb2_grpc
 
@@ -68,7 +69,7 @@ class ControlService(control_pb2_grpc.ControlServicer):
     def PrepareModule(self, request, context) -> pb.Module:
         check(request)
         record = self.modules.get(fields.sha256(request.sha256, "sha256"))
-        self.modules.ensure_artifact(record.sha256, not request.cooperative)
+        self.modules.ensure_artifact(record.sha256, not request.cooperative, wait=True)
         return module_pb(record)
 
     @translated
@@ -149,14 +150,32 @@ class ControlService(control_pb2_grpc.ControlServicer):
     def Checkpoint(self, request, context) -> pb.CheckpointResponse:
         check(request)
         timeout = fields.seconds(request.timeout_seconds, "timeout_seconds") or 60.0
-        r = self.supervisor.checkpoint(_id(request.id), timeout)
+        r = self._sleeping_checkpoint(_id(request.id)) or self.supervisor.checkpoint(_id(request.id), timeout)
         if self.replicator is not None:   # replication.ack one/all: the replicas hold it first
             self.replicator.wait_acked(_id(request.id), r["number"], timeout)
         return pb.CheckpointResponse(
             number=r["number"], pause_seconds=r["pause_seconds"],
             time_to_safepoint_seconds=r["time_to_safepoint_seconds"],
             total_seconds=r["total_seconds"], memory_bytes=r["memory_bytes"],
-            stored_bytes=r["stored_bytes"], journal_seq=r["journal_seq"])
+            stored_bytes=r["stored_bytes"], journal_seq=r["journal_seq"],
+            dirty_pages=r.get("dirty_pages") or 0,
+            dirty_bytes=(r.get("dirty_pages") or 0) * PAGE_BYTES,
+            precopy_seconds=r.get("precopy_seconds") or 0.0, held_by=r.get("held_by") or "")
+
+    def _sleeping_checkpoint(self, ref: str) -> dict | None:
+        """A guest in a durable sleep stopped at its checkpoint and has not run since: that
+        checkpoint is current, so the answer is its numbers, at once (None: not sleeping)."""
+        record = self.supervisor.get(ref)
+        if record.state != State.SLEEPING or not self.supervisor.owns(record):
+            return None
+        latest = self.checkpoints.latest(record.id)
+        found = self.checkpoints.checkpoint(record.id, latest.number) if latest else None
+        if found is None:
+            return None
+        manifest, stats = found
+        return {**manifest.to_dict(stats), "pause_seconds": 0.0, "time_to_safepoint_seconds": 0.0,
+                "total_seconds": 0.0, "dirty_pages": 0, "precopy_seconds": 0.0,
+                "stored_bytes": 0}
 
     @translated
     def Pause(self, request, context) -> pb.Execution:

@@ -9,8 +9,14 @@ that does not decode.
 """
 from __future__ import annotations
 
-import numpy as np
-import zstandard
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+    import zstandard
+else:                               # (imported on first use: roostd serves before)
+    from roost.daemon.lazy import numpy as np
+    from roost.daemon.lazy import zstandard
 
 from roost.daemon.checkpoint import hoststate
 from roost.daemon.checkpoint.frames import frame_header

@@ -138,7 +138,8 @@ class PushedModule:
             raise InvalidRequest(f"{self.WHAT} must start with a header message")
         self._finish_form()
         h = self.header
-        return self.modules.receive(h.name, h.size_bytes, h.sha256, [bytes(self.data)], self.forms)
+        return self.modules.receive(h.name, h.size_bytes, h.sha256, [bytes(self.data)], self.forms,
+                                    prepare_now=False)   # (its owner prepares it once for all)
 
     def _start(self, header: pb.ModuleHeaderPeer) -> None:
         if header.size_bytes > self.modules.max_module_bytes:

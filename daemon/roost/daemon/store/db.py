@@ -461,6 +461,22 @@ class Store:
             cur = txn.cursor(db=self.dbs["journal"])
             return [cur.value() for _ in scan(cur, keys.seq(exec_id, from_seq), keys.prefix(exec_id))]
 
+    def read_journal_range(self, exec_id: str, from_seq: int, until_seq: int, limit_bytes: int
+                           ) -> list[bytes]:
+        """The journal records [from_seq, until_seq), up to about `limit_bytes` (at least one):
+        a replay streams its journal a range at a time, never all of it in memory."""
+        out: list[bytes] = []
+        total = 0
+        with self.txn(f"reading journal of {exec_id}") as txn:
+            cur = txn.cursor(db=self.dbs["journal"])
+            for key in scan(cur, keys.seq(exec_id, from_seq), keys.prefix(exec_id)):
+                if keys.seq_of(key) >= until_seq or (out and total >= limit_bytes):
+                    break
+                value = cur.value()
+                out.append(value)
+                total += len(value) + 4
+        return out
+
     def read_logs(self, exec_id: str, from_seq: int, limit_bytes: int = 4 << 20
                   ) -> list[tuple[int, int, bytes]]:
         """Records (seq, stream, data) from `from_seq` on, up to about `limit_bytes`."""

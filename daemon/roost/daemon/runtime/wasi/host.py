@@ -98,6 +98,7 @@ class WasiHost:
         # sleep longer than durable_sleep_ns calls suspend_sleep(deadline) instead.
         self.suspend_sleep: Callable[[int], None] | None = None
         self.durable_sleep_ns = 0
+        self.waiting_since_ns = 0     # in poll_oneoff's wait: the poll's start (0: not waiting)
         self.mem: Callable[[], Mem] = self._unbound
 
     def load(self, state: WasiState) -> None:

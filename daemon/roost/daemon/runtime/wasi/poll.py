@@ -6,6 +6,12 @@ are in memory) and reports nbytes=1 as wasmtime does; clocks are ready when thei
 passed; only when no fd subscription is present does the worker sleep until the earliest
 deadline.
 
+That wait is a safepoint: a checkpoint, pause or migration request wakes it at once (the gate's
+`wake` event). The guest then unwinds inside this call, with its start time kept in
+`poll_started_ns` (saved with the host state); after the rewind, here or on another host, the
+call runs again and waits for what is left of the same deadline. Nothing of it was journaled:
+only the call that returns is.
+
 Timeouts are clamped to MAX_TIMEOUT_NS (about a century): a guest may ask for 2^64-1 ns, and
 that must behave as a very long sleep (durable, killable), never overflow a wait, a timer or
 the store. More than MAX_SUBSCRIPTIONS subscriptions answer EINVAL (Linux refuses a poll of
@@ -14,7 +20,7 @@ more descriptors than RLIMIT_NOFILE the same way): their parsed form is ~3x thei
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 from roost.daemon.runtime.wasi import abi
 from roost.daemon.runtime.wasi.abi import Errno, FsError
@@ -55,9 +61,38 @@ def _fd_event(host: WasiHost, ud: int, tag: int, fd: int) -> bytes:
     return abi.EVENT.pack(ud, 0, tag, 1, flags)
 
 
-def _sleep_until(host: WasiHost, deadline: int) -> None:
+def _sleep_until(host: WasiHost, deadline: int) -> bool:
+    """Wait for the guest-monotonic `deadline`. True when a checkpoint request came first (the
+    caller unwinds the guest); a host without checkpoints just sleeps."""
+    gate: Any = host.gate           # capture.Gate (or FaultGate); NoGate has no `wake`
+    wake = getattr(gate, 'wake', None)
     while (left := deadline - host.clocks.monotonic_ns()) > 0:
-        time.sleep(min(left / 1e9, SLEEP_SLICE_SECONDS))
+        seconds = min(left / 1e9, SLEEP_SLICE_SECONDS)
+        if wake is None:
+            time.sleep(seconds)
+            continue
+        wake.clear()
+        if gate.requested:           # (set before `wake`: a request after the clear wakes us)
+            return True
+        wake.wait(seconds)
+    return False
+
+
+def _interrupted(host: WasiHost, now: int, deadline: int) -> bool:
+    """Sleep to `deadline`; True when the guest is unwinding instead (a checkpoint request
+    woke the wait): this call runs again after the rewind, from the same start `now`.
+    `waiting_since_ns` names the wait meanwhile (the periodic checkpoint skips a guest still
+    in the wait its latest checkpoint was taken in: nothing changed)."""
+    host.waiting_since_ns = now
+    try:
+        woken = _sleep_until(host, deadline)
+    finally:
+        host.waiting_since_ns = 0
+    if not woken:
+        return False
+    host.poll_started_ns = now
+    cast(Any, host.gate).unwind_now()          # (woken: a gate with requests)
+    return True
 
 
 @hostcall(Kind.READS_WORLD, 'iiii')
@@ -77,9 +112,11 @@ def poll_oneoff(host: WasiHost, subs: int, events: int, n: int, nevents: int) ->
             fd_events.append((ud, tag, word & _U32))
         else:
             return Errno.INVAL
-    if not fd_events and _durable_sleep(host, now, min(d for _, d in clocks)):
-        return 0
-    out = _ready(host, parsed, clocks, bool(fd_events))
+    if not fd_events:
+        deadline = min(d for _, d in clocks)
+        if _durable_sleep(host, now, deadline) or _interrupted(host, now, deadline):
+            return 0
+    out = _ready(host, parsed, clocks)
     mem.write(events, b''.join(out))
     mem.put_u32(nevents, len(out))
     return 0
@@ -96,9 +133,7 @@ def _durable_sleep(host: WasiHost, now: int, deadline: int) -> bool:
     return True
 
 
-def _ready(host: WasiHost, parsed: list, clocks: list, have_fds: bool) -> list[bytes]:
-    if not have_fds:
-        _sleep_until(host, min(d for _, d in clocks))
+def _ready(host: WasiHost, parsed: list, clocks: list) -> list[bytes]:
     now = host.clocks.monotonic_ns()
     out, ci = [], 0
     for ud, tag, word, *_ in parsed:
