@@ -74,14 +74,15 @@ def test_a_slow_leaf_is_instrumented_at_the_next_preparation(daemon):
     slow = [r for r in reports if _seconds(r) > BUDGET]
     assert slow, reports                 # a request in a 0.1 s leaf call waits for its end
     assert all(_held_by(r) == "leaf" for r in slow), reports
+    # Paused while the variant is prepared (a loaded machine takes longer than the run).
+    assert daemon.roost("pause", first).returncode == 0
     wait_until(lambda: list(cache.glob("*.preempt.i*.cwasm")), timeout=180,
                what="the instrumented variant prepared")
     [names] = cache.glob("*.preempt.instrument.json")
     assert json.loads(names.read_text()) == ["leaf"]
 
     # The first run's checkpoints were taken in the plain preparation: a restore (resume after
-    # a pause, then a kill -9) goes on in it, byte-identically, though the variant is ready.
-    assert daemon.roost("pause", first).returncode == 0
+    # the pause, then a kill -9) goes on in it, byte-identically, though the variant is ready.
     assert daemon.roost("resume", first).returncode == 0
     assert _held_by(_checkpoints(daemon, first, 1)[0]) in ("", "leaf")
     wait_until(lambda: _kill_worker(daemon, first), what="a worker to kill")
