@@ -21,12 +21,14 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
+import pytest
+
 from roost.client.api import Client
 from roost.client.errors import RoostClientError
 from tests.framework.harness import BIN, free_port
 
 HEAVY = ("numpy", "zstandard", "wasmtime", "roost.daemon.runtime.wasi")
-START_CPU_BOUND_SECONDS = 0.27   # roostd's CPU time by its first answer (median)
+START_CPU_BOUND_SECONDS = 0.30   # roostd's CPU time by its first answer (median; before: 0.35-0.38)
 START_WALL_BOUND_SECONDS = 1.0   # and the wall time (median): what a busy CI host meets
 
 
@@ -96,6 +98,7 @@ def cached_bytecode_env(tmp: Path) -> dict[str, str]:
     return env
 
 
+@pytest.mark.serial            # (timed: alone, not beside three test workers)
 def test_roostd_answers_list_executions_soon_after_start(tmp_path):
     """Medians of 5 starts. The CPU bound is the sharp one (a busy machine stretches the wall
     time, not the work): 0.18-0.21 s on the 2-core dev machine, 0.31-0.35 s when numpy and

@@ -14,9 +14,11 @@ from tests.framework.harness import wait_until
 from tests.framework.native import run_native
 from tests.integration.test_durability import SEED, _inspect, _kill_worker, _stdout_len
 
-# A loaded 2-core CI machine: the 1 ms is measured by bench/waiting.py; a request that
-# waited for the nap (today's behaviour) takes ~100 ms, far above this.
-SAFEPOINT_BUDGET_SECONDS = 0.005
+# A loaded 2-core CI machine: the 1 ms is measured by bench/waiting.py (~0.1 ms). A
+# request that waited for the nap (before) took ~75 ms at the median of the naps, and the rest
+# of the sleep (seconds) for the long one: far above these.
+SAFEPOINT_BUDGET_SECONDS = 0.005        # a median
+SAFEPOINT_ONE_SECONDS = 0.050           # one request
 
 
 def _start(daemon, wasm, *args):
@@ -60,7 +62,7 @@ def test_a_long_sleep_in_a_worker_is_checkpointed_killed_paused_and_wakes_on_tim
     wait_until(lambda: _stdout_len(daemon, exec_id) > 0, what="the sleep to begin")
     time.sleep(max(0.0, t0 + 1 - time.monotonic()))
     first = _checkpoint(daemon, exec_id)
-    assert first["time_to_safepoint_seconds"] <= SAFEPOINT_BUDGET_SECONDS, first
+    assert first["time_to_safepoint_seconds"] <= SAFEPOINT_ONE_SECONDS, first
     time.sleep(max(0.0, t0 + 2 - time.monotonic()))
     assert _kill_worker(daemon, exec_id)
     wait_until(lambda: _inspect(daemon, exec_id)["restores"] == 1, what="the restore")

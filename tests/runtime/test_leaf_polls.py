@@ -90,7 +90,9 @@ def test_a_leaf_loop_stays_uninstrumented_and_its_request_is_served_when_it_retu
     assert got.output == plain.output and got.output.startswith(b"start") and b"done" in got.output
     assert got.code == plain.code
     assert got.notes == ["leaf"]
-    assert plain.leaf_seconds * 0.4 < got.waits[0] < plain.leaf_seconds * 1.5
+    # (loose: a loaded machine stretches one call of `leaf` unevenly; an instrumented leaf
+    # stops within a millisecond, below)
+    assert 0.02 < got.waits[0] < plain.leaf_seconds * 3
 
 
 def test_instrument_makes_the_leaf_polls_real_safepoints(leaf_only_notes, leaf_instrumented):

@@ -538,7 +538,10 @@ class _Preparer:
             key = self._current
             digest, preemptive, instrument = key
             try:
-                self.registry._build(digest, preemptive, niced=True, instrument=instrument)
+                # Niced only where guests run meanwhile: with run_unprepared = false a launch
+                # waits for this very preparation.
+                self.registry._build(digest, preemptive, niced=self.registry.run_unprepared,
+                                     instrument=instrument)
             except Exception as e:   # noqa: BLE001 - the module runs unprepared: say why, go on
                 with self._changed:
                     self._failed.add(key)
