@@ -21,13 +21,16 @@ echo "   for root, else \$XDG_RUNTIME_DIR/roost/roostd.sock; no TCP port; data i
 roostd > "$work/roostd.log" 2>&1 & daemon=$!
 for _ in $(seq 200); do roost ps >/dev/null 2>&1 && break; sleep 0.05; done
 
-echo "== roost run --mount $work/data:/data sieve.wasm -- 150000000   (uploads and prepares it once)"
+echo "== roost run --mount $work/data:/data sieve.wasm -- 150000000   (uploads it; it is prepared for"
+echo "   checkpoints in the background, and a first run does not wait for that long)"
 roost run --name demo-sieve --mount "$work/data:/data" "$work/sieve.wasm" -- 150000000
 id=$(roost ps -a --json | python -c 'import json,sys; print([e["id"] for e in json.load(sys.stdin) if e.get("name")=="demo-sieve"][-1])')
 echo "== roost cp $id:/data/result.txt"
 roost cp "$id:/data/result.txt" "$work/result.txt" && cat "$work/result.txt"
 
-echo "== again, detached: checkpoint it mid-run, then kill -9 its worker"
+echo "== again, detached: checkpoint it mid-run, then kill -9 its worker (roost modules prepare: wait"
+echo "   until it is prepared, as a run before then cannot be checkpointed)"
+roost modules prepare "$work/sieve.wasm" >/dev/null
 id=$(roost run --detach --name demo-durable --mount "$work/data:/data" "$work/sieve.wasm" -- 1500000000)
 sleep 1
 roost checkpoint "$id"
@@ -46,6 +49,7 @@ for port in 7071 7072; do
   for _ in $(seq 200); do roost --addr 127.0.0.1:$port ps >/dev/null 2>&1 && break; sleep 0.05; done
 done
 export ROOST_ADDR=127.0.0.1:7071
+roost modules prepare "$work/sieve.wasm" >/dev/null
 id=$(roost run --detach --name demo-moving --mount "$work/data:/data" "$work/sieve.wasm" -- 1500000000)
 sleep 1
 roost migrate "$id" --to 127.0.0.1:7072
