@@ -168,7 +168,8 @@ def main() -> None:
     naps, sleeper = compile_guest("naps"), compile_guest("sleeper")
     wake = event_wake_ms()
     print(f"threading.Event wake-up: {wake:.3f} ms (median)", flush=True)
-    rows, result = [], {"event_wake_ms": wake}
+    rows: list[list] = []
+    result: dict[str, object] = {"event_wake_ms": wake}
     with tempfile.TemporaryDirectory(prefix="roost-bench-waiting-") as tmp_name:
         tmp = Path(tmp_name)
         cfg = "[replication]\nfactor = 0\n[checkpoints]\ndurable_sleep_seconds = 30\n"
@@ -183,11 +184,9 @@ def main() -> None:
             sha_naps, sha_sleeper = ca.upload_module(naps).sha256, ca.upload_module(sleeper).sha256
             Client(b.addr).upload_module(naps)
             Client(c.addr).upload_module(sleeper)
-            print("preparing ...", flush=True)
             for client, sha in ((ca, sha_naps), (ca, sha_sleeper), (Client(b.addr), sha_naps),
                                 (Client(c.addr), sha_sleeper)):
                 client.prepare_module(sha)            # checkpoints need the prepared module
-                print("prepared", sha[:12], "on", client.addr if hasattr(client, "addr") else "", flush=True)
             for mib in [int(s) for s in args.sizes.split(",")]:
                 r, detail = naps_case(ca, sha_naps, mib, args.requests, rng)
                 rows.append(r)
