@@ -20,11 +20,15 @@ echo "== starting roostd on its embedded defaults (Control on the Unix socket /r
 echo "   for root, else \$XDG_RUNTIME_DIR/roost/roostd.sock; no TCP port; data in ~/.local/share/roost)"
 roostd > "$work/roostd.log" 2>&1 & daemon=$!
 for _ in $(seq 200); do roost ps >/dev/null 2>&1 && break; sleep 0.05; done
+# Names are unique: a previous demo's executions go first (by id: a store from before names
+# were unique may hold several of one name).
+roost ps -a --json | python -c 'import json,sys; print(*[e["id"] for e in json.load(sys.stdin)
+    if e.get("name") in ("demo-sieve", "demo-durable", "demo-moving")])' | xargs -r roost rm --force >/dev/null
 
 echo "== roost run --mount $work/data:/data sieve.wasm -- 150000000   (uploads it; it is prepared for"
 echo "   checkpoints in the background, and a first run does not wait for that long)"
 roost run --name demo-sieve --mount "$work/data:/data" "$work/sieve.wasm" -- 150000000
-id=$(roost ps -a --json | python -c 'import json,sys; print([e["id"] for e in json.load(sys.stdin) if e.get("name")=="demo-sieve"][-1])')
+id=demo-sieve                                         # (a name goes wherever an id does)
 echo "== roost cp $id:/data/result.txt"
 roost cp "$id:/data/result.txt" "$work/result.txt" && cat "$work/result.txt"
 

@@ -53,6 +53,7 @@ import lmdb
 import zstandard
 
 from bench.common import build, daemon, print_table, write_result
+from roost.client import times
 from roost.client.api import Client
 from roost.daemon.checkpoint import dirty
 from roost.daemon.store.checkpoints import PageStore
@@ -275,8 +276,8 @@ def dirty_pages_of(mib: int, fraction: float) -> int:
 def one_checkpoint(client: Client, manifests: Manifests, exec_id: str) -> dict:
     r = client.checkpoint(exec_id, timeout=600)
     m = manifests.get(exec_id, r.number)
-    return {"number": r.number, "pause_ms": r.pause_seconds * 1e3,
-            "tts_ms": r.time_to_safepoint_seconds * 1e3, "total_ms": r.total_seconds * 1e3,
+    return {"number": r.number, "pause_ms": times.seconds_of(r.pause_duration) * 1e3,
+            "tts_ms": times.seconds_of(r.time_to_safepoint) * 1e3, "total_ms": times.seconds_of(r.total_duration) * 1e3,
             "memory_bytes": r.memory_bytes, "stored_bytes": r.stored_bytes,
             "dirty_pages": m.get("dirty_pages"), "waited_ms": m.get("waited_seconds", 0) * 1e3,
             "compress_ms": m.get("compress_seconds", 0) * 1e3, "frames": m.get("frames"),
@@ -319,7 +320,7 @@ def run_case(client: Client, manifests: Manifests, sha: str, wasm: Path, mib: in
 def restore_case(client: Client, sha: str, wasm: Path, mib: int, fill: float) -> dict:
     """Checkpoint a guest whose memory has `fill` of its pages non-zero, pause it (its worker
     exits) and resume it: the new worker restores it from the store. The daemon's own
-    measurement (inspect's restore_seconds: page map, frames, memory, host state)."""
+    measurement (inspect's restore_duration: page map, frames, memory, host state)."""
     ex = client.start(sha, argv0=wasm.stem, args=[str(mib), "0.001", "runs", "0", str(RUN_PAGES),
                                                    str(QUIET_MS), repr(fill)],
                       memory_limit_bytes=3 << 30, checkpoint_every_seconds=3600)
@@ -329,9 +330,9 @@ def restore_case(client: Client, sha: str, wasm: Path, mib: int, fill: float) ->
         client.pause(ex.id)
         client.resume(ex.id)
         deadline = time.monotonic() + 120
-        while not client.get(ex.id).restore_seconds and time.monotonic() < deadline:
+        while not client.get(ex.id).HasField("restore_duration") and time.monotonic() < deadline:
             time.sleep(0.05)
-        return {"size_mib": mib, "fill": fill, "restore_ms": client.get(ex.id).restore_seconds * 1e3}
+        return {"size_mib": mib, "fill": fill, "restore_ms": times.seconds_of(client.get(ex.id).restore_duration) * 1e3}
     finally:
         try:
             client.kill(ex.id)

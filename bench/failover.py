@@ -57,6 +57,7 @@ import lmdb
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.common import build, daemon_env, percentile, print_table, summary, write_result
+from roost.client import times
 from roost.client.api import Client
 from roost.client.errors import RoostClientError
 from roost.v1 import control_pb2 as pb
@@ -305,8 +306,9 @@ def steps_run(a: Roostd, sha: str, n: int) -> dict:
     chunks = follow.result()
     if not chunks or b"sum " not in chunks[-1][1]:
         raise AssertionError(f"steps {n} 0 ended without its sum (state {record.state})")
-    guest = record.finished_at - record.started_at
-    return {"guest_steps_per_s": n / guest, "visible_steps_per_s": n / (chunks[-1][0] - record.started_at),
+    started = times.unix_seconds(record.start_time)
+    guest = times.unix_seconds(record.finish_time) - started
+    return {"guest_steps_per_s": n / guest, "visible_steps_per_s": n / (chunks[-1][0] - started),
             "wall_s": chunks[-1][0] - t0, "guest_s": guest}
 
 

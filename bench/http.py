@@ -15,8 +15,8 @@ interleaved (plain, async, one, plain, ...) so that load from outside weighs on 
          guest on the first: durable = stored here and held by the replica too.
 
 Steps/s are the guest's own: it times its loop with CLOCK_MONOTONIC (start-up excluded) and
-each step (p50/p90/p99 per step). Breakdown per step: `roost_http_request_seconds` (the owner's
-histogram: the send alone, sum/count scraped around each run), the rest is the durable flow
+each step (p50/p90/p99 per step). Breakdown per step: `roost_http_request_duration_seconds` (the
+owner's histogram: the send alone, sum/count scraped around each run), the rest is the durable flow
 (intent journaled -> SYNC -> stored [-> replicated] -> SYNCED; response journaled; the events).
 Limits measured in the same run: one LMDB commit with sync, one loopback gRPC round trip.
 Target: >= 2,000 durable steps/s with ack = one. Median of R runs (3); the JSON goes to
@@ -116,10 +116,10 @@ def http_config(url: str, ack: str) -> str:
 
 
 def send_seconds(metrics: str) -> tuple[float, float]:
-    """(sum, count) of the owner's roost_http_request_seconds histogram."""
+    """(sum, count) of the owner's roost_http_request_duration_seconds histogram."""
     def value(name: str) -> float:
-        return sum(float(v) for v in re.findall(rf"^roost_http_request_seconds_{name}(?:{{[^}}]*}})? (\S+)$",
-                                                 metrics, re.M))
+        pattern = rf"^roost_http_request_duration_seconds_{name}(?:{{[^}}]*}})? (\S+)$"
+        return sum(float(v) for v in re.findall(pattern, metrics, re.M))
     return value("sum"), value("count")
 
 
@@ -226,8 +226,8 @@ def report(runs: dict[str, list[Run]], lmdb_ms: float, rtt_ms: float, n: int) ->
         send = m["send_s"] if mode != "plain" else step
         rows.append([mode, f"{step * 1e3:.3f}", f"{send * 1e3:.3f}", f"{(step - send) * 1e3:.3f}",
                      f"{(step - med['async']['loop_s'] / n) * 1e3:+.3f}" if mode == "one" else ""])
-    print_table(f"per step (ms, mean): the send (roost_http_request_seconds) and the rest: journal, "
-                f"SYNC, store [+ replica], events (limits: LMDB commit with sync {lmdb_ms:.3f} ms, "
+    print_table(f"per step (ms, mean): the send (roost_http_request_duration_seconds) and the rest: "
+                f"journal, SYNC, store [+ replica], events (limits: LMDB commit with sync {lmdb_ms:.3f} ms, "
                 f"loopback gRPC round trip {rtt_ms:.3f} ms)",
                 ["mode", "step", "send", "rest", "one - async"], rows)
     return med

@@ -33,6 +33,7 @@ from pathlib import Path
 import grpc
 
 from bench.common import build, daemon_env, print_table, write_result
+from roost.client import times  # noqa: E402
 from roost.client.api import Client  # noqa: E402
 from tests.framework.harness import Roostd  # noqa: E402
 
@@ -100,10 +101,12 @@ def migrate(client: Client, exec_id: str, target: str) -> dict:
             report = p.report
     assert report is not None
     return {"rounds": report.rounds, "bytes_sent": report.bytes_sent,
-            "memory_bytes": report.memory_bytes, "total_s": report.total_seconds,
-            "downtime_ms": report.downtime_seconds * 1e3, "throttle": report.throttle,
-            "stop_ms": report.stop_seconds * 1e3, "push_ms": report.final_push_seconds * 1e3,
-            "handover_ms": report.handover_seconds * 1e3, "resume_ms": report.resume_seconds * 1e3,
+            "memory_bytes": report.memory_bytes, "total_s": times.seconds_of(report.total_duration),
+            "downtime_ms": times.seconds_of(report.downtime) * 1e3, "throttle": report.throttle,
+            "stop_ms": times.seconds_of(report.stop_duration) * 1e3,
+            "push_ms": times.seconds_of(report.final_push_duration) * 1e3,
+            "handover_ms": times.seconds_of(report.handover_duration) * 1e3,
+            "resume_ms": times.seconds_of(report.resume_duration) * 1e3,
             "final_bytes": report.final_bytes}
 
 

@@ -11,7 +11,7 @@ from the restart:
   api:      roostd serves its API;
   running:  the execution is RUNNING again under the new roostd (a worker was given it);
   done:     it ended (`wait`); replay + the last 10 steps = done - running;
-  restore:  the worker's own restore time (the record's `restore_seconds`).
+  restore:  the worker's own restore time (the execution's `restore_duration`).
 
 Every run's output is checked: every step exactly once, in order, and the printed sum equal to
 the sum of the printed values. The first table has plain steps; the second a compute-heavy step
@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 from bench.common import daemon, print_table, write_result
+from roost.client import times
 from roost.client.api import Client
 from roost.v1 import control_pb2 as pb
 from tests.framework.guestbuild import compile_guest
@@ -101,7 +102,7 @@ def one(tmp: Path, wasm: Path, steps: int, spin: int) -> dict:
         check_steps(d.roost("logs", "--stdout", exec_id, timeout=600).stdout, steps)
         return {"steps": steps, "spin": spin, "run_to_kill_s": run_seconds, "api_s": api,
                 "running_s": running, "done_s": done, "replay_and_rest_s": done - running,
-                "restore_s": e.restore_seconds, "journal_records": e.journal_records,
+                "restore_s": times.seconds_of(e.restore_duration), "journal_records": e.journal_records,
                 "checkpoints": e.checkpoints, "exit_code": e.exit_code}
     finally:
         d.stop()

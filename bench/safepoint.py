@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from bench.common import daemon, print_table, summary, write_result
+from roost.client import times
 from roost.client.api import Client
 from tests.framework.guestbuild import compile_guest  # noqa: E402
 
@@ -28,9 +29,9 @@ def measure(client: Client, wasm: Path, args: list[str], cooperative: bool, n: i
     tts, pause, total, memory = [], [], [], 0
     for _ in range(n):
         r = client.checkpoint(ex.id)
-        tts.append(r.time_to_safepoint_seconds * 1000)
-        pause.append(r.pause_seconds * 1000)
-        total.append(r.total_seconds * 1000)
+        tts.append(times.seconds_of(r.time_to_safepoint) * 1000)
+        pause.append(times.seconds_of(r.pause_duration) * 1000)
+        total.append(times.seconds_of(r.total_duration) * 1000)
         memory = r.memory_bytes
         time.sleep(0.02)
     client.kill(ex.id)

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 from bench.common import daemon_env, print_table, write_result
+from roost.client import times
 from roost.client.api import Client
 from roost.v1 import control_pb2 as pb
 from tests.framework.guestbuild import compile_guest
@@ -77,8 +78,8 @@ def checkpoints(client: Client, exec_id: str, n: int, rng: random.Random, gap: f
     for _ in range(n):
         time.sleep(rng.uniform(0, gap))
         r = client.checkpoint(exec_id)
-        out.append((r.time_to_safepoint_seconds * 1e3, r.pause_seconds * 1e3, r.dirty_pages,
-                    r.total_seconds * 1e3))
+        out.append((times.seconds_of(r.time_to_safepoint) * 1e3, times.seconds_of(r.pause_duration) * 1e3,
+                    r.dirty_pages, times.seconds_of(r.total_duration) * 1e3))
     return out
 
 
@@ -110,8 +111,9 @@ def naps_case(client: Client, sha: str, mib: int, n: int, rng: random.Random) ->
     pause = pause_once(client, ex.id)
     client.kill(ex.id)
     return row(f"naps 200 ms, {mib} MiB", samples, pause), {
-        "first_ms": {"time_to_safepoint": first.time_to_safepoint_seconds * 1e3,
-                     "precopy": first.precopy_seconds * 1e3, "pause": first.pause_seconds * 1e3,
+        "first_ms": {"time_to_safepoint": times.seconds_of(first.time_to_safepoint) * 1e3,
+                     "precopy": times.seconds_of(first.precopy_duration) * 1e3,
+                     "pause": times.seconds_of(first.pause_duration) * 1e3,
                      "dirty_pages": first.dirty_pages},
         "samples": samples, "pause": pause}
 
@@ -129,7 +131,8 @@ def sleep_case(client: Client, sha: str, n: int, rng: random.Random, durable: bo
         began = time.perf_counter()
         r = client.checkpoint(ex.id)
         rpc = (time.perf_counter() - began) * 1e3
-        samples.append((r.time_to_safepoint_seconds * 1e3, r.pause_seconds * 1e3, r.dirty_pages, rpc))
+        samples.append((times.seconds_of(r.time_to_safepoint) * 1e3, times.seconds_of(r.pause_duration) * 1e3,
+                        r.dirty_pages, rpc))
     pause = pause_once(client, ex.id)
     client.kill(ex.id)
     name = "sleep 10 s, " + ("durable (no worker)" if durable else "in its worker")
@@ -152,8 +155,8 @@ def migration_case(a: Roostd, b: Roostd, sha: str, n: int) -> tuple[list, dict]:
         assert report is not None
         stats = _manifest_stats(dst, ex.id)
         samples.append(((stats.get("time_to_safepoint_seconds") or 0.0) * 1e3,
-                        report.downtime_seconds * 1e3, stats.get("dirty_pages") or 0,
-                        report.total_seconds * 1e3))
+                        times.seconds_of(report.downtime) * 1e3, stats.get("dirty_pages") or 0,
+                        times.seconds_of(report.total_duration) * 1e3))
     clients[n % 2][0].kill(ex.id)
     return row("live migration, naps 64 MiB (pause = downtime)", samples, None), {"samples": samples}
 

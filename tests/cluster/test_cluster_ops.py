@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from roost.client.conventions import EXIT_ERROR
 from tests.cluster.test_cluster import held, inspect
 from tests.cluster.test_failover import etcd_cluster
 from tests.framework.guestbuild import compile_guest
@@ -126,7 +127,7 @@ def test_place_auto_picks_the_least_loaded_member_and_ps_all_nodes_finds_it(thre
         assert {e["id"]: e["owner"] for e in listed} == expected
     assert [e["id"] for e in everywhere(b)] == fillers     # -a not given: the ended ones not
     unknown = a.roost("run", "--place", "no-such-node", str(wasm))
-    assert unknown.returncode == 1 and b"unknown node 'no-such-node'" in unknown.stderr
+    assert unknown.returncode == EXIT_ERROR and b"unknown node 'no-such-node'" in unknown.stderr
     for exec_id in fillers:
         a.roost("kill", exec_id)
 
@@ -181,6 +182,6 @@ def drained(a: Roostd, b: Roostd, c: Roostd, spins: list[str], plain) -> None:
     again = b.roost("drain", a.node_id)
     assert again.returncode == 0 and b"nothing to drain" in again.stdout
     unknown = b.roost("drain", "no-such-node")
-    assert unknown.returncode == 1 and unknown.stderr.count(b"\n") == 1
+    assert unknown.returncode == EXIT_ERROR and unknown.stderr.count(b"\n") == 1
     for exec_id in fillers:
         a.roost("kill", exec_id)

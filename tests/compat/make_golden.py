@@ -20,6 +20,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -47,7 +48,11 @@ def version(v: tuple[int, int]) -> str:
 
 
 def run_to_pause(workdir: Path, wasm: Path, data: Path) -> tuple[Path, str]:
-    """Run the guest on a fresh roostd, checkpoint it once, pause it; the data dir and its id."""
+    """Run the guest on a fresh roostd, checkpoint it once, pause it; the data dir and its id.
+
+    The daemon gets the test harness's pinned settings (`harness._pinned`: no periodic
+    checkpoints, runs start prepared), so the guest is checkpointed exactly twice."""
+    os.environ.setdefault("PYTEST_CURRENT_TEST", "make_golden")
     daemon = Roostd(workdir / "roostd" / "data").start()
     try:
         exec_id = daemon.roost("run", "--detach", "--mount", f"{data}:/data", str(wasm), "--", *ARGS,

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from roost.client import times
 from roost.daemon.modules.registry import ModuleRegistry
 from roost.daemon.store.db import Store
 from tests.framework.guestbuild import compile_guest
@@ -51,7 +52,7 @@ def _checkpoints(daemon: Roostd, exec_id: str, n: int) -> list[dict]:
 
 
 def _seconds(report: dict) -> float:
-    return float(report.get("timeToSafepointSeconds", report.get("time_to_safepoint_seconds", 0.0)))
+    return times.json_seconds(report.get("time_to_safepoint", "0s"))
 
 
 def _held_by(report: dict) -> str:

@@ -3,7 +3,6 @@ INVALID_ARGUMENT naming the field, never INTERNAL, and errors never echo unbound
 Control API's default endpoint is a private Unix socket."""
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import stat
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from google.protobuf.duration_pb2 import Duration
 
 from roost.v1 import control_pb2 as pb
 from roost.v1 import control_pb2_grpc
@@ -38,10 +38,11 @@ def invalid(call) -> str:
 
 
 @pytest.mark.parametrize("field,value,says", [
-    ("checkpoint_every_seconds", math.nan, "checkpoint_every_seconds"),
-    ("checkpoint_every_seconds", math.inf, "checkpoint_every_seconds"),
-    ("checkpoint_every_seconds", -5.0, "checkpoint_every_seconds"),
-    ("checkpoint_every_seconds", 1e-6, "checkpoint_every_seconds"),
+    ("checkpoint_interval", Duration(seconds=-5), "checkpoint_interval"),
+    ("checkpoint_interval", Duration(nanos=1000), "checkpoint_interval"),           # 1 us
+    ("checkpoint_interval", Duration(seconds=8 * 86400), "checkpoint_interval"),    # > 7 days
+    ("checkpoint_interval", Duration(seconds=1, nanos=-5), "checkpoint_interval"),  # malformed
+    ("checkpoint_interval", Duration(nanos=2_000_000_000), "checkpoint_interval"),  # malformed
     ("memory_limit_bytes", 2 ** 64 - 1, "memory_limit_bytes"),
     ("memory_limit_bytes", 1024, "memory_limit_bytes"),
     ("name", "x" * 100_000, "name"),
@@ -58,9 +59,9 @@ def test_ids_timeouts_and_mounts_are_checked(roostd, hello):
         stub = control_pb2_grpc.ControlStub(ch)
         long = invalid(lambda: stub.GetExecution(pb.GetExecutionRequest(id="y" * 1_000_000), timeout=10))
         assert "yyyy" in long and len(long) < 200
-        for timeout in (math.inf, math.nan, -1.0):
-            assert "timeout_seconds" in invalid(lambda: stub.WaitExecution(
-                pb.WaitExecutionRequest(id="abc", timeout_seconds=timeout), timeout=10))
+        for timeout in (Duration(seconds=-1), Duration(seconds=400 * 86400), Duration(seconds=-1, nanos=5)):
+            assert "timeout" in invalid(lambda: stub.WaitExecution(
+                pb.WaitExecutionRequest(id="abc", timeout=timeout), timeout=10))
         clash = pb.StartExecutionRequest(module_sha256=hello, mounts=[pb.Mount(
             guest_path="/data", entries=[pb.FileEntry(path="a", kind=pb.FileEntry.FILE, data=b"1"),
                                          pb.FileEntry(path="a/b", kind=pb.FileEntry.FILE, data=b"2")])])

@@ -20,6 +20,7 @@ import pytest
 
 from roost.client import copyout, localfs
 from roost.client.api import Client
+from roost.client.conventions import EXIT_ERROR
 from roost.client.errors import LocalError
 from roost.daemon.runtime.vfs import Entry, Vfs
 from roost.v1 import control_pb2 as pb
@@ -440,7 +441,7 @@ def test_the_cli_against_a_daemon_sending_an_absolute_symlink_then_a_file_under_
     dest, victim = place
     daemon.stream = [d(""), s("evil", str(victim)), *f("evil/pwned.txt", b"pwned")]
     got = roost_cli(addr, "cp", "ex-1:/work/out", str(dest))
-    assert got.returncode == 1
+    assert got.returncode == EXIT_ERROR
     assert got.stderr.count("\n") == 1 and "inside the symlink" in got.stderr
     assert "Traceback" not in got.stderr
     assert_untouched(victim)
@@ -496,7 +497,7 @@ def test_a_guest_swapping_a_symlink_for_a_directory_between_two_copies(roostd, t
     assert second.returncode == 0
     assert (dest / "out" / "x" / "pwned.txt").read_bytes() == b"pwned\n"
     refused = roostd.roost("cp", f"{exec_id}:/work/out", str(dest_unsafe))
-    assert refused.returncode == 1 and b"refusing to write through the symlink" in refused.stderr
+    assert refused.returncode == EXIT_ERROR and b"refusing to write through the symlink" in refused.stderr
     assert_untouched(victim)
 
 

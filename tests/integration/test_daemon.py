@@ -14,6 +14,7 @@ import grpc
 import pytest
 
 from roost.client.api import Client
+from roost.client.conventions import EXIT_ERROR, EXIT_FAILED
 from roost.v1 import control_pb2 as pb
 from tests.framework.guestbuild import compile_guest
 from tests.framework.harness import Roostd, wait_until
@@ -78,7 +79,7 @@ def test_bad_modules_are_rejected_while_a_healthy_execution_runs(roostd, tmp_pat
         path = tmp_path / f"{what.replace(' ', '_')}.wasm"
         path.write_bytes(data)
         cli = roostd.roost("run", str(path))
-        assert cli.returncode == 1 and b"Traceback" not in cli.stderr
+        assert cli.returncode == EXIT_ERROR and b"Traceback" not in cli.stderr
         assert b"module rejected" in cli.stderr and reason.encode() in cli.stderr, cli.stderr
 
     assert roostd.roost("wait", exec_id).returncode == native.exit_code
@@ -107,7 +108,7 @@ def test_trapping_guest_fails_alone(roostd, guest, message):
     ok_id = roostd.roost("run", "--detach", str(healthy), "--", "300", check=True).stdout.decode().strip()
     wasm = compile_guest(guest)
     got = roostd.roost("run", str(wasm))
-    assert got.returncode == 125
+    assert got.returncode == EXIT_FAILED
     assert message in got.stderr.decode(), got.stderr
     assert b"Traceback" not in got.stderr
     assert got.stdout == run_native(wasm, [guest]).stdout     # output before the trap is kept
@@ -119,7 +120,7 @@ def test_memory_limit_fails_the_execution_with_the_reason(roostd):
     wasm = compile_guest("memhog")
     got = roostd.roost("run", "--memory-limit", "32M", "--detach", str(wasm), check=True)
     exec_id = got.stdout.decode().strip()
-    assert roostd.roost("wait", exec_id).returncode == 125
+    assert roostd.roost("wait", exec_id).returncode == EXIT_FAILED
     record = json.loads(roostd.roost("inspect", "--json", exec_id).stdout)
     assert record["state"] == "FAILED"
     assert "memory limit of 33554432 bytes" in record["error"]
@@ -141,7 +142,7 @@ def test_malformed_rpc_gets_invalid_argument(roostd):
             get(pb.GetExecutionRequest(id="nope"), timeout=10)
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
     missing = roostd.roost("inspect", "does-not-exist")
-    assert missing.returncode == 1 and b"not found" in missing.stderr and b"Traceback" not in missing.stderr
+    assert missing.returncode == EXIT_ERROR and b"not found" in missing.stderr and b"Traceback" not in missing.stderr
     assert roostd.roost("wait", ok_id).returncode == native.exit_code
     assert roostd.roost("logs", "--stdout", ok_id).stdout == native.stdout
 
@@ -164,7 +165,7 @@ def test_kill_and_kill_again(roostd):
     record = json.loads(roostd.roost("inspect", "--json", exec_id).stdout)
     assert record["state"] == "KILLED"
     again = roostd.roost("kill", exec_id)
-    assert again.returncode == 1 and b"not running" in again.stderr
+    assert again.returncode == EXIT_ERROR and b"not running" in again.stderr
     assert roostd.roost("wait", exec_id).returncode == 137
 
 

@@ -11,6 +11,7 @@ import grpc
 import lmdb
 import pytest
 
+from roost.client.conventions import EXIT_ERROR
 from roost.v1 import control_pb2 as pb
 from roost.v1 import control_pb2_grpc
 from tests.framework.guestbuild import compile_guest
@@ -24,7 +25,7 @@ def _start(daemon: Roostd, wasm: Path, *args: str) -> str:
 
 def _one_line_error(result, says: str) -> str:
     err = result.stderr.decode()
-    assert result.returncode == 1, (result.returncode, err)
+    assert result.returncode == EXIT_ERROR, (result.returncode, err)
     assert err.count("\n") == 1 and err.startswith("roost: ") and says in err, err
     assert "Traceback" not in err and not result.stdout
     return err

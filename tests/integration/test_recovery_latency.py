@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from roost.client import times
 from roost.client.api import Client
 from roost.client.errors import RoostClientError
 from roost.daemon.node import config as config_mod
@@ -54,7 +55,7 @@ def _wait_late(client: Client, exec_id: str, kill_after: float) -> float:
     thread.join(60)
     record = client.get(exec_id)
     assert record.restores >= 1, "the guest ended before its worker was killed: make it longer"
-    return answered[0] - record.finished_at
+    return answered[0] - times.unix_seconds(record.finish_time)
 
 
 @pytest.mark.serial

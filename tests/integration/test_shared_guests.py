@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from roost.client.conventions import EXIT_ERROR
 from tests.framework.shared_guests import Case, cases, guests_dir, sha256
 from tests.integration.test_durability import SEED
 
@@ -43,7 +44,7 @@ def test_guest_runs_byte_identically(roostd, case, tmp_path):
 def test_exception_handling_guest_is_refused_with_the_reason(roostd, case, tmp_path):
     opts, _ = case.prepare(tmp_path)
     got = roostd.roost("run", *opts, timeout=600)
-    assert got.returncode == 1
+    assert got.returncode == EXIT_ERROR
     assert b"module rejected" in got.stderr and b"exception" in got.stderr, got.stderr
 
 

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from roost.client import times
 from roost.client.api import Client
 from roost.client.display import message_dict
 from tests.framework.guestbuild import compile_guest
@@ -42,7 +43,7 @@ def test_checkpoints_reach_a_napping_guest_at_once(roostd):
         for _ in range(19):                 # a CLI in 0.5 s, and the guest would end first)
             time.sleep(rng.uniform(0.0, 0.15))
             reports.append(message_dict(client.checkpoint(exec_id)))
-    waits = [r["time_to_safepoint_seconds"] for r in reports]
+    waits = [times.json_seconds(r["time_to_safepoint"]) for r in reports]
     assert statistics.median(waits) <= SAFEPOINT_BUDGET_SECONDS, waits
     for r in reports:                               # the dirty pages are reported beside the pause
         assert r["dirty_bytes"] == r["dirty_pages"] * 4096, r
@@ -65,7 +66,7 @@ def test_a_long_sleep_in_a_worker_is_checkpointed_killed_paused_and_wakes_on_tim
     wait_until(lambda: _stdout_len(daemon, exec_id) > 0, what="the sleep to begin")
     time.sleep(max(0.0, t0 + 1 - time.monotonic()))
     first = _checkpoint(daemon, exec_id)
-    assert first["time_to_safepoint_seconds"] <= SAFEPOINT_ONE_SECONDS, first
+    assert times.json_seconds(first["time_to_safepoint"]) <= SAFEPOINT_ONE_SECONDS, first
     time.sleep(max(0.0, t0 + 2 - time.monotonic()))
     assert _kill_worker(daemon, exec_id)
     wait_until(lambda: _inspect(daemon, exec_id)["restores"] == 1, what="the restore")
@@ -95,7 +96,7 @@ def test_a_durably_sleeping_guest_answers_at_once(roostd, action):
     began = time.monotonic()
     if action == "checkpoint":
         report = _checkpoint(roostd, exec_id)
-        assert report["number"] == before and report["pause_seconds"] == 0.0, report
+        assert report["number"] == before and report["pause_duration"] == "0s", report
     else:
         assert roostd.roost("pause", exec_id).returncode == 0
         assert _inspect(roostd, exec_id)["state"] == "PAUSED"

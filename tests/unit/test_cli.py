@@ -16,7 +16,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from roost.client import cli, commands, copyout, display, mounts
+from roost.client import cli, commands, copyout, display, mounts, times
 from roost.client.api import Client
 from roost.client.attach import Follow, Reconnect, follow_logs
 from roost.client.errors import LocalError, MountError, RoostClientError
@@ -133,7 +133,7 @@ def test_migrate_needs_a_target(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_tls_flags_go_together(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["--tls-ca", "ca.pem", "ps"]) == 1
+    assert cli.main(["--tls-ca", "ca.pem", "ps"]) == 125
     assert "go together" in capsys.readouterr().err
     head, guest = cli.split_guest_args(["--tls-ca", "a", "--tls-cert", "b", "--tls-key", "c",
                                         "run", "m.wasm", "--", "-x"])
@@ -146,7 +146,7 @@ def test_checkpoint_commands_parse(command: str) -> None:
 
 
 def test_modules_prepare_needs_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["modules", "prepare", str(tmp_path / "missing.wasm")]) == 1
+    assert cli.main(["modules", "prepare", str(tmp_path / "missing.wasm")]) == 125
     assert "no such file" in capsys.readouterr().err
 
 
@@ -237,7 +237,8 @@ def test_execution_json_keeps_proto_names_and_zero_values() -> None:
 
 def test_ps_row() -> None:
     e = pb.Execution(id="e1", name="n", state=pb.EXITED, exit_code=3, module_name="m.wasm",
-                     created_at=100.0, started_at=101.0, finished_at=103.5)
+                     create_time=times.to_timestamp(100.0), start_time=times.to_timestamp(101.0),
+                     finish_time=times.to_timestamp(103.5))
     assert commands.execution_row(e, now=160.0) == ["e1", "n", "exited", "3", "m.wasm", "1m00s", "2s"]
 
 
@@ -247,9 +248,9 @@ def test_ps_row() -> None:
         (pb.Execution(state=pb.EXITED, exit_code=0), 0),
         (pb.Execution(state=pb.EXITED, exit_code=42), 42),
         (pb.Execution(state=pb.EXITED, exit_code=256), 1),
-        (pb.Execution(state=pb.FAILED, error="trap"), 125),
+        (pb.Execution(state=pb.FAILED, error="trap"), 134),
         (pb.Execution(state=pb.KILLED), 137),
-        (pb.Execution(state=pb.RUNNING), 1),
+        (pb.Execution(state=pb.RUNNING), 125),
     ],
 )
 def test_exit_status(execution: pb.Execution, code: int) -> None:
@@ -336,6 +337,17 @@ def test_reconnect_window_restarts_after_a_healthy_spell() -> None:
     reconnect.pause(RoostClientError("UNAVAILABLE", "down"))
     clock.now += 600  # a long quiet, healthy stream
     reconnect.pause(RoostClientError("UNAVAILABLE", "down again"))  # must not give up
+
+
+def test_reconnect_never_waits_for_a_daemon_never_reached() -> None:
+    clock = FakeClock()
+    reconnect = Reconnect(10.0, sleep=clock.sleep, clock=clock, reached=False)
+    with pytest.raises(RoostClientError, match="down"):
+        reconnect.call(lambda: (_ for _ in ()).throw(RoostClientError("UNAVAILABLE", "down")))
+    assert clock.now == 0.0
+    assert reconnect.call(lambda: 7) == 7 and reconnect.reached   # an answer: outages now wait
+    reconnect.pause(RoostClientError("UNAVAILABLE", "down"))
+    assert clock.now > 0.0
 
 
 # ---------------------------------------------------------------- fake daemon
@@ -457,7 +469,7 @@ def test_run_sends_every_option(
     assert [(e.key, e.value) for e in start.env] == [("Z", "1"), ("A", "2")]
     assert start.stdin == b"\x01\x02"
     assert start.mounts[0].guest_path == "/" and start.mounts[0].entries[0].data == b"data"
-    assert start.cooperative and start.checkpoint_every_seconds == 2.5
+    assert start.cooperative and times.seconds_of(start.checkpoint_interval) == 2.5
     assert start.memory_limit_bytes == 64 << 20
     assert control.log_requests == []  # detached: no attach
 
@@ -492,12 +504,12 @@ def test_run_reconnects_and_resumes_logs_after_a_broken_stream(
     assert [r.from_seq for r in control.log_requests] == [0, 2]
 
 
-def test_run_failed_execution_exits_125_with_message(
+def test_run_failed_execution_exits_134_with_message(
     fake: tuple[FakeControl, str], module: Path, capsysbinary: pytest.CaptureFixture[bytes]
 ) -> None:
     control, addr = fake
     control.final = pb.Execution(id="ex-1", state=pb.FAILED, error="wasm trap: unreachable")
-    assert cli.main(["--addr", addr, "run", str(module)]) == 125
+    assert cli.main(["--addr", addr, "run", str(module)]) == 134
     assert capsysbinary.readouterr().err == b"roost: execution ex-1 failed: wasm trap: unreachable\n"
 
 
@@ -513,18 +525,18 @@ def test_rejected_module_says_so(
 ) -> None:
     control, addr = fake
     control.reject_module = "imports wasi_snapshot_preview1.sock_open, which roost does not provide"
-    assert cli.main(["--addr", addr, "run", str(module)]) == 1
+    assert cli.main(["--addr", addr, "run", str(module)]) == 125
     assert capsys.readouterr().err == f"roost: module rejected: {control.reject_module}\n"
 
 
 def test_unknown_execution_is_one_line(fake: tuple[FakeControl, str], capsys: pytest.CaptureFixture[str]) -> None:
     _, addr = fake
-    assert cli.main(["--addr", addr, "inspect", "nope"]) == 1
+    assert cli.main(["--addr", addr, "inspect", "nope"]) == 125
     assert capsys.readouterr().err == "roost: execution nope not found\n"
 
 
 def test_unreachable_daemon(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["--addr", "127.0.0.1:1", "ps"]) == 1
+    assert cli.main(["--addr", "127.0.0.1:1", "ps"]) == 125
     assert capsys.readouterr().err.startswith("roost: cannot reach roostd at 127.0.0.1:1: ")
 
 
@@ -532,7 +544,7 @@ def test_missing_stdin_file_is_a_clear_error(
     fake: tuple[FakeControl, str], module: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _, addr = fake
-    assert cli.main(["--addr", addr, "run", "--stdin", "/no/such/file", str(module)]) == 1
+    assert cli.main(["--addr", addr, "run", "--stdin", "/no/such/file", str(module)]) == 125
     assert capsys.readouterr().err == "roost: --stdin /no/such/file: No such file or directory\n"
 
 
@@ -598,3 +610,263 @@ def test_cp_writes_the_tree(fake: tuple[FakeControl, str], tmp_path: Path) -> No
     control.files = [pb.FileChunk(path="", kind=pb.FileEntry.DIRECTORY), *file_chunks("r.txt", b"result", 4)]
     assert cli.main(["--addr", addr, "cp", "ex-1:/app/out", str(tmp_path / "got")]) == 0
     assert (tmp_path / "got" / "r.txt").read_bytes() == b"result"
+
+
+# ---------------------------------------------------------------- conventions (issue 15)
+
+
+def _commands_of(parser) -> list[tuple[str, object]]:
+    from roost.client import conventions
+    return [(path, p) for path, p in conventions.walk(parser) if path]
+
+
+def test_every_flag_has_help_and_every_command_an_example() -> None:
+    """Walks the whole parser, commands added by anyone included."""
+    import argparse
+    parser = cli.build_parser()
+    no_help, no_example = [], []
+    for path, command in [("", parser), *_commands_of(parser)]:
+        for action in command._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                no_help += [f"{path} {a.dest}" for a in action._choices_actions if not a.help]
+            elif action.help in (None, "", argparse.SUPPRESS) and action.dest != "help":
+                no_help.append(f"{path or 'roost'} {'/'.join(action.option_strings) or action.dest}")
+        if path and "example" not in (command.epilog or ""):
+            no_example.append(path)
+        if path and "example" not in command.format_help():
+            no_example.append(f"{path} (--help does not show it)")
+    assert not no_help, f"without help text: {no_help}"
+    assert not no_example, f"without an example (conventions.EXAMPLES): {no_example}"
+
+
+def test_help_documents_the_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for code in ("125", "134", "137", "130", "2 "):
+        assert f"  {code}" in out
+
+
+def test_version_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    from roost.client import conventions
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out == f"roost {conventions.client_version()}\n"
+
+
+@pytest.mark.parametrize("argv", [
+    ["ps", "--tls-ca", "a", "--tls-cert", "b", "--tls-key", "c", "--addr", "h:1", "--json"],
+    ["--tls-ca", "a", "ps", "--tls-cert", "b", "--tls-key", "c", "--addr", "h:1", "--json"],
+    ["--tls-ca", "a", "--tls-cert", "b", "--tls-key", "c", "--addr", "h:1", "--json", "ps"],
+])
+def test_global_flags_go_before_or_after_the_command(argv: list[str]) -> None:
+    ns = cli.parse_args(argv)
+    assert (ns.tls_ca, ns.tls_cert, ns.tls_key, ns.addr, ns.json) == ("a", "b", "c", "h:1", True)
+
+
+def test_global_flags_before_a_run_keep_guest_args_apart() -> None:
+    ns = cli.parse_args(["--addr", "h:1", "--tls-key", "k", "run", "m.wasm", "--", "--addr", "x"])
+    assert ns.args == ["--addr", "x"] and ns.addr == "h:1" and ns.tls_key == "k"
+
+
+@pytest.mark.parametrize("given, dialed", [
+    ("127.0.0.1", "127.0.0.1:7070"), ("127.0.0.1:9", "127.0.0.1:9"), ("host", "host:7070"),
+    ("[::1]", "[::1]:7070"), ("[::1]:9", "[::1]:9"), ("::1", "[::1]:7070"),
+    ("unix:/run/roost/roostd.sock", "unix:/run/roost/roostd.sock"), ("dns:///h:9", "dns:///h:9"),
+])
+def test_an_address_without_a_port_gets_7070(given: str, dialed: str) -> None:
+    from roost.client.api import Client, with_default_port
+    assert with_default_port(given) == dialed
+    assert cli.parse_args(["--addr", given, "ps"]).addr == dialed
+    with Client(given) as client:
+        assert client.addr == dialed
+
+
+@pytest.mark.parametrize("text", ["1K", "0", "63K", "5G"])
+def test_memory_limit_out_of_range_is_a_usage_error_in_kib(text: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["run", "--memory-limit", text, "m.wasm"]) == 2
+    err = capsys.readouterr().err
+    assert "--memory-limit" in err and ("64K" in err or "4G" in err) and "page" not in err.split(":")[-1]
+
+
+def test_memory_limit_bounds_are_accepted() -> None:
+    assert cli.parse_args(["run", "--memory-limit", "64K", "m.wasm"]).memory_limit == 64 << 10
+    assert cli.parse_args(["run", "--memory-limit", "4G", "m.wasm"]).memory_limit == 4 << 30
+
+
+def test_run_reads_stdin_with_i_or_dash(fake: tuple[FakeControl, str], module: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+    import sys
+    control, addr = fake
+    for flags in (["-i"], ["--stdin", "-"]):
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"piped\x00bytes")))
+        assert cli.main(["--addr", addr, "run", "-d", *flags, str(module)]) == 0
+        assert control.starts[-1].stdin == b"piped\x00bytes"
+
+
+def test_i_and_a_stdin_file_are_refused_together(module: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["--addr", "127.0.0.1:1", "run", "-i", "--stdin", "f", str(module)]) == 125
+    assert "use one" in capsys.readouterr().err
+
+
+def test_a_pipe_with_data_on_stdin_is_mentioned_when_not_forwarded(tmp_path: Path) -> None:
+    from roost.client import conventions
+    read, write = os.pipe()
+    try:
+        assert conventions.stdin_has_data(read) is False
+        os.write(write, b"x")
+        assert conventions.stdin_has_data(read) is True
+    finally:
+        os.close(read)
+        os.close(write)
+    with open(os.devnull, "rb") as null:
+        assert conventions.stdin_has_data(null.fileno()) is False
+    data = tmp_path / "in"
+    data.write_bytes(b"abc")
+    with data.open("rb") as f:
+        assert conventions.stdin_has_data(f.fileno()) is True
+
+
+def test_ps_quiet_prints_ids(fake: tuple[FakeControl, str], capsys: pytest.CaptureFixture[str]) -> None:
+    _, addr = fake
+    assert cli.main(["--addr", addr, "ps", "-aq"]) == 0
+    assert capsys.readouterr().out == "ex-1\n"
+    assert cli.main(["--addr", addr, "ps", "-q", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == ["ex-1"]
+
+
+def test_logs_json_is_json_lines(fake: tuple[FakeControl, str], capsys: pytest.CaptureFixture[str]) -> None:
+    control, addr = fake
+    control.logs = [chunk(0, pb.STDOUT, b"text\n"), chunk(1, pb.STDERR, b"\xff\xfe")]
+    assert cli.main(["--addr", addr, "logs", "--json", "ex-1"]) == 0
+    first, second = map(json.loads, capsys.readouterr().out.splitlines())
+    assert (first["seq"], first["stream"], first["data"]) == (0, "stdout", "text\n")
+    assert (second["seq"], second["stream"], second["data_base64"]) == (1, "stderr", "//4=")
+
+
+def test_run_json_ends_with_the_execution(fake: tuple[FakeControl, str], module: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    control, addr = fake
+    control.logs = [chunk(0, pb.STDOUT, b"hi\n")]
+    control.final = pb.Execution(id="ex-1", state=pb.EXITED, exit_code=4)
+    assert cli.main(["--addr", addr, "run", "--json", str(module)]) == 4
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert lines[0]["data"] == "hi\n" and lines[-1]["execution"]["exit_code"] == 4
+
+
+def test_cp_dash_writes_a_file_to_stdout(fake: tuple[FakeControl, str], tmp_path: Path,
+                                         capsysbinary: pytest.CaptureFixture[bytes],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    control, addr = fake
+    control.files = file_chunks("", b"abc\x00def", 3)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["--addr", addr, "cp", "ex-1:/app/out", "-"]) == 0
+    assert capsysbinary.readouterr().out == b"abc\x00def"
+    assert not (tmp_path / "-").exists()
+
+
+def test_cp_dash_writes_a_tree_as_tar(fake: tuple[FakeControl, str],
+                                      capsysbinary: pytest.CaptureFixture[bytes]) -> None:
+    import io
+    import tarfile
+    control, addr = fake
+    control.files = [pb.FileChunk(path="", kind=pb.FileEntry.DIRECTORY),
+                     pb.FileChunk(path="d", kind=pb.FileEntry.DIRECTORY),
+                     *file_chunks("d/r.txt", b"result", 4),
+                     pb.FileChunk(path="l", kind=pb.FileEntry.SYMLINK, target="d/r.txt"),
+                     pb.FileChunk(path="h", kind=pb.FileEntry.HARDLINK, target="d/r.txt")]
+    assert cli.main(["--addr", addr, "cp", "ex-1:/app/out", "-"]) == 0
+    with tarfile.open(fileobj=io.BytesIO(capsysbinary.readouterr().out), mode="r:") as tar:
+        members = {m.name: m for m in tar.getmembers()}
+        assert list(members) == ["out", "out/d", "out/d/r.txt", "out/l", "out/h"]
+        assert tar.extractfile(members["out/d/r.txt"]).read() == b"result"
+        assert members["out/l"].issym() and members["out/l"].linkname == "d/r.txt"
+        assert members["out/h"].islnk() and members["out/h"].linkname == "out/d/r.txt"
+
+
+def test_cp_json_summarises(fake: tuple[FakeControl, str], tmp_path: Path,
+                            capsys: pytest.CaptureFixture[str]) -> None:
+    control, addr = fake
+    control.files = [pb.FileChunk(path="", kind=pb.FileEntry.DIRECTORY), *file_chunks("r.txt", b"result", 4)]
+    assert cli.main(["--addr", addr, "cp", "--json", "ex-1:/app/out", str(tmp_path / "got")]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["files"], summary["directories"], summary["bytes"]) == (1, 1, 6)
+    assert cli.main(["--addr", addr, "cp", "--json", "ex-1:/app/out", "-"]) == 125
+
+
+def test_sdk_path_json(capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli.main(["sdk-path", "--json"])
+    out = capsys.readouterr().out
+    assert code == 125 or json.loads(out)["path"]
+
+
+# ---------------------------------------------------------------- completion
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_completion_scripts_are_generated_and_parse(shell: str, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+    import subprocess
+    assert cli.main(["completion", shell]) == 0
+    script = capsys.readouterr().out
+    assert "migrate" in script and ("--memory-limit" in script or "-l memory-limit" in script)
+    path = tmp_path / f"roost.{shell}"
+    path.write_text(script)
+    binary = shutil.which(shell)
+    if binary is None:
+        pytest.skip(f"{shell} is not installed: generated, not syntax-checked")
+    check = [binary, "-n", str(path)] if shell != "fish" else [binary, "--no-execute", str(path)]
+    got = subprocess.run(check, capture_output=True, text=True)
+    assert got.returncode == 0, got.stderr
+
+
+def _bash_complete(tmp_path: Path, *words: str, env: dict | None = None) -> list[str]:
+    """What the generated bash completion offers for `words` (the last one being completed)."""
+    import subprocess
+
+    from roost.client import completion
+    script = tmp_path / "roost.bash"
+    script.write_text(completion.script("bash", cli.build_parser()))
+    quoted = " ".join(f"'{w}'" for w in words)
+    driver = (f"source {script}\nCOMP_WORDS=({quoted}); COMP_CWORD=$((${{#COMP_WORDS[@]}} - 1))\n"
+              "_roost; printf '%s\\n' \"${COMPREPLY[@]}\"\n")
+    got = subprocess.run(["bash", "-c", driver], capture_output=True, text=True, cwd=tmp_path,
+                         env={**os.environ, **(env or {})})
+    assert got.returncode == 0, got.stderr
+    return [line for line in got.stdout.splitlines() if line]
+
+
+def test_bash_completes_commands_flags_and_files(tmp_path: Path) -> None:
+    from roost.client import conventions
+    parser = cli.build_parser()
+    r_commands = sorted(c for c in conventions.subcommands(parser) if c.startswith("r"))
+    assert {"run", "resume", "recover"} <= set(r_commands)
+    assert sorted(_bash_complete(tmp_path, "roost", "r")) == r_commands
+    assert sorted(_bash_complete(tmp_path, "roost", "--addr", "h:1", "r")) == r_commands
+    assert "--memory-limit" in _bash_complete(tmp_path, "roost", "run", "--mem")
+    assert "prepare" in _bash_complete(tmp_path, "roost", "modules", "")
+    assert _bash_complete(tmp_path, "roost", "completion", "") == ["bash", "zsh", "fish"]
+    (tmp_path / "app.wasm").write_bytes(WASM)
+    (tmp_path / "notes.txt").write_text("")
+    assert "app.wasm" in _bash_complete(tmp_path, "roost", "run", "")
+    assert "notes.txt" not in _bash_complete(tmp_path, "roost", "run", "")
+    assert "notes.txt" in _bash_complete(tmp_path, "roost", "run", "--stdin", "")
+
+
+def test_bash_completes_execution_ids_from_ps(fake: tuple[FakeControl, str], tmp_path: Path) -> None:
+    import sys
+    _, addr = fake
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    roost = bin_dir / "roost"
+    roost.write_text(f"#!/bin/sh\nexec {sys.executable} -m roost.client.cli \"$@\"\n")
+    roost.chmod(0o755)
+    path = f"{bin_dir}:{os.environ['PATH']}"
+    assert _bash_complete(tmp_path, "roost", "--addr", addr, "inspect", "e", env={"PATH": path}) == ["ex-1"]
+
+
+def test_inspect_shows_no_worker_pid_once_the_execution_is_not_running() -> None:
+    pairs = dict(commands.inspect_lines(pb.Execution(id="e", state=pb.EXITED, worker_pid=42), 0.0))
+    assert pairs["worker_pid"] == "-"
+    pairs = dict(commands.inspect_lines(pb.Execution(id="e", state=pb.RUNNING, worker_pid=42), 0.0))
+    assert pairs["worker_pid"] == "42"

@@ -21,6 +21,7 @@ from roost.daemon.cluster.pushwire import Bounds
 from roost.daemon.cluster.receive import Replicas
 from roost.daemon.errors import InvalidRequest, NotFound, PermissionDenied, StateConflict, StoreError
 from roost.daemon.node.identity import NodeIdentity
+from roost.daemon.store import logrecord
 from roost.daemon.store.checkpoints import PageStore
 from roost.daemon.store.db import Store
 from roost.daemon.store.records import ExecutionRecord, ModuleRecord, Owner
@@ -116,7 +117,7 @@ def test_a_push_is_one_commit_its_frames_in_parts(owner, replica, monkeypatch):
     assert (commit.page_map.versions == owner.page_map.versions).all()
     assert commit.manifest.owner == OWNER.node_id and commit.manifest.epoch == 1
     early = [r for _, r, _ in sink.records]              # (parts of PART_BYTES: at once)
-    assert [x for r in early + [commit.records] for x in r.logs] == [(0, b"\x01hello\n")]
+    assert _untimed([x for r in early + [commit.records] for x in r.logs]) == [(0, b"\x01hello\n")]
     assert [x for r in early + [commit.records] for x in r.journal] == [(0, b"journal-0")]
     assert commit.record.owner == OWNER.node_id and commit.retain == 2
     assert replica.store.stdin("e1") == b"stdin"
@@ -125,7 +126,7 @@ def test_a_push_is_one_commit_its_frames_in_parts(owner, replica, monkeypatch):
 def test_a_second_push_sends_a_delta_and_only_the_new_version(owner, replica):
     receive(replica, owner.chunks())
     first = replica.pages.commits[("e1", 1)]
-    assert list(first.records.logs) == [(0, b"\x01hello\n")]      # with the commit
+    assert _untimed(first.records.logs) == [(0, b"\x01hello\n")]      # with the commit
     assert list(first.records.journal) == [(0, b"journal-0")]
     status = replica.status("e1", "m" * 64)
     owner.checkpoint(range(2, 5))
@@ -238,3 +239,11 @@ def test_lmdb_put_records_and_owner_text():
     assert str(owner) == "7 n2 h:1" and Owner.parse(str(owner)) == owner
     assert Owner.parse("") is None and Owner.epoch_of("") == 0 and Owner.epoch_of("x n") == 0
     assert Owner.parse("3 n1") == Owner(3, "n1", "")
+
+
+def _untimed(logs) -> list[tuple[int, bytes]]:
+    """Stored output records as (seq, stream byte + data), once checked to carry the owner's
+    time (store format 2.2: the push carries it)."""
+    decoded = [(seq, logrecord.decode(raw)) for seq, raw in logs]
+    assert all(record.time_ns for _, record in decoded)
+    return [(seq, bytes((record.stream,)) + record.data) for seq, record in decoded]

@@ -10,13 +10,20 @@ import hashlib
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
-import grpc
+# With GRPC_VERBOSITY unset, grpc-core logs at INFO through absl: a failed TLS handshake becomes
+# a stray "I1207 ... ssl_transport_security.cc" line beside the CLI's own message. ERROR is
+# grpc's documented default; it is read once, when grpc is first imported, so it is set here.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
-from roost.client.errors import RoostClientError, from_rpc_error
-from roost.v1 import control_pb2 as pb
-from roost.v1 import control_pb2_grpc
+import grpc  # noqa: E402
+from google.protobuf.timestamp_pb2 import Timestamp  # noqa: E402
+
+from roost.client import times  # noqa: E402
+from roost.client.errors import RoostClientError, from_rpc_error  # noqa: E402
+from roost.v1 import control_pb2 as pb  # noqa: E402
+from roost.v1 import control_pb2_grpc  # noqa: E402
 
 # Mount contents travel inside StartExecutionRequest, so messages can be large.
 MAX_MESSAGE_BYTES = 512 * 1024 * 1024
@@ -47,6 +54,59 @@ def default_addr() -> str:
 
 def is_local_socket(addr: str) -> bool:
     return addr.startswith("unix:")
+
+
+# The port a TCP address without one dials: the one the README's `listen` examples use (gRPC
+# itself would dial 443 for a bare host).
+DEFAULT_PORT = 7070
+
+
+def with_default_port(addr: str) -> str:
+    """HOST -> HOST:7070, [::1] -> [::1]:7070, a bare IPv6 literal -> [IPv6]:7070; an
+    address with a port, unix:PATH and other gRPC target schemes (dns:, ipv4:, ...) unchanged."""
+    if not addr or is_local_socket(addr) or "://" in addr \
+            or addr.split(":", 1)[0] in ("dns", "ipv4", "ipv6", "unix-abstract", "vsock"):
+        return addr
+    if addr.startswith("["):
+        return addr if "]:" in addr else f"{addr}:{DEFAULT_PORT}"
+    if addr.count(":") > 1:                     # an IPv6 literal without brackets
+        return f"[{addr}]:{DEFAULT_PORT}"
+    return addr if ":" in addr else f"{addr}:{DEFAULT_PORT}"
+
+
+def host_port(addr: str) -> tuple[str, int] | None:
+    """(host, port) of a HOST:PORT or [IPv6]:PORT address; None for anything else."""
+    host, sep, port = addr.rpartition(":")
+    if not sep or not port.isdigit() or not host or is_local_socket(addr):
+        return None
+    return host.strip("[]"), int(port)
+
+
+def speaks_tls(addr: str, timeout: float = 2.0) -> bool | None:
+    """Whether what listens at `addr` answers a TLS handshake: True (it completes, or the
+    server answers with a TLS alert), False (it answers something else: a plaintext server),
+    None (nothing to ask: not TCP, unreachable, or it hung up without a word). Used only to
+    explain a failed call, so it verifies nothing."""
+    import socket
+    import ssl
+
+    target = host_port(addr)
+    if target is None:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.set_alpn_protocols(["h2"])
+    try:
+        with socket.create_connection(target, timeout=timeout) as raw:
+            with context.wrap_socket(raw, server_hostname=target[0]):
+                return True
+    except (ssl.SSLEOFError, ssl.SSLZeroReturnError):
+        return None
+    except ssl.SSLError as err:
+        return "ALERT" in str(err).upper()
+    except OSError:
+        return None
 
 
 class TLS:
@@ -103,7 +163,7 @@ class Client:
     """A connection to one roostd; cheap to create, close it (or use `with`) when done."""
 
     def __init__(self, addr: str | None = None, tls: TLS | None = None) -> None:
-        self.addr = addr or default_addr()
+        self.addr = with_default_port(addr or default_addr())
         self.tls = tls if tls is not None else TLS.from_env()
         options = [
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -172,10 +232,11 @@ class Client:
         with _rpc_errors():
             return self._stub.GetModule(pb.GetModuleRequest(sha256=sha256))
 
-    def modules(self) -> list[pb.Module]:
-        """Every module the daemon holds."""
-        with _rpc_errors():
-            return list(self._stub.ListModules(pb.ListModulesRequest()).modules)
+    def modules(self, name_prefix: str = "", page_size: int = 0) -> list[pb.Module]:
+        """Every module the daemon holds (whose name starts with `name_prefix`), in upload
+        order; fetched a page (`page_size`, 0: the daemon's 100) at a time."""
+        request = pb.ListModulesRequest(name_prefix=name_prefix, page_size=page_size)
+        return list(_pages(self._stub.ListModules, request, "modules"))
 
     # Executions
 
@@ -205,7 +266,7 @@ class Client:
             stdin=stdin,
             mounts=list(mounts),
             cooperative=cooperative,
-            checkpoint_every_seconds=checkpoint_every_seconds,
+            checkpoint_interval=times.to_duration(checkpoint_every_seconds),
             memory_limit_bytes=memory_limit_bytes,
             allow_http=list(allow_http),
         )
@@ -227,30 +288,40 @@ class Client:
         with _rpc_errors():
             return list(self._stub.ListNodes(pb.ListNodesRequest(), timeout=timeout).nodes)
 
-    def list(self, all: bool = False, timeout: float | None = None) -> list[pb.Execution]:
-        """The executions this daemon owns, pending and running; with `all`, ended ones too.
-        `timeout` bounds the call (a cluster-wide listing must not hang on one member)."""
-        request = pb.ListExecutionsRequest(all=all)
-        with _rpc_errors():
-            return list(self._stub.ListExecutions(request, timeout=timeout).executions)
+    def list(self, all: bool = False, timeout: float | None = None, *,
+             states: Sequence[pb.ExecutionState] = (), name_prefix: str = "",
+             page_size: int = 0) -> list[pb.Execution]:
+        """The executions this daemon owns, oldest first: those not ended; with `all`, ended
+        ones too; with `states`, exactly those states; `name_prefix` filters by name. Fetched a
+        page (`page_size`, 0: the daemon's 100) at a time; `timeout` bounds each page's call
+        (a cluster-wide listing must not hang on one member)."""
+        request = pb.ListExecutionsRequest(all=all, states=list(states), name_prefix=name_prefix,
+                                           page_size=page_size)
+        return list(_pages(self._stub.ListExecutions, request, "executions", timeout))
 
     def logs(
-        self, id: str, follow: bool = False, stream: pb.LogStream | None = None, from_seq: int = 0
+        self, id: str, follow: bool = False, stream: pb.LogStream | None = None, from_seq: int = 0,
+        tail: int | None = None, since: Timestamp | None = None,
     ) -> Iterator[pb.LogChunk]:
         """Replays the durable output from record `from_seq`; with `follow`, until the end.
 
         `stream` is pb.STDOUT or pb.STDERR to pick one; None gives both, interleaved.
+        `tail`: only the last that many lines (None: all); `since`: only output made durable
+        at or after it. Each chunk carries its `time` (unset: stored without one).
         """
         request = pb.StreamLogsRequest(
-            id=id, follow=follow, stream=stream or pb.LOG_STREAM_UNSPECIFIED, from_seq=from_seq
+            id=id, follow=follow, stream=stream or pb.LOG_STREAM_UNSPECIFIED, from_seq=from_seq,
+            since=since,
         )
+        if tail is not None:
+            request.tail = tail
         with _rpc_errors():
             responses = self._stub.StreamLogs(request)
         return _translated(responses)
 
     def wait(self, id: str, timeout: float | None = None) -> pb.Execution:
         """Blocks until the execution ends; past `timeout` seconds, DEADLINE_EXCEEDED."""
-        request = pb.WaitExecutionRequest(id=id, timeout_seconds=timeout or 0.0)
+        request = pb.WaitExecutionRequest(id=id, timeout=times.to_duration(timeout))
         with _rpc_errors():
             return self._stub.WaitExecution(request)
 
@@ -261,7 +332,7 @@ class Client:
 
     def checkpoint(self, id: str, timeout: float | None = None) -> pb.CheckpointResponse:
         """Checkpoints a running execution at its next safepoint; it keeps running."""
-        request = pb.CheckpointRequest(id=id, timeout_seconds=timeout or 0.0)
+        request = pb.CheckpointRequest(id=id, timeout=times.to_duration(timeout))
         with _rpc_errors():
             return self._stub.Checkpoint(request)
 
@@ -278,7 +349,7 @@ class Client:
                 max_rounds: int = 0) -> Iterator[pb.MigrateProgress]:
         """Moves an execution to the roostd at `target`; progress, then the report (last)."""
         request = pb.MigrateRequest(id=id, target=target, cold=cold,
-                                    downtime_budget_seconds=downtime_budget_seconds,
+                                    downtime_budget=times.to_duration(downtime_budget_seconds),
                                     max_rounds=max_rounds)
         with _rpc_errors():
             responses = self._stub.Migrate(request)
@@ -294,11 +365,53 @@ class Client:
         with _rpc_errors():
             return self._stub.DebugCheckpoint(pb.DebugCheckpointRequest(id=id, number=number))
 
+    def version(self, timeout: float | None = None) -> pb.Version:
+        """The daemon's version, API and node id (`roost version`)."""
+        with _rpc_errors():
+            return self._stub.GetVersion(pb.GetVersionRequest(), timeout=timeout)
+
     def copy_out(self, id: str, guest_path: str) -> Iterator[pb.FileChunk]:
         """Streams a file or directory tree out of the execution's filesystem."""
         with _rpc_errors():
             responses = self._stub.CopyOut(pb.CopyOutRequest(id=id, path=guest_path))
         return _translated(responses)
+
+    # Lifecycle: rm, prune, modules rm
+
+    def remove(self, id: str, force: bool = False) -> pb.RemoveExecutionResponse:
+        """Removes an ended execution and everything stored of it; `force` kills it first."""
+        with _rpc_errors():
+            return self._stub.RemoveExecution(pb.RemoveExecutionRequest(id=id, force=force))
+
+    def prune(self, older_than_seconds: float = 0.0, states: Sequence[pb.ExecutionState] = (),
+              dry_run: bool = False) -> pb.PruneExecutionsResponse:
+        """Removes the ended executions (of `states`; all ended ones if empty) that ended at
+        least `older_than_seconds` ago; `dry_run` only lists them."""
+        from google.protobuf.duration_pb2 import Duration
+        older_than = Duration()
+        older_than.FromNanoseconds(round(older_than_seconds * 1e9))
+        request = pb.PruneExecutionsRequest(older_than=older_than, states=list(states),
+                                            dry_run=dry_run)
+        with _rpc_errors():
+            return self._stub.PruneExecutions(request)
+
+    def remove_module(self, sha256: str, force: bool = False) -> pb.RemoveModuleResponse:
+        """Removes a module (a sha256 or a unique prefix) no execution still uses; `force`:
+        even if ended executions used it."""
+        with _rpc_errors():
+            return self._stub.RemoveModule(pb.RemoveModuleRequest(sha256=sha256, force=force))
+
+
+def _pages(call: Callable, request: Any, field: str, timeout: float | None = None) -> Iterator[Any]:
+    """A paged listing's items, page after page: `request` again with each next_page_token
+    until the daemon answers with none."""
+    while True:
+        with _rpc_errors():
+            page = call(request, timeout=timeout)
+        yield from getattr(page, field)
+        if not page.next_page_token:
+            return
+        request.page_token = page.next_page_token
 
 
 def _upload_requests(

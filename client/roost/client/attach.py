@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from google.protobuf.timestamp_pb2 import Timestamp
+
 from roost.client.api import Client
 from roost.client.display import ENDED_STATES
 from roost.client.errors import RoostClientError
@@ -26,6 +28,9 @@ class Reconnect:
 
     An outage is a run of failures less than `OUTAGE_GAP_SECONDS` apart, so a stream that
     stayed healthy for a while (a quiet guest) starts a fresh window when it breaks again.
+    With `reached=False` (`wait`, `logs -f`: nothing has talked to roostd yet) a failure
+    before the first answer is the error itself, at once: a daemon that is not there, or an
+    address or TLS mistake, is not an outage to wait out.
     """
 
     OUTAGE_GAP_SECONDS = 10.0
@@ -39,8 +44,10 @@ class Reconnect:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         notify: Callable[[str], None] | None = None,
+        reached: bool = True,
     ) -> None:
         self.window_seconds = window_seconds
+        self.reached = reached
         self._sleep = sleep
         self._clock = clock
         self._notify = notify
@@ -51,10 +58,11 @@ class Reconnect:
     def reset(self) -> None:
         """Progress was made: the next wait starts from the shortest delay."""
         self._delay = self.MIN_DELAY_SECONDS
+        self.reached = True
 
     def pause(self, err: RoostClientError) -> None:
         """Waits before the next attempt, or re-raises `err` when retrying is pointless."""
-        if err.code_name not in RETRYABLE_CODES:
+        if err.code_name not in RETRYABLE_CODES or not self.reached:
             raise err
         now = self._clock()
         if self._last_failure is None or now - self._last_failure > self.OUTAGE_GAP_SECONDS:
@@ -164,15 +172,21 @@ def follow_logs(
     write: Callable[[pb.LogChunk], None] = write_chunk,
     reconnect: Reconnect | None = None,
     follow: Follow | None = None,
+    tail: int | None = None,
+    since: Timestamp | None = None,
 ) -> int:
     """Streams the log until the execution has ended, across daemon restarts and migrations;
-    returns the next unseen seq."""
+    returns the next unseen seq. `tail`/`since` (`Client.logs`) pick where it starts: asked
+    until the first chunk arrives, then it goes on from the seq after the last one."""
     reconnect = reconnect or Reconnect()
     follow = follow or Follow(client)
     next_seq = 0
     while True:
+        fresh = not next_seq                  # nothing received yet
         try:
-            for chunk in follow.client.logs(id, follow=True, stream=stream, from_seq=next_seq):
+            for chunk in follow.client.logs(id, follow=True, stream=stream, from_seq=next_seq,
+                                            tail=tail if fresh else None,
+                                            since=since if fresh else None):
                 write(chunk)
                 next_seq = chunk.seq + 1
                 reconnect.reset()

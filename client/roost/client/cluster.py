@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from roost.client import display
+from roost.client import display, times
 from roost.client.api import Client
 from roost.client.errors import LocalError, RoostClientError
 from roost.v1 import control_pb2 as pb
@@ -126,7 +126,7 @@ def list_everywhere(client: Client, all: bool, warn: Warn) -> list[pb.Execution]
             kept = found.get(e.id)
             if kept is None or e.epoch > kept.epoch:        # mid-handover: the newer owner
                 found[e.id] = e
-    return sorted(found.values(), key=lambda e: e.created_at)
+    return sorted(found.values(), key=lambda e: (times.unix_seconds(e.create_time), e.id))
 
 
 # ---- drain ----
@@ -146,7 +146,7 @@ class Moved:
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"id": self.id, "name": self.name, "outcome": self.outcome,
                                "to": self.to, "address": self.address, "error": self.error}
-        out["downtime_seconds"] = self.report.downtime_seconds if self.report else None
+        out["downtime_seconds"] = times.seconds_of(self.report.downtime) if self.report else None
         out["report"] = display.message_dict(self.report) if self.report else None
         return out
 
@@ -157,8 +157,8 @@ class Moved:
             return f"{who}: ended before it could move"
         if self.outcome == "failed":
             return f"{who}: FAILED to move to {self.to} ({self.address}): {self.error}"
-        downtime = (f", downtime {self.report.downtime_seconds * 1000:.1f}ms"
-                    if self.report and self.report.downtime_seconds else "")
+        seconds = times.seconds_of(self.report.downtime) if self.report else 0.0
+        downtime = f", downtime {seconds * 1000:.1f}ms" if seconds else ""
         return f"{who} -> {self.to} ({self.address}){downtime}"
 
 

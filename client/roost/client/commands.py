@@ -1,21 +1,22 @@
 """The `roost` subcommands: each takes the parsed arguments and returns an exit code.
 
-Exit codes: the guest's own code for `run` and `wait`; 125 when the execution failed (trap,
-limit, crash); 137 when it was killed; 130 after Ctrl-C; 1 for errors (unreachable daemon,
-unknown id, rejected module, unreadable file); 2 for usage errors and commands not in this
-version.
+Exit codes (`conventions.EPILOG`, shown by `roost --help`): the guest's own code for `run` and
+`wait`; 134 when the execution failed (trap, limit, crash); 137 when it was killed; 130 after
+Ctrl-C; 125 for roost's own errors (unreachable daemon, unknown id, rejected module,
+unreadable file); 2 for usage errors.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import shlex
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from roost.client import cluster, debug, display, sdk
+from roost.client import cluster, conventions, cpstdout, debug, display, logtimes, sdk, times
 from roost.client.api import Client
 from roost.client.attach import Follow, Reconnect, follow_logs, moved, write_chunk
 from roost.client.copyout import write_chunks
@@ -23,11 +24,12 @@ from roost.client.errors import LocalError, RoostClientError
 from roost.client.mounts import read_mount
 from roost.v1 import control_pb2 as pb
 
-EXIT_ERROR = 1
-EXIT_USAGE = 2
-EXIT_FAILED = 125
-EXIT_INTERRUPTED = 130
-EXIT_KILLED = 137
+EXIT_ERROR = conventions.EXIT_ERROR
+EXIT_USAGE = conventions.EXIT_USAGE
+EXIT_FAILED = conventions.EXIT_FAILED
+EXIT_INTERRUPTED = conventions.EXIT_INTERRUPTED
+EXIT_KILLED = conventions.EXIT_KILLED
+EXIT_GUEST_256 = 1       # a guest code that is a nonzero multiple of 256: still a failure
 
 Command = Callable[[Client, argparse.Namespace], int]
 
@@ -42,7 +44,7 @@ def exit_status(execution: pb.Execution) -> int:
     """The process exit code that stands for how an execution ended (reports failures)."""
     if execution.state == pb.EXITED:
         code = execution.exit_code & 0xFF
-        return code if code or not execution.exit_code else EXIT_ERROR
+        return code if code or not execution.exit_code else EXIT_GUEST_256
     if execution.state == pb.FAILED:
         say(f"execution {execution.id} failed: {execution.error or 'unknown error'}")
         return EXIT_FAILED
@@ -107,16 +109,6 @@ def upload(client: Client, path: Path) -> pb.Module:
     return module
 
 
-def read_stdin_file(name: str | None) -> bytes:
-    """The bytes for the guest's stdin (`--stdin FILE`); empty without the flag."""
-    if name is None:
-        return b""
-    try:
-        return Path(name).read_bytes()
-    except OSError as err:
-        raise LocalError(f"--stdin {name}: {err.strerror}") from None
-
-
 def default_argv0(module: str) -> str:
     """The module's file name without `.wasm`: what a native program's argv[0] would be."""
     return Path(module).name.removesuffix(".wasm")
@@ -125,7 +117,9 @@ def default_argv0(module: str) -> str:
 def cmd_run(client: Client, ns: argparse.Namespace) -> int:
     """Uploads (if needed), starts, and unless --detach attaches until the guest ends; with
     --place, all of it at the member chosen (`auto`: the least loaded)."""
-    stdin = read_stdin_file(ns.stdin)
+    if getattr(ns, "rm", False) and ns.detach:
+        return refuse_rm_detached()
+    stdin = conventions.guest_stdin(ns)
     mounts = [read_mount(spec) for spec in ns.mount]
     if ns.place:
         client, node = cluster.placed(client, ns.place)
@@ -146,22 +140,29 @@ def cmd_run(client: Client, ns: argparse.Namespace) -> int:
         allow_http=ns.allow_http,
     )
     if ns.detach:
-        print(execution.id)
+        print(display.to_json(execution) if ns.json else execution.id)
         return 0
-    return attach(client, execution.id)
+    code = attach(client, execution.id, as_json=ns.json)
+    if getattr(ns, "rm", False):
+        remove_after_run(client, execution.id, code)
+    return code
 
 
-def attach(client: Client, id: str) -> int:
-    """Streams the output until the execution ends, then exits as the guest did."""
+def attach(client: Client, id: str, as_json: bool = False) -> int:
+    """Streams the output until the execution ends, then exits as the guest did. With
+    `as_json`, the output as JSON lines and last {"execution": ...}, the execution as ended."""
     notify = say if sys.stderr.isatty() else None
     reconnect = Reconnect(notify=notify)
     follow = Follow(client)
+    write = conventions.write_chunk_json if as_json else write_chunk
     try:
-        follow_logs(client, id, reconnect=reconnect, follow=follow)
+        follow_logs(client, id, reconnect=reconnect, follow=follow, write=write)
         execution = wait_until_ended(client, id, reconnect, follow)
     except KeyboardInterrupt:
         say(f"detached; execution {id} keeps running (roost logs -f {id})")
         return EXIT_INTERRUPTED
+    if as_json:
+        conventions.print_json_line({"execution": display.message_dict(execution)})
     return exit_status(execution)
 
 
@@ -205,7 +206,7 @@ def execution_row(e: pb.Execution, now: float) -> list[str]:
         f"on {e.owner}" if elsewhere else display.state_name(e.state),
         str(e.exit_code) if e.state == pb.EXITED and not elsewhere else "-",
         e.module_name or e.module_sha256[:12],
-        _age(e.created_at, now),
+        _age(times.unix_seconds(e.create_time), now),
         display.human_duration(runtime) if runtime is not None else "-",
     ]
 
@@ -216,6 +217,8 @@ def cmd_ps(client: Client, ns: argparse.Namespace) -> int:
     if ns.all_nodes:
         return _ps_all_nodes(client, ns)
     executions = client.list(all=ns.all)
+    if getattr(ns, "quiet", False):
+        return _ps_ids(executions, ns.json)
     if ns.json:
         print(display.to_json(executions))
         return 0
@@ -229,6 +232,8 @@ def _ps_all_nodes(client: Client, ns: argparse.Namespace) -> int:
     """`ps --all-nodes`: the ps table with a NODE column (the owner); --json: the executions,
     `owner` naming the node."""
     executions = cluster.list_everywhere(client, ns.all, lambda text: say(f"warning: {text}"))
+    if getattr(ns, "quiet", False):
+        return _ps_ids(executions, ns.json)
     if ns.json:
         print(display.to_json(executions))
         return 0
@@ -237,6 +242,16 @@ def _ps_all_nodes(client: Client, ns: argparse.Namespace) -> int:
     rows = ([*row[:2], e.owner, *row[2:]] for e in executions
             for row in [execution_row(e, now)])
     print(display.table(headers, rows))
+    return 0
+
+
+def _ps_ids(executions: list[pb.Execution], as_json: bool) -> int:
+    """`ps -q`: the ids only, one a line (a JSON list with --json), for scripts and completion."""
+    ids = [e.id for e in executions]
+    if as_json:
+        print(json.dumps(ids))
+    elif ids:
+        print("\n".join(ids))
     return 0
 
 
@@ -266,13 +281,13 @@ def inspect_lines(e: pb.Execution, now: float) -> list[tuple[str, str]]:
         ("argv", shlex.join(e.argv)),
         *[("env", f"{v.key}={v.value}") for v in e.env],
         ("mounts", ", ".join(e.mounts) or "-"),
-        ("created", _when(e.created_at, now)),
-        ("started", _when(e.started_at, now)),
-        ("finished", _when(e.finished_at, now)),
+        ("created", _when(times.unix_seconds(e.create_time), now)),
+        ("started", _when(times.unix_seconds(e.start_time), now)),
+        ("finished", _when(times.unix_seconds(e.finish_time), now)),
         ("runtime", display.human_duration(runtime) if runtime is not None else "-"),
         ("mode", "cooperative" if e.cooperative else "preempt"),
-        ("checkpoint_every", f"{e.checkpoint_every_seconds:g}s" if e.checkpoint_every_seconds
-         else "-"),
+        ("checkpoint_every", f"{times.seconds_of(e.checkpoint_interval):g}s"
+         if e.HasField("checkpoint_interval") else "-"),
         ("memory", f"{display.human_bytes(e.memory_bytes)} / {_limit(e.memory_limit_bytes)}"),
         ("stdout", display.human_bytes(e.stdout_bytes)),
         ("stderr", display.human_bytes(e.stderr_bytes)),
@@ -280,9 +295,11 @@ def inspect_lines(e: pb.Execution, now: float) -> list[tuple[str, str]]:
         ("journal_records", str(e.journal_records)),
         ("checkpoints", str(e.checkpoints)),
         ("restores", str(e.restores)),
-        ("restore_time", f"{e.restore_seconds * 1000:.1f}ms" if e.restore_seconds else "-"),
+        ("restore_time", f"{times.seconds_of(e.restore_duration) * 1000:.1f}ms"
+         if e.HasField("restore_duration") else "-"),
         ("dirty_tracker", e.dirty_tracker or "-"),
-        ("worker_pid", str(e.worker_pid) if e.worker_pid else "-"),
+        # Only a RUNNING execution has a worker: a pid from an older daemon is not shown.
+        ("worker_pid", str(e.worker_pid) if e.worker_pid and e.state == pb.RUNNING else "-"),
         ("node", e.node_id or "-"),
         ("owner", f"{e.owner} ({e.owner_address})" if e.owner_address else e.owner or "-"),
         ("epoch", str(e.epoch) if e.epoch else "-"),
@@ -312,7 +329,7 @@ def cmd_sdk_path(ns: argparse.Namespace) -> int:
     if path is None:
         say("roost's guest SDK is not installed with this roost (no sdk folder found)")
         return EXIT_ERROR
-    print(path)
+    print(json.dumps({"path": str(path)}) if ns.json else path)
     return 0
 
 
@@ -344,13 +361,15 @@ def cmd_modules(client: Client, ns: argparse.Namespace) -> int:
     of its first run (both modes: preemptive and cooperative)."""
     if ns.modules_command == "prepare":
         return _prepare(client, ns)
+    if ns.modules_command == "rm":
+        return cmd_modules_rm(client, ns)
     modules = client.modules()
     if ns.json:
         print(display.to_json(modules))
         return 0
     now = time.time()
     rows = (
-        [m.sha256[:12], m.name, display.human_bytes(m.size_bytes), _age(m.uploaded_at, now),
+        [m.sha256[:12], m.name, display.human_bytes(m.size_bytes), _age(times.unix_seconds(m.upload_time), now),
          str(len(m.imports))]
         for m in modules
     )
@@ -383,20 +402,30 @@ def log_stream(ns: argparse.Namespace) -> pb.LogStream | None:
     return pb.STDERR if ns.stderr else None
 
 
+def log_writer(ns: argparse.Namespace) -> Callable[[pb.LogChunk], None]:
+    """How `logs` writes a chunk: byte for byte, or with -t each line stamped with its time."""
+    if ns.json:
+        return conventions.write_chunk_json      # JSON lines carry the time themselves
+    return logtimes.Stamped().write if getattr(ns, "timestamps", False) else write_chunk
+
+
 def cmd_logs(client: Client, ns: argparse.Namespace) -> int:
-    """Replays the durable output byte for byte; with -f keeps following until the end."""
-    stream = log_stream(ns)
+    """Replays the durable output byte for byte (from --tail/--since on); with -f keeps
+    following until the end."""
+    stream, write = log_stream(ns), log_writer(ns)
+    tail, since = getattr(ns, "tail", None), getattr(ns, "since", None)
     if ns.follow:
-        follow_logs(client, ns.id, stream=stream)
+        follow_logs(client, ns.id, stream=stream, write=write, tail=tail, since=since,
+                    reconnect=Reconnect(reached=False))
         return 0
-    for chunk in owner(client, ns.id).logs(ns.id, stream=stream):
-        write_chunk(chunk)
+    for chunk in owner(client, ns.id).logs(ns.id, stream=stream, tail=tail, since=since):
+        write(chunk)
     return 0
 
 
 def cmd_wait(client: Client, ns: argparse.Namespace) -> int:
     """Blocks until the execution ends and exits with its code."""
-    execution = wait_until_ended(client, ns.id, Reconnect())
+    execution = wait_until_ended(client, ns.id, Reconnect(reached=False))
     if ns.json:
         print(display.to_json(execution))
     return exit_status(execution)
@@ -420,8 +449,18 @@ def split_copy_source(source: str) -> tuple[str, str]:
 def cmd_cp(client: Client, ns: argparse.Namespace) -> int:
     """Copies a file or tree out of an execution's filesystem (safely: see copyout)."""
     id, guest_path = ns.source
-    write_chunks(owner(client, id).copy_out(id, guest_path), guest_path, Path(ns.dest),
-                 unsafe_links=ns.unsafe_links, warn=lambda message: say(f"warning: {message}"))
+    chunks = owner(client, id).copy_out(id, guest_path)
+    if ns.dest == "-":                          # stdout: a file's bytes, a tree as tar
+        if ns.json:
+            raise LocalError("cp to - writes the data itself to stdout: --json cannot go with it")
+        cpstdout.write_stdout(chunks, guest_path, sys.stdout.buffer)
+        return 0
+    tally = conventions.CopyTally(chunks)
+    root = write_chunks(tally, guest_path, Path(ns.dest), unsafe_links=ns.unsafe_links,
+                        warn=lambda message: say(f"warning: {message}"))
+    if ns.json:
+        print(json.dumps({"id": id, "path": guest_path, "dest": str(root), **tally.counts},
+                         indent=2))
     return 0
 
 
@@ -431,11 +470,13 @@ def cmd_checkpoint(client: Client, ns: argparse.Namespace) -> int:
     if ns.json:
         print(display.to_json(r))
         return 0
-    print(f"checkpoint {r.number} of {ns.id}: paused {r.pause_seconds * 1000:.1f} ms "
-          f"(safepoint reached in {r.time_to_safepoint_seconds * 1000:.2f} ms), "
+    ms = {k: times.seconds_of(getattr(r, k)) * 1000
+          for k in ("pause_duration", "time_to_safepoint", "total_duration")}
+    print(f"checkpoint {r.number} of {ns.id}: paused {ms['pause_duration']:.1f} ms "
+          f"(safepoint reached in {ms['time_to_safepoint']:.2f} ms), "
           f"{r.dirty_pages} dirty pages ({display.human_bytes(r.dirty_bytes)}), "
           f"{display.human_bytes(r.stored_bytes)} stored for {display.human_bytes(r.memory_bytes)} "
-          f"of memory, {r.total_seconds * 1000:.1f} ms in all")
+          f"of memory, {ms['total_duration']:.1f} ms in all")
     return 0
 
 
@@ -462,7 +503,7 @@ def cmd_migrate(client: Client, ns: argparse.Namespace) -> int:
             report = p.report
         elif show:
             sys.stderr.write(f"\r{p.phase}: round {p.round}, {display.human_bytes(p.bytes_sent)} sent"
-                             f", {p.seconds:.1f}s\033[K")
+                             f", {times.seconds_of(p.elapsed):.1f}s\033[K")
             sys.stderr.flush()
     if show:
         sys.stderr.write("\r\033[K")
@@ -473,13 +514,16 @@ def cmd_migrate(client: Client, ns: argparse.Namespace) -> int:
         return 0
     print(f"migrated {report.id} from {report.source} to {report.target} "
           f"({'cold' if report.cold else 'live'}, epoch {report.epoch})")
+    ms = {k: times.seconds_of(getattr(report, k)) * 1000
+          for k in ("total_duration", "downtime", "stop_duration", "final_push_duration",
+                    "handover_duration", "resume_duration")}
     print(f"rounds: {report.rounds}  sent: {display.human_bytes(report.bytes_sent)} for "
-          f"{display.human_bytes(report.memory_bytes)} of memory  total: {report.total_seconds:.2f}s"
-          f"  downtime: {report.downtime_seconds * 1000:.1f}ms"
+          f"{display.human_bytes(report.memory_bytes)} of memory  total: {ms['total_duration'] / 1000:.2f}s"
+          f"  downtime: {ms['downtime']:.1f}ms"
           + (f"  throttled to {100 - report.throttle * 100:.0f}%" if report.throttle else ""))
-    print(f"downtime: stop {report.stop_seconds * 1000:.1f}ms, final pages "
-          f"{display.human_bytes(report.final_bytes)} in {report.final_push_seconds * 1000:.1f}ms, "
-          f"handover {report.handover_seconds * 1000:.1f}ms, resume {report.resume_seconds * 1000:.1f}ms")
+    print(f"downtime: stop {ms['stop_duration']:.1f}ms, final pages "
+          f"{display.human_bytes(report.final_bytes)} in {ms['final_push_duration']:.1f}ms, "
+          f"handover {ms['handover_duration']:.1f}ms, resume {ms['resume_duration']:.1f}ms")
     return 0
 
 
@@ -508,6 +552,110 @@ def cmd_drain(client: Client, ns: argparse.Namespace) -> int:
     return EXIT_ERROR if report.failed else 0
 
 
+# lifecycle: rm, prune, modules rm, run --rm
+
+
+def refuse_rm_detached() -> int:
+    """`run --rm -d`: refused, as docker once did. roost removes a --rm execution from the
+    client once its output is streamed: detached, nobody is there to do it (`roost rm` later,
+    or the daemon's retention of ended executions, does)."""
+    say("--rm and --detach do not go together: remove a detached execution with roost rm "
+        "once it ended (or let [executions] retain_ended_seconds collect it)")
+    return EXIT_USAGE
+
+
+def remove_after_run(client: Client, id: str, code: int) -> None:
+    """`run --rm`: the execution has ended and its output was streamed: remove it. One left
+    running (Ctrl-C detached from it) stays; a failed removal is said, the guest's code kept."""
+    if code == EXIT_INTERRUPTED:
+        say(f"execution {id} was not removed (it keeps running): roost rm -f {id}")
+        return
+    try:
+        owner(client, id).remove(id)
+    except RoostClientError as err:
+        say(f"could not remove execution {id}: {err.message}")
+
+
+def cmd_rm(client: Client, ns: argparse.Namespace) -> int:
+    """Removes each execution (id, name or unique id prefix) and all it stored; prints each
+    id removed. One that fails is said and the others still go; exit 1 if any failed."""
+    removed, failed = [], False
+    for ref in ns.ids:
+        try:
+            r = owner(client, ref).remove(ref, force=ns.force)
+        except RoostClientError as err:
+            say(err.message)
+            failed = True
+            continue
+        removed.append({"id": r.id, "bytes_freed": r.bytes_freed})
+        if not ns.json:
+            print(r.id)
+    if ns.json:
+        print(json.dumps(removed, indent=2))
+    return EXIT_ERROR if failed else 0
+
+
+PRUNE_STATES = {"exited": pb.EXITED, "failed": pb.FAILED, "killed": pb.KILLED}
+_AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_age(text: str) -> float:
+    """--older-than: 90s, 30m, 24h, 7d, 2w, 1h30m, or plain seconds -> seconds."""
+    parts = re.findall(r"(\d+(?:\.\d+)?)([smhdw])", text)
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise LocalError(f"bad duration {text!r}: expected e.g. 90s, 30m, 24h, 7d, 1h30m")
+    return sum(float(n) * _AGE_UNITS[u] for n, u in parts)
+
+
+def parse_states(text: str) -> list[pb.ExecutionState]:
+    """--state exited,failed,killed -> ExecutionState values (ended states only)."""
+    out = []
+    for name in filter(None, (s.strip().lower() for s in text.split(","))):
+        if name not in PRUNE_STATES:
+            raise LocalError(f"bad state {name!r}: prune takes exited, failed, killed")
+        out.append(PRUNE_STATES[name])
+    return out
+
+
+def cmd_prune(client: Client, ns: argparse.Namespace) -> int:
+    """Removes the daemon's ended executions by age and state (--dry-run: lists them);
+    prints the ids, then the space reclaimed in the store."""
+    states = [s for group in ns.state for s in group]
+    r = client.prune(ns.older_than or 0.0, states, ns.dry_run)
+    if ns.json:
+        print(json.dumps({"ids": list(r.ids), "bytes_freed": r.bytes_freed,
+                          "dry_run": ns.dry_run}, indent=2))
+        return 0
+    for id in r.ids:
+        print(id)
+    size = display.human_bytes(r.bytes_freed)
+    print(f"would remove {len(r.ids)} executions, about {size} (dry run: nothing removed)"
+          if ns.dry_run else f"Total reclaimed space: {size}")
+    return 0
+
+
+def cmd_modules_rm(client: Client, ns: argparse.Namespace) -> int:
+    """Removes modules (sha256 or unique prefix) no execution still uses, with their
+    prepared artifacts; prints each sha256 removed; exit 1 if any could not go."""
+    removed, failed = [], False
+    for ref in ns.sha256s:
+        try:
+            r = client.remove_module(ref, force=ns.force)
+        except RoostClientError as err:
+            say(err.message)
+            failed = True
+            continue
+        removed.append({"sha256": r.sha256, "bytes_freed": r.bytes_freed,
+                        "cache_files": r.cache_files})
+        if not ns.json:
+            print(r.sha256)
+    if ns.json:
+        print(json.dumps(removed, indent=2))
+    return EXIT_ERROR if failed else 0
+
+
 COMMANDS: dict[str, Command] = {
     "run": cmd_run,
     "ps": cmd_ps,
@@ -525,4 +673,13 @@ COMMANDS: dict[str, Command] = {
     "drain": cmd_drain,
     "recover": cmd_recover,
     "debug": debug.cmd_debug,
+    "rm": cmd_rm,
+    "prune": cmd_prune,
+    "version": conventions.cmd_version,
+}
+
+# Commands that need no daemon (`cli.main` calls them without a Client).
+LOCAL_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "sdk-path": cmd_sdk_path,
+    "completion": conventions.cmd_completion,
 }

@@ -9,6 +9,7 @@ from typing import Any
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from roost.client import times
 from roost.client.errors import LocalError
 from roost.v1 import control_pb2 as pb
 
@@ -24,6 +25,25 @@ def parse_size(text: str) -> int:
         raise LocalError(f"bad size {text!r}: expected a number with an optional K/M/G/T suffix")
     number, unit = match.groups()
     return int(float(number) * _SIZE_UNITS[unit.upper()])
+
+
+# A guest's linear memory grows in WebAssembly pages of 64 KiB; a 32-bit memory has at most
+# 65536 of them. Limits are said in KiB/MiB/GiB: pages are an implementation detail.
+MIN_MEMORY_LIMIT = 64 << 10
+MAX_MEMORY_LIMIT = 4 << 30
+
+
+def parse_memory_limit(text: str) -> int:
+    """`--memory-limit`: a size from 64 KiB (the smallest memory a guest can have) to 4 GiB
+    (the most a 32-bit WebAssembly memory can address), refused at parse time otherwise."""
+    size = parse_size(text)
+    if size < MIN_MEMORY_LIMIT:
+        raise LocalError(f"bad memory limit {text!r}: the smallest is 64K (64 KiB, a guest's "
+                         "least memory)")
+    if size > MAX_MEMORY_LIMIT:
+        raise LocalError(f"bad memory limit {text!r}: the largest is 4G (4 GiB, all a 32-bit "
+                         "guest can address)")
+    return size
 
 
 def human_bytes(size_bytes: int) -> str:
@@ -61,10 +81,10 @@ def state_name(state: int) -> str:
 
 def runtime_seconds(execution: pb.Execution, now: float) -> float | None:
     """How long the execution has run (so far, if it is still running); None before start."""
-    if not execution.started_at:
+    started = times.unix_seconds(execution.start_time)
+    if not started:
         return None
-    end = execution.finished_at if execution.finished_at else now
-    return end - execution.started_at
+    return (times.unix_seconds(execution.finish_time) or now) - started
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:

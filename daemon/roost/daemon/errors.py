@@ -6,6 +6,7 @@
     │   │   └── InvalidModule   not well-formed wasm (modules.wasmparse)
     │   └── Inflated            compressed bytes malformed or past their bound (checkpoint.inflate)
     ├── NotFound                unknown module, execution or file      -> NOT_FOUND
+    ├── NameInUse               a start names an existing execution's name -> ALREADY_EXISTS
     ├── PermissionDenied        the caller may not do this (a non-peer calling the Peer
     │                           service, a peer claiming another's identity) -> PERMISSION_DENIED
     ├── StateConflict           not valid in the current state        -> FAILED_PRECONDITION
@@ -65,6 +66,11 @@ class Inflated(InvalidRequest):
 class NotFound(RoostError):
     """A module, execution or file does not exist."""
     status = "NOT_FOUND"
+
+
+class NameInUse(RoostError):
+    """A start asks for a name an execution that still exists has (docker's Conflict)."""
+    status = "ALREADY_EXISTS"
 
 
 class PermissionDenied(RoostError):

@@ -42,11 +42,13 @@ from roost.daemon.executions.supervisor import Supervisor
 from roost.daemon.modules.registry import ModuleRegistry
 from roost.daemon.node import config as config_mod
 from roost.daemon.node import datadir, metrics, notify
+from roost.daemon.node import reload as reload_mod
 from roost.daemon.node.identity import NodeIdentity
 from roost.daemon.runtime.vfs import VfsLimits
 from roost.daemon.service import control as control_service
 from roost.daemon.service import controlsocket
 from roost.daemon.service import peer as peer_service
+from roost.daemon.service.grpcmetrics import ServerMetrics
 from roost.daemon.service.longpolls import LongPolls
 from roost.daemon.store.checkpoints import PageStore
 from roost.daemon.store.db import Store
@@ -77,6 +79,8 @@ class Daemon:
 
     def _build(self, cfg: config_mod.Config, workers: list[WorkerProcess] | None) -> None:
         self.credentials = tls.from_paths(cfg.tls_ca, cfg.tls_cert, cfg.tls_key)
+        # (the server's certificates: replaced by a reload, for new connections)
+        self.server_certs = reload_mod.ServerCerts(self.credentials) if self.credentials else None
         cfg.node_id = _node_id(cfg, self.credentials)
         self.cfg = cfg
         self.stopped = threading.Event()
@@ -99,6 +103,7 @@ class Daemon:
                                      pages=self.checkpoints)
         self.supervisor.max_executions = cfg.max_executions
         self.supervisor.max_memory_total_bytes = cfg.max_memory_total_bytes
+        self.supervisor.retain_ended_seconds = cfg.retain_ended_seconds   # (retention thread)
         self.peers = Peers(self.credentials, cfg.node_id, cfg.address)
         me, checkpoints = NodeIdentity(cfg.node_id, cfg.address), self.checkpoints
         self.membership = self._join(cfg) if cfg.etcd else None
@@ -298,11 +303,13 @@ class Daemon:
                 ("grpc.http2.min_recv_ping_interval_without_data_ms", 1000),
                 ("grpc.keepalive_permit_without_calls", 1), ("grpc.http2.max_ping_strikes", 0)]
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=self.cfg.grpc_threads,
-                                                        thread_name_prefix="grpc"), options=opts)
+                                                        thread_name_prefix="grpc"), options=opts,
+                             interceptors=(ServerMetrics(),))    # (requests by method and code)
         control = control_service.ControlService(self.supervisor, self.modules, self.migrations, self.replicator,
                                      self.cfg.max_memory_limit_bytes,
                                      LongPolls(self.cfg.long_polls, self.cfg.long_polls_per_client),
                                      self.checkpoints)
+        self.control = control                   # (a reload changes its memory cap)
         control.nodes = self._nodes
         control.locate = self._locate
         control.automatic = self.membership is not None
@@ -332,8 +339,9 @@ class Daemon:
         controlsocket.restrict(path, self.cfg.control_socket_group)
 
     def _bind_tcp(self, server: grpc.Server) -> None:
-        if self.credentials is not None:
-            bound = _add_port(lambda a: server.add_secure_port(a, self.credentials.server()),
+        if self.server_certs is not None:
+            certs = self.server_certs
+            bound = _add_port(lambda a: server.add_secure_port(a, certs.server_credentials()),
                               self.cfg.listen)
         else:
             bound = _add_port(server.add_insecure_port, self.cfg.listen)
@@ -367,6 +375,30 @@ class Daemon:
         notify.start_watchdog(self.stopped, self.alive)
         if recover:
             threading.Thread(target=self._recover, name="recovery", daemon=True).start()
+
+    def reload(self, cfg: config_mod.Config, credentials: tls.Credentials | None = None) -> None:
+        """Apply a reloaded config's run-time settings (`node.reload.RUNTIME`: the caller
+        checked the config and logs what changed) and, when given, new TLS certificates:
+        new executions, launches and connections get them; running executions keep theirs."""
+        for name in reload_mod.RUNTIME:               # (in place: closures hold self.cfg)
+            setattr(self.cfg, name, getattr(cfg, name))
+        cfg, supervisor = self.cfg, self.supervisor
+        supervisor.default_memory_limit_bytes = cfg.memory_limit_bytes
+        self.control.max_memory_bytes = cfg.max_memory_limit_bytes
+        supervisor.max_executions = cfg.max_executions
+        supervisor.max_memory_total_bytes = cfg.max_memory_total_bytes
+        supervisor.retain_ended_seconds = cfg.retain_ended_seconds
+        supervisor.vfs_limits = supervisor.launcher.vfs_limits = VfsLimits(
+            cfg.vfs_limit_bytes, cfg.vfs_inodes, cfg.links_per_inode)
+        supervisor.output.output_limit_bytes = cfg.output_limit_bytes
+        supervisor.checkpoint_every_seconds = cfg.checkpoint_every_seconds
+        supervisor.launcher.durable_sleep_seconds = cfg.durable_sleep_seconds
+        supervisor.launcher.http = cfg.http_settings()
+        self.gate.set_peers(cfg.peers)
+        if credentials is not None and self.server_certs is not None:
+            self.server_certs.replace(credentials)
+            self.credentials = credentials
+            self.peers.use_credentials(credentials)
 
     def alive(self) -> bool:
         """The watchdog pings only while the supervisor, the timers and the store answer: a

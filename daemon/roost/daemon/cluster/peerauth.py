@@ -60,6 +60,12 @@ class PeerGate:
         self.is_member: Callable[[str], bool] | None = None
         self._member_ips: tuple[tuple[str, ...], set[str]] = ((), set())
 
+    def set_peers(self, peers: list[str]) -> None:
+        """A reloaded peer list: in plaintext, the addresses admitted from now on (under TLS
+        a peer is its certificate, whatever the list says)."""
+        if not self.secure:
+            self._allowed = _addresses_of(peers)
+
     def admit(self, context: grpc.ServicerContext) -> Caller:
         """The caller of this Peer call; PermissionDenied for anyone but a peer."""
         where = context.peer() or "unknown"

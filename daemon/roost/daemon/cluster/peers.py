@@ -122,6 +122,14 @@ class Peers:
                 self._clients[address] = PeerClient(address, self._credentials, self._me, self._my_address)
             return self._clients[address]
 
+    def use_credentials(self, credentials: tls.Credentials) -> None:
+        """Reloaded certificates for calls to peers: every channel opened from now on uses
+        them; one open now keeps its connection until it reconnects."""
+        with self._lock:
+            self._credentials = credentials
+            for client in self._clients.values():
+                client._credentials = credentials
+
     def close(self) -> None:
         with self._lock:
             for client in self._clients.values():

@@ -39,6 +39,7 @@ from roost.daemon.node.identity import NodeIdentity
 from roost.daemon.service.fields import short
 from roost.daemon.store.checkpoints import PageStore
 from roost.daemon.store.db import Store
+from roost.daemon.store.logrecord import LogEntry
 from roost.daemon.store.records import ExecutionRecord
 from roost.v1 import peer_pb2 as pb
 
@@ -186,12 +187,12 @@ class Pusher:
                 counter[0] += len(frame)
                 yield pb.CheckpointChunk(frame=pb.PageFrame(version=version, index=index, data=frame))
         after.log_records = status.log_records
-        for seq, stream, data in self._logs(exec_id, status.log_records):
+        for seq, stream, data, time_ns in self._logs(exec_id, status.log_records):
             counter[0] += len(data)
             after.log_records = seq + 1
             for piece, more in split(data):
                 yield pb.CheckpointChunk(log=pb.LogRecord(seq=seq, stream=stream, data=piece,
-                                                          continues=more))
+                                                          continues=more, time_ns=time_ns or 0))
         first = max(status.journal_records, source.manifest.journal_seq)
         after.journal_records = first
         for i, raw in enumerate(self.store.read_journal(exec_id, first)):
@@ -216,10 +217,10 @@ class Pusher:
             return 0, pagemap.encode_full(page_map)
         return base, pagemap.encode_delta(page_map.pages, pagemap.difference(previous, page_map))
 
-    def _logs(self, exec_id: str, first: int) -> Iterator[tuple[int, int, bytes]]:
+    def _logs(self, exec_id: str, first: int) -> Iterator[LogEntry]:
         seq = first
         while True:
-            batch = self.store.read_logs(exec_id, seq, LOG_BATCH_BYTES)
+            batch = self.store.read_output(exec_id, seq, LOG_BATCH_BYTES)
             if not batch:
                 return
             yield from batch

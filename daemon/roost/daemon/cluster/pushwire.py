@@ -20,6 +20,7 @@ from roost.daemon.checkpoint.pagemap import MAX_PAGES
 from roost.daemon.checkpoint.transfer import Records
 from roost.daemon.errors import FormatError, InvalidRequest
 from roost.daemon.service.fields import short
+from roost.daemon.store import logrecord
 from roost.v1 import peer_pb2 as pb
 
 Blob = pb.BlobPart.Kind
@@ -79,7 +80,7 @@ class Joined:
             return
         data = b"".join(pieces)
         if kind == "log":
-            self.logs.append((seq, bytes((message.stream,)) + data))
+            self.logs.append((seq, stored_log(message, data)))
         else:
             self.journal.append((seq, data))
         self.size += len(data)
@@ -92,6 +93,18 @@ class Joined:
         out = Records(self.logs, self.journal)
         self.logs, self.journal, self.size = [], [], 0
         return out
+
+
+def wire_log(seq: int, raw: bytes) -> pb.LogRecord:
+    """A stored output record (`logrecord`) as a LogRecord, its time included."""
+    record = logrecord.decode(raw)
+    return pb.LogRecord(seq=seq, stream=record.stream, data=record.data, time_ns=record.time_ns or 0)
+
+
+def stored_log(message: pb.LogRecord, data: bytes) -> bytes:
+    """A LogRecord's `data` (joined from its pieces) as the store keeps it; time_ns 0 is
+    unknown (a pre-2.2 record, or a peer that sends no time)."""
+    return logrecord.encode(message.stream, data, message.time_ns or None)
 
 
 def pieces(blob: bytes) -> Iterator[bytes]:

@@ -27,11 +27,12 @@ from roost.daemon.cluster.authority import (
     known,
 )
 from roost.daemon.cluster.peerauth import Caller
-from roost.daemon.cluster.pushwire import Blob, Bounds, Joined, no_later, read_blobs
+from roost.daemon.cluster.pushwire import Blob, Bounds, Joined, no_later, read_blobs, stored_log
 from roost.daemon.errors import InvalidRequest, NotFound, StateConflict, StoreError
 from roost.daemon.faults import Fault
 from roost.daemon.node.identity import NodeIdentity
 from roost.daemon.service.fields import short
+from roost.daemon.store import logrecord
 from roost.daemon.store.db import Store
 from roost.daemon.store.records import ExecutionRecord, Owner
 from roost.v1 import peer_pb2 as pb
@@ -126,7 +127,7 @@ class Replicas:
                 continue
             if rec.seq != logs_next + len(logs) or rec.stream not in (1, 2) or rec.continues:
                 break                  # a gap: the owner starts again from what is held
-            logs.append((rec.seq, bytes((rec.stream,)) + rec.data))
+            logs.append((rec.seq, stored_log(rec, rec.data)))
         last = journal_next - 1
         for rec in request.journal:
             if rec.seq <= last or rec.continues:
@@ -134,8 +135,8 @@ class Replicas:
             journal.append((rec.seq, rec.data))
             last = rec.seq
         if logs or journal:
-            out = sum(len(raw) - 1 for _, raw in logs if raw[0] == 1)
-            err = sum(len(raw) - 1 for _, raw in logs if raw[0] != 1)
+            out = sum(logrecord.data_size(raw) for _, raw in logs if logrecord.stream_of(raw) == 1)
+            err = sum(logrecord.data_size(raw) for _, raw in logs if logrecord.stream_of(raw) != 1)
             held = max(journal_next, last + 1)
 
             def counted(record: ExecutionRecord) -> None:

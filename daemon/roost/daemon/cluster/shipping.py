@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 
 from roost.daemon.cluster.peers import PeerClient
 from roost.daemon.cluster.push import Pusher
+from roost.daemon.cluster.pushwire import wire_log
 from roost.daemon.errors import InvalidRequest, NotFound, PeerError, PeerUnavailable, StateConflict, StoreError
 from roost.daemon.node import metrics
 from roost.daemon.node.identity import NodeIdentity
@@ -293,7 +294,7 @@ class Shipper:
             self._acked(client.address, exec_id, held)
             return False
         logs, journal = self.store.read_tail(exec_id, held[0], held[1], BATCH_BYTES)
-        request.logs.extend(pb.LogRecord(seq=seq, stream=raw[0], data=raw[1:]) for seq, raw in logs)
+        request.logs.extend(wire_log(seq, raw) for seq, raw in logs)
         request.journal.extend(pb.JournalRecord(seq=seq, data=raw) for seq, raw in journal)
         response = client.append_records(request)
         if not response.found:

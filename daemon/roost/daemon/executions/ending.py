@@ -3,7 +3,8 @@
 A worker that sent END ended the execution (exited, trapped, paused, slept, stopped for a
 migration) — unless it found the checkpoint it restored corrupt, and an older one is restored
 instead. One that died without END is replaced by another that replays the journal, unless
-workers keep dying without making progress (a crash loop). One that roostd stopped ends as it
+workers keep dying without making progress (a crash loop) or the kernel's OOM killer killed it
+(node/oom.py: the execution fails at once). One that roostd stopped ends as it
 was stopped for (killed, paused for the store or the quota, left RUNNING at shutdown). Then the
 record is stored and every waiter wakes.
 """
@@ -30,6 +31,7 @@ from roost.daemon.executions.timers import Timers
 from roost.daemon.link import messages as msg
 from roost.daemon.link.transport import Blob
 from roost.daemon.node import metrics
+from roost.daemon.node.oom import OomWatch
 from roost.daemon.store.checkpoints import PageStore
 from roost.daemon.store.db import Store
 from roost.daemon.store.records import ExecutionRecord, Owner, State
@@ -41,6 +43,25 @@ MAX_BARREN_DEATHS = 5   # workers in a row that die without making new progress:
 Relaunch = Callable[..., None]
 
 
+def stopped_as(record: ExecutionRecord, live: Live) -> str:
+    """What became of an execution whose worker is gone, as its log line says it: only an
+    EXITED, FAILED or KILLED one "ended"; one suspended (shutdown, pause, durable sleep) says
+    how it goes on."""
+    first = record.error.splitlines()[0] if record.error else ""
+    if record.state == State.RUNNING:
+        if live.end_reason == SUPERSEDED:
+            return "stopped: another daemon owns it now (RUNNING there)"
+        return "suspended at shutdown (RUNNING, resumes at the next start)"
+    if record.state == State.PAUSED:
+        return f"paused (PAUSED, `roost resume` continues it){': ' + first if first else ''}"
+    if record.state == State.SLEEPING:
+        wake = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(live.wake_at_ns / 1e9))
+        return f"sleeping (SLEEPING, a durable sleep: wakes at {wake})"
+    if record.state == State.EXITED:
+        return f"ended: EXITED with code {record.exit_code}"
+    return f"ended: {record.state.value}{': ' + first if first else ''}"
+
+
 class Ending:
     """Records the outcome of each running execution whose worker ended."""
 
@@ -48,6 +69,7 @@ class Ending:
                  committer: Committer) -> None:
         self.store, self.pages, self.lives, self.timers = store, pages, lives, timers
         self.committer = committer
+        self.oom = OomWatch()       # a worker the kernel's OOM killer killed fails, not replayed
         # Called when an execution of this daemon's ended (its end outlives this daemon: etcd).
         self.on_end: Callable[[ExecutionRecord], None] = lambda record: None
 
@@ -69,6 +91,8 @@ class Ending:
             # What the worker sent after the last commit is lost, and nothing depends on it:
             # resume replays it from the latest checkpoint and the journal.
             record.state, record.error = State.PAUSED, live.end_reason
+        elif not live.end_reason and self._oom_killed(live, code):
+            pass                                   # FAILED, with the cgroup in its error
         elif not live.end_reason and self._recover(live, code, relaunch):
             return
         else:
@@ -77,11 +101,12 @@ class Ending:
         self._record(live, vfs)
         if end is not None:
             reap(live.worker)       # after answering waiters: process exit takes a while
-        self._log(record)
+        self._log(record, live)
 
     def _record(self, live: Live, vfs: Blob | None) -> None:
         """Store the outcome, take the execution out of the running ones, wake its waiters."""
         record = live.record
+        record.worker_pid = 0                      # its worker is gone: none runs it now
         if record.state == State.SLEEPING:
             self.timers.add(record.id, live.wake_at_ns)
         if record.state.ended:
@@ -102,7 +127,7 @@ class Ending:
             live.changed.notify_all()
         self.lives.notify_ended()
 
-    def _log(self, record) -> None:
+    def _log(self, record, live: Live) -> None:
         if not self.lives.owns(record):
             log.info("execution %s handed over to %s", record.id, record.owner)
         elif record.migration:
@@ -110,8 +135,7 @@ class Ending:
             log.info("execution %s stopped for its migration to %s", record.id,
                      target.node if target is not None else record.migration)
         else:
-            log.info("execution %s ended: %s %s", record.id, record.state.value,
-                     record.exit_code if record.state == State.EXITED else record.error.splitlines()[:1])
+            log.info("execution %s %s", record.id, stopped_as(record, live))
 
     def _apply_end(self, live: Live, end: msg.End) -> Blob | None:
         """Take the worker's END: the outcome, its counters, the final filesystem."""
@@ -151,6 +175,17 @@ class Ending:
             reap(live.worker)
         with live.changed:
             live.changed.notify_all()
+        return True
+
+    def _oom_killed(self, live: Live, code: int | None) -> bool:
+        """A worker the kernel's OOM killer killed: its execution fails at once (replaying it
+        would grow the same memory again, at the other executions' expense; node/oom.py)."""
+        if not self.oom.killed_by_oom(code):
+            return False
+        record = live.record
+        record.state, record.exit_code, record.error = State.FAILED, -1, self.oom.reason(live.worker.pid)
+        metrics.WORKER_FAILURES.labels(reason="oom").inc()
+        log.warning("execution %s: %s", record.id, record.error)
         return True
 
     def _recover(self, live: Live, code: int | None, relaunch: Relaunch) -> bool:

@@ -11,6 +11,7 @@ the executions it recovers find warm workers.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import socket
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 from roost.daemon.errors import LimitExceeded
 from roost.daemon.link.transport import Link
@@ -59,7 +61,19 @@ def spawn() -> WorkerProcess:
                                 close_fds=True)
     finally:
         child.close()
+    _oom_first(proc.pid)
     return WorkerProcess(proc, Link(parent))
+
+
+WORKER_OOM_SCORE_ADJ = 500
+
+
+def _oom_first(pid: int) -> None:
+    """Makes a worker the kernel OOM killer's choice before roostd: a guest that outgrows the
+    memory limit then takes down its own worker (one execution FAILED, `node.oom`), never the
+    daemon with every other execution. Raising a score needs no privilege (DynamicUser too)."""
+    with contextlib.suppress(OSError):
+        Path(f"/proc/{pid}/oom_score_adj").write_text(str(WORKER_OOM_SCORE_ADJ))
 
 
 class WorkerPool:

@@ -53,6 +53,15 @@ class Live:
     changed: threading.Condition = field(default_factory=threading.Condition)
 
 
+def worker_pid(live: Live | None) -> int:
+    """The pid of the worker running the execution now; 0 when none does (ended, paused,
+    sleeping, a standby, or a worker that died before its replacement started): what
+    `roost inspect` shows, never a stale pid."""
+    if live is None or live.standby or not live.worker.alive():
+        return 0
+    return live.worker.pid
+
+
 def count_calls(live: Live, calls: Mapping[str, int]) -> None:
     """The worker's host-call totals (STATS, END): the metrics grow by what is new since the
     last report; the record keeps the sum."""

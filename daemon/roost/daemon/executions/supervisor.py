@@ -11,9 +11,11 @@ restart.
 """
 from __future__ import annotations
 
+import builtins
 import logging
 import secrets
 import signal
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -23,6 +25,7 @@ from roost.daemon.checkpoint import hoststate
 from roost.daemon.errors import (
     InvalidRequest,
     LimitExceeded,
+    NameInUse,
     NotFound,
     StateConflict,
     Superseded,
@@ -45,9 +48,19 @@ from roost.daemon.modules.registry import UNPREPARED_WHY, ModuleRegistry
 from roost.daemon.runtime.vfs import Entry, FsError, Vfs, VfsLimits
 from roost.daemon.store.checkpoints import PageStore, Uncommitted
 from roost.daemon.store.db import Store
+from roost.daemon.store.logrecord import LogEntry
 from roost.daemon.store.records import ExecutionRecord, State
 
 log = logging.getLogger(__name__)
+RETAIN_ENDED_SECONDS = 7 * 86400.0   # [executions] retain_ended_seconds: a week, like a log
+
+
+@dataclass
+class Removed:
+    """What `remove` and `prune` took away: the executions and the store bytes that held them
+    (pages back on LMDB's free list; on a dry run, the bytes their records hold)."""
+    ids: list[str]
+    bytes_freed: int
 
 
 @dataclass
@@ -112,6 +125,10 @@ class Supervisor:
         # A durable sleep's timer counts only once the replicas hold its checkpoint
         # (replication.ack = one | all; `cluster.push.Replicator.holds`).
         self.sleep_counts: Callable[[ExecutionRecord], bool] = lambda record: True
+        # Names are unique, and a module is not removed under a start: both are checked and
+        # written under this lock (`_create`, `remove_module`).
+        self.naming = threading.Lock()
+        self.retain_ended_seconds = RETAIN_ENDED_SECONDS   # 0: keep ended executions forever
 
     @property
     def on_commit(self) -> Callable[[ExecutionRecord, int], None]:
@@ -132,6 +149,7 @@ class Supervisor:
         (woken as it is launched), checkpoint, pause and migrate wait for its worker (within
         their timeout, `_running`), and kill is refused as UNAVAILABLE — retriable, ask again
         in a moment."""
+        self.start_collector()                          # retention of ended executions
         previous = self.store.node_id(self.node_id)     # this data dir's node, last time
         todo = []
         for record in self.store.list_executions():
@@ -309,7 +327,7 @@ class Supervisor:
             checkpoint_every_seconds=spec.checkpoint_every_seconds or self.checkpoint_every_seconds,
             node_id=self.node_id, owner=self.node_id, owner_address=self.address,
             allow_http=list(spec.allow_http))
-        self.store.create_execution(record, spec.stdin, vfs.to_bytes())
+        self._create(record, spec.stdin, vfs.to_bytes())
         try:
             self.launcher.launch(record, restore=False, requested=requested)
         except Exception as e:
@@ -445,18 +463,34 @@ class Supervisor:
 
     # ---- queries ----
     def get(self, ref: str) -> ExecutionRecord:
+        """The execution `ref` names (see `resolve`): every request taking an id comes here."""
         live = self.lives.get(ref)
         if live is not None:
             return live.record
         try:
             return self.store.get_execution(ref)
         except NotFound:
-            matches = [r for r in self.store.list_executions() if r.name and r.name == ref]
+            exec_id = self.resolve(ref)
+        return self.get(exec_id)
+
+    def resolve(self, ref: str) -> str:
+        """The id `ref` stands for, as docker resolves one: an id, else a name, else a unique
+        prefix of an id. NotFound for none; InvalidRequest naming the candidates for a prefix
+        (or a name kept twice by a roostd from before names were unique) matching several."""
+        if ref in self.lives:
+            return ref
+        records = {r.id: r for r in self.store.list_executions()} | self.lives.records()
+        if ref in records:
+            return ref
+        named = sorted(i for i, r in records.items() if r.name and r.name == ref)
+        prefixed = sorted(i for i in records if i.startswith(ref))
+        for matches, what in ((named, f'name "{ref}"'), (prefixed, f'"{ref}"')):
             if len(matches) == 1:
-                return self.get(matches[0].id)
+                return matches[0]
             if len(matches) > 1:
-                raise InvalidRequest(f"name {ref!r} is ambiguous: {', '.join(r.id for r in matches)}")
-            raise
+                raise InvalidRequest(f"{what} matches {len(matches)} executions: "
+                                     f"{', '.join(matches)}")
+        raise NotFound(f"execution {ref} not found")
 
     def list(self, include_ended: bool) -> list[ExecutionRecord]:
         """The executions this daemon owns: not the replicas it holds for peers, nor those that
@@ -498,10 +532,12 @@ class Supervisor:
                           self.released)
 
     def logs(self, ref: str, from_seq: int, follow: bool, stream: int = 0,
-             is_active: Callable[[], bool] = lambda: True) -> Iterator[tuple[int, int, bytes]]:
-        """Durable output records (seq, stream, data) from `from_seq` (see `watch.logs`)."""
+             is_active: Callable[[], bool] = lambda: True, tail: int | None = None,
+             since_ns: int | None = None) -> Iterator[LogEntry]:
+        """Durable output records (seq, stream, data, time_ns) from `from_seq`, the last `tail`
+        lines, those made durable at or after `since_ns` (see `watch.logs`)."""
         yield from watch.logs(self.store, self.lives, self.get(ref).id, from_seq, follow, stream,
-                              is_active, self.released)
+                              is_active, self.released, tail, since_ns)
 
     def copy_out(self, ref: str, guest_path: str) -> Iterator[Entry]:
         """The entries of a guest file or tree, produced as the caller consumes them: file data
@@ -522,6 +558,144 @@ class Supervisor:
                 host = self.pages.host_state(record.id, ckpt.number)
                 return Vfs.restore(hoststate.decode(host, b"").vfs)
         return Vfs.from_bytes(self.store.vfs(record.id))
+
+    # ---- removal: rm, prune, retention of ended executions (`roost rm`, `roost prune`) ----
+    def _create(self, record: ExecutionRecord, stdin: bytes, vfs: bytes) -> None:
+        """Store a new execution unless its name is taken, or its module was removed since the
+        start read it: checked and written under `naming`, so two starts cannot both win.
+        A name is unique among the executions this daemon holds (its own and its replicas);
+        in a cluster, two members may each have one of the same name."""
+        with self.naming:
+            if record.name:
+                taken = [r.id for r in self.store.list_executions() if r.name == record.name]
+                if taken:
+                    raise NameInUse(f'name "{record.name}" is already used by execution '
+                                    f"{taken[0]}: remove it (roost rm {taken[0]}) or choose "
+                                    "another name")
+            if not self.store.has_module(record.module_sha256):
+                raise NotFound(f"module {record.module_sha256} not found (it was removed)")
+            self.store.create_execution(record, stdin, vfs)
+
+    def remove(self, ref: str, force: bool = False) -> Removed:
+        """Delete an ended execution and everything stored of it; `force` kills it first if it
+        has not ended. Only its owner removes it (replicas on peers go with their own
+        retention: the Peer API has no call to drop one)."""
+        record = self.get(ref)
+        if not self.owns(record):
+            raise StateConflict(f"execution {record.id} runs on {record.owner} "
+                                f"({record.owner_address}): remove it there")
+        if record.state.ended:                # its outcome is stored; its worker may still go
+            self.lives.wait_ended(5.0, lambda: record.id not in self.lives)
+        if not record.state.ended or record.id in self.lives:
+            if not force:
+                raise StateConflict(f"execution {record.id} is {record.state.value}: kill it "
+                                    "first, or remove it with force (roost rm -f)")
+            self._kill_for_removal(record)
+        before = self.store.used_bytes()
+        self._forget(record.id)
+        return Removed([record.id], max(0, before - self.store.used_bytes()))
+
+    def _kill_for_removal(self, record: ExecutionRecord) -> None:
+        """Kill an execution that `rm -f` removes; one with no worker to kill (left RUNNING by
+        a daemon whose restart could not resume it) is removed as it is."""
+        if record.migration or record.prepared:
+            raise StateConflict(f"execution {record.id} is being migrated: remove it once "
+                                "the migration has ended")
+        try:
+            self.kill(record.id)
+        except StateConflict:
+            pass                                  # not running: nothing to stop
+        if record.id in self.lives:
+            raise TimedOut(f"execution {record.id} did not stop in time: try again")
+
+    def _forget(self, exec_id: str) -> None:
+        """Everything of an execution that has no worker: its stored records (one
+        transaction) and what this daemon keeps of it in memory."""
+        self.timers.cancel(exec_id)
+        self.recovering.discard(exec_id)
+        self.unresumed.discard(exec_id)
+        self.standbys.drop(exec_id)
+        self.store.delete_execution(exec_id)
+        _drop_cached(self.pages, exec_id)
+        log.info("removed execution %s", exec_id)
+
+    def prune(self, older_than_seconds: float, states: set[State], dry_run: bool) -> Removed:
+        """Remove this daemon's ended executions (of `states`, all ended ones if empty) that
+        ended at least `older_than_seconds` ago; a dry run only says which (and the bytes
+        their records hold)."""
+        wanted = states or {s for s in State if s.ended}
+        cutoff = time.time() - older_than_seconds
+        chosen = [r.id for r in self.list(include_ended=True)
+                  if r.state.ended and r.state in wanted and r.id not in self.lives
+                  and (r.finished_at or r.created_at) <= cutoff]
+        if dry_run:
+            return Removed(chosen, sum(self.store.execution_bytes(i) for i in chosen))
+        before = self.store.used_bytes()
+        for exec_id in chosen:
+            self._forget(exec_id)
+        return Removed(chosen, max(0, before - self.store.used_bytes()))
+
+    def collect_ended(self, now: float | None = None) -> builtins.list[str]:
+        """Retention: remove every ended execution this store holds (its own, and replicas
+        of peers' — nothing else removes those) that ended more than
+        `retain_ended_seconds` ago. 0 keeps them forever."""
+        if not self.retain_ended_seconds:
+            return []
+        cutoff = (now or time.time()) - self.retain_ended_seconds
+        old = [r.id for r in self.store.list_executions()
+               if r.state.ended and r.id not in self.lives and not r.migration
+               and (r.finished_at or r.created_at) <= cutoff]
+        for exec_id in old:
+            self._forget(exec_id)
+        if old:
+            log.info("retention: removed %d executions that ended more than %g s ago",
+                     len(old), self.retain_ended_seconds)
+        return old
+
+    def start_collector(self) -> None:
+        """The retention thread: `collect_ended` every tenth of the retention period (between
+        0.5 s and 5 min), until roostd stops."""
+        def run() -> None:
+            while not self.lives.stopping:
+                period = min(300.0, max(0.5, self.retain_ended_seconds / 10)) \
+                    if self.retain_ended_seconds else 60.0
+                time.sleep(period)
+                try:
+                    self.collect_ended()
+                except Exception:             # a store error: logged, tried again next period
+                    log.exception("retention: collecting ended executions failed")
+        threading.Thread(target=run, name="retention", daemon=True).start()
+
+    def module_users(self, sha256: str) -> builtins.list[ExecutionRecord]:
+        """The executions held here (any state, replicas too) that run the module."""
+        return [r for r in self.store.list_executions() if r.module_sha256 == sha256]
+
+    def remove_module(self, digest: str, force: bool = False) -> tuple[int, int]:
+        """Remove a module no execution held here still needs (an ended one's may go with
+        `force`: its logs and files stay readable); (store bytes freed, cache files removed).
+        Under `naming`, so no start creates an execution of it meanwhile."""
+        with self.naming:
+            users = self.module_users(digest)
+            live = [r for r in users if not r.state.ended]
+            if live or (users and not force):
+                shown = live or users
+                names = ", ".join(f"{r.id} ({r.state.value})" for r in shown[:10])
+                more = f" and {len(shown) - 10} more" if len(shown) > 10 else ""
+                advice = "remove them first (roost rm)" if live else \
+                    "remove them first (roost rm), or remove the module with force (-f)"
+                raise StateConflict(f"module {digest[:12]} is used by executions {names}{more}: "
+                                    f"{advice}")
+            before = self.store.used_bytes()
+            files = self.modules.remove(digest)
+            return max(0, before - self.store.used_bytes()), files
+
+
+def _drop_cached(pages: PageStore, exec_id: str) -> None:
+    """Drop the page maps PageStore keeps decoded for a removed execution (its caches have no
+    call for that yet: a `PageStore.forget` would be the place)."""
+    pages._recent_maps.pop(exec_id, None)
+    for key in [k for k in pages._referenced if k[0] == exec_id]:
+        pages._referenced.pop(key, None)
 
 
 def mounted(mounts: list[tuple[str, list[Entry]]], limits: VfsLimits) -> Vfs:

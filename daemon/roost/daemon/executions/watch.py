@@ -17,6 +17,7 @@ from typing import Protocol
 
 from roost.daemon.executions.lives import Lives
 from roost.daemon.store.db import Store
+from roost.daemon.store.logrecord import LogEntry
 from roost.daemon.store.records import ExecutionRecord
 
 
@@ -85,21 +86,28 @@ def wait(store: Store, lives: Lives, exec_id: str, timeout: float | None = None,
 
 
 def logs(store: Store, lives: Lives, exec_id: str, from_seq: int, follow: bool, stream: int = 0,
-         is_active: Callable[[], bool] = lambda: True, release: Release = STORED
-         ) -> Iterator[tuple[int, int, bytes]]:
-    """Durable, released output records (seq, stream, data) from `from_seq`; with `follow`,
-    until the execution has ended and every record has been sent."""
-    seq = from_seq
+         is_active: Callable[[], bool] = lambda: True, release: Release = STORED,
+         tail: int | None = None, since_ns: int | None = None) -> Iterator[LogEntry]:
+    """Durable, released output records (seq, stream, data, time_ns) from `from_seq` — and
+    from where `tail` lines / `since_ns` start (`Store.log_start`; the first record may be
+    cut to its last lines) —; with `follow`, until the execution has ended and every record
+    has been sent."""
+    seq, skip = from_seq, 0
+    if tail is not None or since_ns is not None:
+        limit = _limit(store, lives, release, exec_id, lives.get(exec_id))
+        seq, skip = max((from_seq, 0), store.log_start(exec_id, stream, tail, since_ns, limit))
     while is_active():
         live = lives.get(exec_id)       # read before the store: no lost tail
         limit = _limit(store, lives, release, exec_id, live)
-        batch = store.read_logs(exec_id, seq)
+        batch = store.read_output(exec_id, seq)
         if limit is not None:
-            batch = [r for r in batch if r[0] < limit]
-        for rec_seq, rec_stream, data in batch:
-            seq = rec_seq + 1
-            if not stream or rec_stream == stream:
-                yield rec_seq, rec_stream, data
+            batch = [r for r in batch if r.seq < limit]
+        for entry in batch:
+            seq = entry.seq + 1
+            if skip:
+                entry, skip = entry._replace(data=entry.data[skip:]), 0
+            if (not stream or entry.stream == stream) and entry.data:
+                yield entry
         if batch:
             continue
         if not follow:

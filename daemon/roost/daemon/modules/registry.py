@@ -62,7 +62,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from roost.daemon import faults
-from roost.daemon.errors import InvalidRequest, LimitExceeded, ModuleRejected
+from roost.daemon.errors import InvalidRequest, LimitExceeded, ModuleRejected, NotFound
 from roost.daemon.lazy import load
 from roost.daemon.modules import prepare, wasmparse
 from roost.daemon.node import metrics
@@ -94,6 +94,7 @@ MAX_INSTRUMENTED = 64            # functions an adaptive variant instruments, at
 MAX_FUNCTION_NAME = 256
 Names = tuple[str, ...]          # an adaptive variant: the functions it instruments, sorted
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+_HEX_PREFIX = re.compile(r"[0-9a-f]{1,64}")      # a sha256 or a prefix of one (`resolve`)
 _ASYNCIFY_EXPORTS = ("asyncify_start_unwind", "asyncify_stop_unwind", "asyncify_start_rewind",
                      "asyncify_stop_rewind", "asyncify_get_state")
 
@@ -355,6 +356,37 @@ class ModuleRegistry:
         """Every uploaded module's record."""
         return self.store.list_modules()
 
+    def resolve(self, ref: str, what: str = "sha256") -> str:
+        """The sha256 `ref` stands for: the whole digest, or a unique prefix of one (as docker
+        takes image ids). NotFound for none; InvalidRequest naming the candidates for several."""
+        if not _HEX_PREFIX.fullmatch(ref):
+            raise InvalidRequest(f"{what}: {ref[:80]!r} is not a sha256 or a prefix of one "
+                                 "(1 to 64 lowercase hex digits)")
+        if len(ref) == 64:
+            return ref
+        matches = sorted(d for d in self.store.module_ids() if d.startswith(ref))
+        if len(matches) > 1:
+            raise InvalidRequest(f'"{ref}" matches {len(matches)} modules: {", ".join(matches)}')
+        if not matches:
+            raise NotFound(f"module {ref} not found")
+        return matches[0]
+
+    def remove(self, digest: str) -> int:
+        """Delete a module (record and bytes) and every file the cache holds of it (all its
+        modes, variants and engines: they all start with its digest); queued preparations of
+        it are dropped. The caller checks no execution needs it. The cache files removed."""
+        self._preparer.forget(digest)
+        if not self.store.delete_module(digest):
+            raise NotFound(f"module {digest} not found")
+        files = list(self.cache_dir.glob(f"{digest}.*"))
+        for path in files:
+            path.unlink(missing_ok=True)
+        with self._lock:
+            for key in [k for k in self._keys if k[0] == digest]:
+                del self._keys[key]
+        log.info("removed module %s (%d cache files)", digest[:12], len(files))
+        return len(files)
+
     def artifact(self, digest: str, preemptive: bool, instrument: Names = ()) -> Path:
         return self.cache_dir / (f"{digest}.{_mode(preemptive)}{_variant(instrument)}"
                                  f".p{prepare.PREPARE_VERSION}.{engine.fingerprint()}.cwasm")
@@ -503,6 +535,14 @@ class _Preparer:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="roost-prepare", daemon=True)
                 self._thread.start()
+            self._changed.notify_all()
+
+    def forget(self, digest: str) -> None:
+        """A removed module: its queued preparations go (one under way finishes; its files
+        are removed with the module's, or left in the cache if it ends after that)."""
+        with self._changed:
+            self._queue = deque(k for k in self._queue if k[0] != digest)
+            self._failed = {k for k in self._failed if k[0] != digest}
             self._changed.notify_all()
 
     def pending(self, digest: str, preemptive: bool) -> bool:

@@ -1,15 +1,32 @@
 """Prometheus metrics of roostd (prefix `roost_`), served on /metrics.
 
 Metrics live in their own registry so tests and embedders never see the process-wide default
-collectors twice. Per-state execution counts are computed at scrape time from the supervisor,
-so they can never drift from the truth.
+collectors twice; the standard process, platform and GC collectors are registered on it
+explicitly. `process_*` describes roostd itself: each execution's worker is a process of its
+own, not counted there. Per-state execution counts and `roost_build_info` are computed at
+scrape time, so they can never drift from the truth and cost nothing at start.
+
+Names follow Prometheus' conventions: a unit suffix in base units (`_seconds`, `_bytes`),
+counters end in `_total` (prometheus_client appends it), histograms and gauges never do, and a
+histogram's name says what it measures (`roost_checkpoint_duration_seconds`, not `_total_`).
+gRPC request metrics (`roost_grpc_server_*`) are in `roost.daemon.service.grpcmetrics`.
 """
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    start_http_server,
+)
+from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -36,7 +53,7 @@ CHECKPOINT_PAUSE = Histogram("roost_checkpoint_pause_seconds", "Guest stopped fo
                              "from reaching its safepoint to running again after the rewind",
                              registry=REGISTRY,
                              buckets=(.00025, .0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5))
-CHECKPOINT_TOTAL = Histogram("roost_checkpoint_total_seconds", "From a checkpoint request to "
+CHECKPOINT_TOTAL = Histogram("roost_checkpoint_duration_seconds", "From a checkpoint request to "
                              "the checkpoint committed in the store", registry=REGISTRY,
                              buckets=(.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
 TIME_TO_SAFEPOINT = Histogram("roost_time_to_safepoint_seconds", "From a checkpoint request to "
@@ -83,7 +100,7 @@ MIGRATIONS = Counter("roost_migrations", "Migrations this daemon drove, by mode 
 MIGRATION_DOWNTIME = Histogram("roost_migration_downtime_seconds", "Guest stopped on the source "
                                "to running on the target", registry=REGISTRY,
                                buckets=(.005, .01, .02, .05, .1, .25, .5, 1, 2.5, 5, 10))
-MIGRATION_BYTES = Histogram("roost_migration_bytes", "Bytes a migration sent to its target",
+MIGRATION_BYTES = Histogram("roost_migration_size_bytes", "Bytes a migration sent to its target",
                             registry=REGISTRY,
                             buckets=(1 << 20, 16 << 20, 64 << 20, 256 << 20, 1 << 30, 4 << 30))
 LOG_BYTES = Counter("roost_log_bytes", "Guest output bytes made durable, by stream", ["stream"],
@@ -91,7 +108,7 @@ LOG_BYTES = Counter("roost_log_bytes", "Guest output bytes made durable, by stre
 HTTP_REQUESTS = Counter("roost_http_requests", "Guests' HTTP requests that got an answer, by "
                         "destination host and status (the HTTP status, or the errno a failed "
                         "or refused one gave the guest)", ["host", "status"], registry=REGISTRY)
-HTTP_SECONDS = Histogram("roost_http_request_seconds", "Guests' HTTP requests: from sending to "
+HTTP_SECONDS = Histogram("roost_http_request_duration_seconds", "Guests' HTTP requests: from sending to "
                          "the whole response (retries included), by destination host", ["host"],
                          registry=REGISTRY, buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025,
                                                      0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
@@ -106,6 +123,59 @@ HTTP_RESENDS = Counter("roost_http_resends", "HTTP requests cut off by a crash a
                        "with the same Idempotency-Key", registry=REGISTRY)
 HTTP_INTERRUPTED = Counter("roost_http_interrupted", "HTTP requests cut off by a crash and not "
                            "sent again (the guest got ECANCELED)", registry=REGISTRY)
+
+
+class RoostdProcess:
+    """The standard process collector (`process_*`), its HELP saying whose process it is:
+    roostd's, without its workers (an operator summing CPU would otherwise miss them)."""
+
+    NOTE = " (roostd's own process: execution workers are separate processes, not included)"
+
+    def collect(self):  # noqa: D102 - prometheus protocol
+        for family in PROCESS_COLLECTOR.collect():
+            family.documentation += self.NOTE
+            yield family
+
+
+class BuildInfo:
+    """roost_build_info{version, python, wasmtime, prepare_version} 1, from package metadata at
+    the first scrape: wasmtime is named without being imported (roostd loads it lazily) and
+    start pays nothing for it."""
+
+    DOC = "roostd's build: roost, Python and wasmtime versions, the module preparation's version"
+
+    def __init__(self) -> None:
+        self._labels: dict[str, str] | None = None
+
+    def describe(self):  # noqa: D102 - prometheus protocol
+        return [InfoMetricFamily("roost_build", self.DOC)]
+
+    def collect(self):  # noqa: D102 - prometheus protocol
+        if self._labels is None:
+            self._labels = build_labels()
+        yield InfoMetricFamily("roost_build", self.DOC, value=self._labels)
+
+
+def build_labels() -> dict[str, str]:
+    import importlib.metadata
+    import platform
+
+    from roost.daemon.modules.prepare import PREPARE_VERSION
+
+    def installed(package: str) -> str:
+        try:
+            return importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            return "unknown"
+
+    return {"version": installed("roost"), "python": platform.python_version(),
+            "wasmtime": installed("wasmtime"), "prepare_version": str(PREPARE_VERSION)}
+
+
+REGISTRY.register(RoostdProcess())
+REGISTRY.register(PLATFORM_COLLECTOR)
+REGISTRY.register(GC_COLLECTOR)
+REGISTRY.register(BuildInfo())
 
 
 class ExecutionStates:

@@ -12,14 +12,16 @@ from collections.abc import Callable, Iterator
 from typing import cast
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from roost.daemon.checkpoint.frames import PAGE_BYTES
 from roost.daemon.cluster.authority import check_address
 from roost.daemon.errors import InvalidRequest, NotFound, StateConflict, TimedOut
+from roost.daemon.executions.running import worker_pid
 from roost.daemon.executions.supervisor import StartSpec, Supervisor
 from roost.daemon.modules.registry import ModuleRegistry
 from roost.daemon.runtime.vfs import Entry
-from roost.daemon.service import debug, fields
+from roost.daemon.service import debug, fields, paging
 from roost.daemon.service.longpolls import LongPolls
 from roost.daemon.service.rpc import check, service_handlers, translated
 from roost.daemon.store.checkpoints import PageStore
@@ -53,8 +55,10 @@ class ControlService(control_pb2_grpc.ControlServicer):
 
     def _pb(self, record: ExecutionRecord) -> pb.Execution:
         live = self.supervisor.lives.get(record.id)
-        return execution_pb(record, self.supervisor.node_id,
-                            live.http_in_flight if live is not None else "")
+        out = execution_pb(record, self.supervisor.node_id,
+                           live.http_in_flight if live is not None else "")
+        out.worker_pid = worker_pid(live)        # the live worker's, never a stale one
+        return out
 
     @translated
     def UploadModule(self, request_iterator: Iterator, context) -> pb.Module:
@@ -63,19 +67,23 @@ class ControlService(control_pb2_grpc.ControlServicer):
     @translated
     def GetModule(self, request, context) -> pb.Module:
         check(request)
-        return module_pb(self.modules.get(fields.sha256(request.sha256, "sha256")))
+        return module_pb(self.modules.get(self.modules.resolve(request.sha256)))
 
     @translated
     def PrepareModule(self, request, context) -> pb.Module:
         check(request)
-        record = self.modules.get(fields.sha256(request.sha256, "sha256"))
+        record = self.modules.get(self.modules.resolve(request.sha256))
         self.modules.ensure_artifact(record.sha256, not request.cooperative, wait=True)
         return module_pb(record)
 
     @translated
     def ListModules(self, request, context) -> pb.ListModulesResponse:
         check(request)
-        return pb.ListModulesResponse(modules=[module_pb(m) for m in self.modules.list()])
+        prefix = fields.name(request.name_prefix, "name_prefix")
+        found = paging.page((m for m in self.modules.list() if m.name.startswith(prefix)),
+                            lambda m: (m.uploaded_at, m.sha256), request.page_size, request.page_token)
+        return pb.ListModulesResponse(modules=[module_pb(m) for m in found.items],
+                                      next_page_token=found.next_token)
 
     @translated
     def StartExecution(self, request, context) -> pb.Execution:
@@ -105,8 +113,10 @@ class ControlService(control_pb2_grpc.ControlServicer):
     @translated
     def ListExecutions(self, request, context) -> pb.ListExecutionsResponse:
         check(request)
-        return pb.ListExecutionsResponse(
-            executions=[self._pb(r) for r in self.supervisor.list(request.all)])
+        found = paging.page(listed(self.supervisor, request), lambda r: (r.created_at, r.id),
+                            request.page_size, request.page_token)
+        return pb.ListExecutionsResponse(executions=[self._pb(r) for r in found.items],
+                                         next_page_token=found.next_token)
 
     @translated
     def StreamLogs(self, request, context) -> Iterator[pb.LogChunk]:
@@ -120,16 +130,17 @@ class ControlService(control_pb2_grpc.ControlServicer):
         except NotFound:
             self._elsewhere(_id(request.id))      # (NotFound unless it runs elsewhere)
             return
+        tail, since_ns = log_selection(request)
         with held:
-            for seq, stream, data in self.supervisor.logs(_id(request.id), request.from_seq,
-                                                          request.follow, int(request.stream),
-                                                          context.is_active):
-                yield from log_chunks(seq, stream, data)
+            for entry in self.supervisor.logs(_id(request.id), request.from_seq, request.follow,
+                                              int(request.stream), context.is_active, tail,
+                                              since_ns):
+                yield from log_chunks(entry.seq, entry.stream, entry.data, entry.time_ns)
 
     @translated
     def WaitExecution(self, request, context) -> pb.Execution:
         check(request)
-        timeout = fields.seconds(request.timeout_seconds, "timeout_seconds")
+        timeout = fields.duration(request.timeout, "timeout")
         try:
             self.supervisor.get(_id(request.id))
         except NotFound:
@@ -138,7 +149,7 @@ class ControlService(control_pb2_grpc.ControlServicer):
             record = self.supervisor.wait(_id(request.id), timeout or None, context.is_active)
         if not record.state.ended and context.is_active() and self.supervisor.owns(record):
             raise TimedOut(f"execution {record.id} still {record.state.value} after "
-                           f"{request.timeout_seconds:g} s")
+                           f"{timeout:g} s")
         return self._pb(record)           # (ended, or moved: owner_address says where)
 
     @translated
@@ -149,18 +160,11 @@ class ControlService(control_pb2_grpc.ControlServicer):
     @translated
     def Checkpoint(self, request, context) -> pb.CheckpointResponse:
         check(request)
-        timeout = fields.seconds(request.timeout_seconds, "timeout_seconds") or 60.0
+        timeout = fields.duration(request.timeout, "timeout") or 60.0
         r = self._sleeping_checkpoint(_id(request.id)) or self.supervisor.checkpoint(_id(request.id), timeout)
         if self.replicator is not None:   # replication.ack one/all: the replicas hold it first
-            self.replicator.wait_acked(_id(request.id), r["number"], timeout)
-        return pb.CheckpointResponse(
-            number=r["number"], pause_seconds=r["pause_seconds"],
-            time_to_safepoint_seconds=r["time_to_safepoint_seconds"],
-            total_seconds=r["total_seconds"], memory_bytes=r["memory_bytes"],
-            stored_bytes=r["stored_bytes"], journal_seq=r["journal_seq"],
-            dirty_pages=r.get("dirty_pages") or 0,
-            dirty_bytes=(r.get("dirty_pages") or 0) * PAGE_BYTES,
-            precopy_seconds=r.get("precopy_seconds") or 0.0, held_by=r.get("held_by") or "")
+            self.replicator.wait_acked(self.supervisor.get(_id(request.id)).id, r["number"], timeout)
+        return checkpoint_response_pb(r)
 
     def _sleeping_checkpoint(self, ref: str) -> dict | None:
         """A guest in a durable sleep stopped at its checkpoint and has not run since: that
@@ -193,7 +197,7 @@ class ControlService(control_pb2_grpc.ControlServicer):
         if self.migrations is None:
             raise StateConflict("this roostd cannot migrate executions")
         check_address(request.target, "migrate: target")
-        fields.seconds(request.downtime_budget_seconds, "downtime_budget_seconds", high=60.0)
+        budget = fields.duration(request.downtime_budget, "downtime_budget", high=60.0)
         if request.max_rounds > 1000:
             raise InvalidRequest(f"max_rounds: {request.max_rounds} is more than 1000")
         events: queue.SimpleQueue = queue.SimpleQueue()
@@ -202,7 +206,7 @@ class ControlService(control_pb2_grpc.ControlServicer):
         def run() -> None:
             try:
                 self.migrations.migrate(_id(request.id), request.target, request.cold,
-                                        request.downtime_budget_seconds, request.max_rounds,
+                                        budget, request.max_rounds,
                                         events.put)
             except Exception as e:        # reported to the caller, if it still listens
                 failure.append(e)
@@ -221,7 +225,12 @@ class ControlService(control_pb2_grpc.ControlServicer):
         check(request)
         if not request.path:
             raise InvalidRequest("copy: a guest path is required")
-        for entry in self.supervisor.copy_out(_id(request.id), request.path):
+        record = self.supervisor.get(_id(request.id))       # NotFound: no such execution
+        try:
+            entries = self.supervisor.copy_out(record.id, request.path)
+        except NotFound:
+            raise NotFound(f"no such file in {record.id}: {fields.short(request.path)}") from None
+        for entry in entries:
             yield from file_chunks(entry)
 
     @translated
@@ -231,6 +240,27 @@ class ControlService(control_pb2_grpc.ControlServicer):
             raise StateConflict("this cluster runs on etcd: a replica takes over an execution "
                                 "whose owner's lease expired by itself (no recover needed)")
         return self._pb(self.supervisor.promote(_id(request.id)))
+
+    # ---- lifecycle: rm, prune, modules rm (the supervisor's `remove`, `prune`) ----
+    @translated
+    def RemoveExecution(self, request, context) -> pb.RemoveExecutionResponse:
+        check(request)
+        removed = self.supervisor.remove(_id(request.id), request.force)
+        return pb.RemoveExecutionResponse(id=removed.ids[0], bytes_freed=removed.bytes_freed)
+
+    @translated
+    def PruneExecutions(self, request, context) -> pb.PruneExecutionsResponse:
+        check(request)
+        older_than = fields.duration(request.older_than, "older_than", high=MAX_PRUNE_AGE_SECONDS)
+        removed = self.supervisor.prune(older_than, prune_states(request.states), request.dry_run)
+        return pb.PruneExecutionsResponse(ids=removed.ids, bytes_freed=removed.bytes_freed)
+
+    @translated
+    def RemoveModule(self, request, context) -> pb.RemoveModuleResponse:
+        check(request)
+        digest = self.modules.resolve(request.sha256)
+        freed, files = self.supervisor.remove_module(digest, request.force)
+        return pb.RemoveModuleResponse(sha256=digest, bytes_freed=freed, cache_files=files)
 
     @translated
     def ListNodes(self, request, context) -> pb.ListNodesResponse:
@@ -243,9 +273,57 @@ class ControlService(control_pb2_grpc.ControlServicer):
         record = self.supervisor.get(_id(request.id))
         return debug.describe(self.checkpoints, record.id, request.number)
 
+    @translated
+    def GetVersion(self, request, context) -> pb.Version:
+        check(request)
+        return version_pb(self.supervisor.node_id)
+
+
+def version_pb(node_id: str) -> pb.Version:
+    """`roost version`'s daemon half. Versions come from package metadata, so wasmtime is
+    named without being imported (roostd loads it lazily, at the first run)."""
+    import importlib.metadata
+    import platform
+
+    def installed(package: str) -> str:
+        try:
+            return importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            return "unknown"
+
+    return pb.Version(version=installed("roost"), api=pb.DESCRIPTOR.package,
+                      python=platform.python_version(), wasmtime=installed("wasmtime"),
+                      node_id=node_id)
+
+
+MAX_PRUNE_AGE_SECONDS = 100 * 365 * 86400.0     # older_than: a century is "every one"
+
+
+def prune_states(values) -> set[State]:
+    """PruneExecutions' states: ended ones only (an execution that runs is removed with
+    `rm -f`, one at a time, never by a prune)."""
+    out = set()
+    for value in values:
+        name = pb.ExecutionState.Name(value) if value in pb.ExecutionState.values() else str(value)
+        state = State._value2member_map_.get(name)
+        if not isinstance(state, State) or not state.ended:
+            raise InvalidRequest(f"states: {name} is not an ended state (EXITED, FAILED, KILLED)")
+        out.add(state)
+    return out
+
 
 def _id(value: str) -> str:
+    """An execution id, name or id prefix, checked (the supervisor's `get` resolves it)."""
     return fields.ref(value)
+
+
+def listed(supervisor: Supervisor, request: pb.ListExecutionsRequest) -> list[ExecutionRecord]:
+    """ListExecutions' filters: `states` if any (else not ended, or with `all` every state),
+    and a name prefix."""
+    prefix = fields.name(request.name_prefix, "name_prefix")
+    states = {fields.execution_state(s, pb.ExecutionState) for s in request.states}
+    records = supervisor.list(include_ended=request.all or bool(states))
+    return [r for r in records if r.name.startswith(prefix) and (not states or r.state.value in states)]
 
 
 def start_spec(request: pb.StartExecutionRequest, max_memory_bytes: int = 1 << 32) -> StartSpec:
@@ -257,8 +335,8 @@ def start_spec(request: pb.StartExecutionRequest, max_memory_bytes: int = 1 << 3
     for m in request.mounts:
         fields.path(m.guest_path, "mount")
     mounts = [(m.guest_path, [entry_of(e, m.guest_path) for e in m.entries]) for m in request.mounts]
-    every = fields.seconds(request.checkpoint_every_seconds, "checkpoint_every_seconds",
-                           fields.MIN_CHECKPOINT_EVERY_SECONDS, fields.MAX_CHECKPOINT_EVERY_SECONDS)
+    every = fields.duration(request.checkpoint_interval, "checkpoint_interval",
+                            fields.MIN_CHECKPOINT_EVERY_SECONDS, fields.MAX_CHECKPOINT_EVERY_SECONDS)
     return StartSpec(module_sha256=request.module_sha256, argv=argv, env=env,
                      stdin=request.stdin, mounts=mounts, name=fields.name(request.name),
                      memory_limit_bytes=fields.memory_limit(request.memory_limit_bytes,
@@ -291,16 +369,33 @@ def file_chunks(entry: Entry) -> Iterator[pb.FileChunk]:
                            link_count=links, data=bytes(view[off:off + COPY_CHUNK_BYTES]))
 
 
-def log_chunks(seq: int, stream_byte: int, data: bytes) -> Iterator[pb.LogChunk]:
+def log_selection(request: pb.StreamLogsRequest) -> tuple[int | None, int | None]:
+    """(tail lines or None for all, since as unix ns or None) of a StreamLogs request."""
+    tail = request.tail if request.HasField("tail") else None
+    if not request.HasField("since"):
+        return tail, None
+    if request.since.nanos < 0 or request.since.nanos > 999_999_999:
+        raise InvalidRequest(f"since: nanos {request.since.nanos} is not in 0..999999999")
+    return tail, max(0, request.since.ToNanoseconds())
+
+
+def log_chunks(seq: int, stream_byte: int, data: bytes,
+               time_ns: int | None = None) -> Iterator[pb.LogChunk]:
     """An output record as LogChunks of at most COPY_CHUNK_BYTES (records are that small since
-    the worker splits writes; one stored by an older roostd may be bigger than a message)."""
+    the worker splits writes; one stored by an older roostd may be bigger than a message),
+    each with the record's time (unset: stored without one)."""
     stream = cast(pb.LogStream, stream_byte)     # the stored byte is the LogStream's number
+    stamp = None
+    if time_ns is not None:
+        stamp = Timestamp()
+        stamp.FromNanoseconds(time_ns)
     if len(data) <= COPY_CHUNK_BYTES:
-        yield pb.LogChunk(seq=seq, stream=stream, data=data)
+        yield pb.LogChunk(seq=seq, stream=stream, data=data, time=stamp)
         return
     view = memoryview(data)
     for at in range(0, len(data), COPY_CHUNK_BYTES):
-        yield pb.LogChunk(seq=seq, stream=stream, data=bytes(view[at:at + COPY_CHUNK_BYTES]))
+        yield pb.LogChunk(seq=seq, stream=stream, data=bytes(view[at:at + COPY_CHUNK_BYTES]),
+                          time=stamp)
 
 
 def receive_module(modules: ModuleRegistry, request_iterator: Iterator,
@@ -324,22 +419,38 @@ def receive_module(modules: ModuleRegistry, request_iterator: Iterator,
 
 def module_pb(record: ModuleRecord, deduplicated: bool = False) -> pb.Module:
     return pb.Module(sha256=record.sha256, name=record.name, size_bytes=record.size_bytes,
-                     uploaded_at=record.uploaded_at, imports=record.imports,
+                     upload_time=fields.to_timestamp(record.uploaded_at), imports=record.imports,
                      deduplicated=deduplicated)
+
+
+_d = fields.to_duration      # float seconds (a measurement, 0 included) -> Duration, below
+
+
+def checkpoint_response_pb(r: dict) -> pb.CheckpointResponse:
+    """A checkpoint's answer (the supervisor's dict, in seconds) as the API's message."""
+    return pb.CheckpointResponse(
+        number=r["number"], pause_duration=_d(r["pause_seconds"]),
+        time_to_safepoint=_d(r["time_to_safepoint_seconds"]),
+        total_duration=_d(r["total_seconds"]), memory_bytes=r["memory_bytes"],
+        stored_bytes=r["stored_bytes"], journal_seq=r["journal_seq"],
+        dirty_pages=r.get("dirty_pages") or 0,
+        dirty_bytes=(r.get("dirty_pages") or 0) * PAGE_BYTES,
+        precopy_duration=_d(r.get("precopy_seconds") or 0.0), held_by=r.get("held_by") or "")
 
 
 def migrate_progress_pb(p) -> pb.MigrateProgress:
     out = pb.MigrateProgress(phase=p.phase, round=p.round, bytes_sent=p.bytes_sent,
-                             round_dirty_bytes=p.round_dirty_bytes, seconds=p.seconds)
+                             round_dirty_bytes=p.round_dirty_bytes,
+                             elapsed=fields.to_duration(p.seconds))
     if p.report:
         r = p.report
         out.report.CopyFrom(pb.MigrateReport(
             id=r["id"], source=r["source"], target=r["target"], rounds=r["rounds"],
             bytes_sent=r["bytes_sent"], memory_bytes=r["memory_bytes"],
-            total_seconds=r["total_seconds"], downtime_seconds=r["downtime_seconds"],
+            total_duration=_d(r["total_seconds"]), downtime=_d(r["downtime_seconds"]),
             epoch=r["epoch"], cold=r["cold"], throttle=r["throttle"],
-            stop_seconds=r["stop_seconds"], final_push_seconds=r["final_push_seconds"],
-            handover_seconds=r["handover_seconds"], resume_seconds=r["resume_seconds"],
+            stop_duration=_d(r["stop_seconds"]), final_push_duration=_d(r["final_push_seconds"]),
+            handover_duration=_d(r["handover_seconds"]), resume_duration=_d(r["resume_seconds"]),
             final_bytes=r["final_bytes"]))
     return out
 
@@ -349,13 +460,14 @@ def execution_pb(r: ExecutionRecord, served_by: str = "", in_flight: str = "") -
         id=r.id, name=r.name, module_sha256=r.module_sha256, module_name=r.module_name,
         state=pb.ExecutionState.Value(r.state.value), exit_code=r.exit_code, error=r.error,
         argv=r.argv, env=[pb.EnvVar(key=k, value=v) for k, v in r.env], mounts=r.mounts,
-        created_at=r.created_at, started_at=r.started_at, finished_at=r.finished_at,
+        create_time=fields.to_timestamp(r.created_at), start_time=fields.to_timestamp(r.started_at),
+        finish_time=fields.to_timestamp(r.finished_at),
         worker_pid=r.worker_pid, stdout_bytes=r.stdout_bytes, stderr_bytes=r.stderr_bytes,
         host_calls=r.host_calls, memory_bytes=r.memory_bytes,
         memory_limit_bytes=r.memory_limit_bytes, cooperative=r.cooperative,
-        checkpoint_every_seconds=r.checkpoint_every_seconds, node_id=r.node_id,
+        checkpoint_interval=fields.optional_duration(r.checkpoint_every_seconds), node_id=r.node_id,
         restores=r.restores, journal_records=r.journal_records, checkpoints=r.checkpoints,
-        dirty_tracker=r.dirty_tracker, restore_seconds=r.restore_seconds, owner=r.owner,
+        dirty_tracker=r.dirty_tracker, restore_duration=fields.optional_duration(r.restore_seconds), owner=r.owner,
         epoch=r.epoch, replicas=r.replicas, owner_address=r.owner_address, served_by=served_by,
         notes=r.notes, allow_http=r.allow_http,
         http=pb.HttpActivity(sent=r.http_sent, replayed=r.http_replayed, resent=r.http_resent,

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import math
 
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
+from google.protobuf.timestamp_pb2 import Timestamp
+
 from roost.daemon.errors import InvalidRequest
 
 MAX_REF = 128                    # an execution id (12 hex digits) or a name
@@ -44,6 +48,47 @@ def seconds(value: float, what: str, low: float = 0.0, high: float = MAX_TIMEOUT
     return value
 
 
+MAX_DURATION_SECONDS = 315_576_000_000   # google.protobuf.Duration's own range (10,000 years)
+
+
+def duration(value: Duration, what: str, low: float = 0.0,
+             high: float = MAX_TIMEOUT_SECONDS) -> float:
+    """A request's Duration as seconds, checked like `seconds`: unset or zero means "the
+    default" (0.0); a malformed one (nanos out of range or of the other sign) is refused too."""
+    if not -1_000_000_000 < value.nanos < 1_000_000_000 or abs(value.seconds) > MAX_DURATION_SECONDS \
+            or (value.seconds > 0 > value.nanos) or (value.seconds < 0 < value.nanos):
+        raise InvalidRequest(f"{what}: {{seconds: {value.seconds}, nanos: {value.nanos}}} is not "
+                             "a valid google.protobuf.Duration")
+    return seconds(seconds_of(value), what, low, high)
+
+
+def seconds_of(value: Duration) -> float:
+    """A Duration as float seconds (what the daemon's code measures in)."""
+    return value.seconds + value.nanos / 1e9
+
+
+def to_duration(seconds_: float) -> Duration:
+    """Float seconds (a measurement, 0 included) as a Duration, to the nanosecond."""
+    out = Duration()
+    out.FromNanoseconds(round(seconds_ * 1e9) if math.isfinite(seconds_) else 0)
+    return out
+
+
+def optional_duration(seconds_: float) -> Duration | None:
+    """Float seconds as a Duration, where 0 means "none" (no restore yet): left unset."""
+    return to_duration(seconds_) if seconds_ else None
+
+
+def to_timestamp(unix_seconds: float) -> Timestamp | None:
+    """Unix seconds (time.time()) as a Timestamp, to the microsecond (a float's precision);
+    0 (never happened) leaves the field unset."""
+    if not unix_seconds or not math.isfinite(unix_seconds):
+        return None
+    out = Timestamp()
+    out.FromMicroseconds(round(unix_seconds * 1e6))
+    return out
+
+
 def memory_limit(value: int, cap: int) -> int:
     """A requested memory limit (0: the default) no larger than the operator's cap."""
     if value and not MIN_MEMORY_BYTES <= value <= cap:
@@ -59,11 +104,18 @@ def sha256(value: str, what: str = "module_sha256") -> str:
     return value
 
 
-def name(value: str) -> str:
+def name(value: str, what: str = "name") -> str:
     if len(value) > MAX_REF or not value.isprintable():
-        raise InvalidRequest(f"name: {short(value, 40)!r} is not a name (printable, at most "
+        raise InvalidRequest(f"{what}: {short(value, 40)!r} is not a name (printable, at most "
                              f"{MAX_REF} characters)")
     return value
+
+
+def execution_state(value: int, enum: EnumTypeWrapper) -> str:
+    """An ExecutionState a request names (a filter): its name; unknown or UNSPECIFIED refused."""
+    if value not in enum.values() or value == 0:
+        raise InvalidRequest(f"states: {value} is not an execution state (1 to {max(enum.values())})")
+    return enum.Name(value)
 
 
 def args_and_env(argv: list[str], env: list[tuple[str, str]]) -> None:

@@ -25,6 +25,7 @@ import logging
 import os
 import re
 import struct
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -33,12 +34,14 @@ from pathlib import Path
 import lmdb
 
 from roost.daemon.errors import Corrupt, FormatError, NotFound, StoreError, StoreFull
-from roost.daemon.store import keys
+from roost.daemon.store import keys, logrecord
 from roost.daemon.store.keys import scan
+from roost.daemon.store.logrecord import LogEntry, LogTail
 from roost.daemon.store.records import ExecutionRecord, ModuleRecord
 
 log = logging.getLogger(__name__)
-FORMAT_VERSION = (2, 1)          # 2.1: execution records carry allow_http and http_* counts
+FORMAT_VERSION = (2, 2)          # 2.1: execution records carry allow_http and http_* counts;
+#                                  2.2: output records may carry their time (`logrecord`)
 UNSEALED_MAJOR = 1          # format 1: the same layout, values without their crc32
 RESERVE_FRACTION = 0.95     # bulk writes stop here; the rest is kept for recording outcomes
 FULL_ADVICE = "the store is full: raise store.map_size_bytes or free disk space, then roost resume"
@@ -256,6 +259,16 @@ class Store:
                 raise FormatError(f"store format {found[0]}.{found[1]} is not supported by this "
                                   f"roostd (it reads {FORMAT_VERSION[0]}.0 to {FORMAT_VERSION[0]}."
                                   f"{FORMAT_VERSION[1]}, and seals {UNSEALED_MAJOR}.x)")
+            elif found < FORMAT_VERSION:
+                self._stamp_newer(txn, found)
+
+    def _stamp_newer(self, txn: Txn, found: tuple[int, int]) -> None:
+        """An older minor is read as it is, but what this roostd writes from now on is of its
+        own minor (e.g. timed output records, 2.2): stamp it, so an older roostd refuses the
+        store with one line instead of misreading it."""
+        txn.put(keys.FORMAT, b"%d.%d" % FORMAT_VERSION, db=self.dbs["meta"])
+        log.info("store format %d.%d is now %d.%d (an older roostd will not open it)",
+                 *found, *FORMAT_VERSION)
 
     def _check_readable(self) -> None:
         """A read-only view reads only a store this roostd would (sealed: format 2.x)."""
@@ -427,15 +440,18 @@ class Store:
 
     # ---- logs and journal ----
     def append(self, record: ExecutionRecord, log_seq: int, chunks: list[tuple[int, bytes]],
-               journal_seq: int, journal: list[bytes]) -> None:
+               journal_seq: int, journal: list[bytes], time_ns: int | None = None) -> None:
         """Journal records, then output, then the record's counters: one transaction, so
-        durable output never depends on a journal record that is not durable."""
+        durable output never depends on a journal record that is not durable. The output
+        records carry `time_ns` (default: now, as this transaction makes them durable)."""
         self.check_room(f"appending output of {record.id}")
+        stamp = time.time_ns() if time_ns is None else time_ns
         with self.txn(f"appending output of {record.id}", write=True) as txn:
             for i, raw in enumerate(journal):
                 txn.put(keys.seq(record.id, journal_seq + i), raw, db=self.dbs["journal"])
             for i, (stream, data) in enumerate(chunks):
-                txn.put(keys.seq(record.id, log_seq + i), bytes((stream,)) + data, db=self.dbs["logs"])
+                txn.put(keys.seq(record.id, log_seq + i), logrecord.encode(stream, data, stamp),
+                        db=self.dbs["logs"])
             txn.put(keys.execution(record.id), record.to_json(), db=self.dbs["executions"])
 
     def put_records(self, txn, exec_id: str, logs: list[tuple[int, bytes]],
@@ -480,7 +496,12 @@ class Store:
     def read_logs(self, exec_id: str, from_seq: int, limit_bytes: int = 4 << 20
                   ) -> list[tuple[int, int, bytes]]:
         """Records (seq, stream, data) from `from_seq` on, up to about `limit_bytes`."""
-        out: list[tuple[int, int, bytes]] = []
+        return [(e.seq, e.stream, e.data) for e in self.read_output(exec_id, from_seq, limit_bytes)]
+
+    def read_output(self, exec_id: str, from_seq: int, limit_bytes: int = 4 << 20
+                    ) -> list[LogEntry]:
+        """Records (seq, stream, data, time_ns) from `from_seq` on, up to about `limit_bytes`."""
+        out: list[LogEntry] = []
         total = 0
         with self.txn(f"reading logs of {exec_id}") as txn:
             cur = txn.cursor(db=self.dbs["logs"])
@@ -488,9 +509,28 @@ class Store:
                 if total >= limit_bytes:                # values checked only if they are read
                     break
                 value = cur.value()
-                out.append((keys.seq_of(key), value[0], value[1:]))
+                out.append(LogEntry(keys.seq_of(key), *logrecord.decode(value, keys.describe(key))))
                 total += len(value)
         return out
+
+    def log_start(self, exec_id: str, stream: int, tail: int | None, since_ns: int | None,
+                  until_seq: int | None = None) -> tuple[int, int]:
+        """Where `logs --tail/--since` starts: (seq, bytes of that record's data to skip).
+        Scans back from the end (or `until_seq`, exclusive), reading only the records it
+        selects — the last `tail` lines of `stream` (0: both; a last line without its newline
+        counts), and only records made durable at or after `since_ns` (one without a time
+        is older) — so the tail of a long log costs what it returns."""
+        end = self.next_seq("logs", exec_id) if until_seq is None else until_seq
+        found = LogTail(end, tail, since_ns)
+        with self.txn(f"finding the tail of the logs of {exec_id}") as txn:
+            cur = txn.cursor(db=self.dbs["logs"])
+            ok = cur.prev() if cur.set_range(keys.seq(exec_id, end)) else cur.last()
+            while ok and cur.key().startswith(keys.prefix(exec_id)) and not found.done:
+                value = cur.value()
+                if not stream or logrecord.stream_of(value) == stream:
+                    found.back(keys.seq_of(cur.key()), logrecord.decode(value, keys.describe(cur.key())))
+                ok = cur.prev()
+        return found.start
 
     def log_totals(self, exec_id: str) -> tuple[int, int]:
         """The bytes of stdout and of stderr stored for the execution (a replica taking over
@@ -501,13 +541,13 @@ class Store:
             cur = txn.cursor(db=self.dbs["logs"])
             for _ in scan(cur, keys.seq(exec_id, 0), keys.prefix(exec_id)):
                 value = cur.value()
-                totals[2 if value[0] == 2 else 1] += len(value) - 1
+                totals[2 if logrecord.stream_of(value) == 2 else 1] += logrecord.data_size(value)
         return totals[1], totals[2]
 
     def read_tail(self, exec_id: str, log_from: int, journal_from: int, limit_bytes: int
                   ) -> tuple[list[tuple[int, bytes]], list[tuple[int, bytes]]]:
         """The output records from `log_from` and the journal records from `journal_from`,
-        as stored — (seq, stream byte + data) and (seq, record) — up to about `limit_bytes`,
+        as stored — (seq, `logrecord` value) and (seq, record) — up to about `limit_bytes`,
         read in one transaction: every output record read has the journal records it
         depends on (`append` stores them first) among those read or earlier ones."""
         logs: list[tuple[int, bytes]] = []
@@ -546,6 +586,64 @@ class Store:
     def clear_timer(self, exec_id: str) -> None:
         with self.txn(f"clearing the timer of {exec_id}", write=True) as txn:
             txn.delete(keys.execution(exec_id), db=self.dbs["timers"])
+
+    # ---- removal (roost rm, prune, modules rm, retention) ----
+    def used_bytes(self) -> int:
+        """Bytes of LMDB pages that hold data now (every named database's branch, leaf and
+        overflow pages). The file never shrinks, but pages a removal frees go back to LMDB's
+        free list for reuse: this is what `rm` and `prune` report as freed."""
+        total = 0
+        with self.txn("measuring the store") as txn:
+            for db in self.dbs.values():
+                s = txn.raw.stat(db)
+                total += s["psize"] * (s["branch_pages"] + s["leaf_pages"] + s["overflow_pages"])
+        return total
+
+    def delete_execution(self, exec_id: str) -> bool:
+        """Every record of the execution — its record, inputs, filesystem, timer, output,
+        journal, checkpoints, page maps and pages — in one transaction: all of it goes, or
+        nothing does. Whether it was there."""
+        key = keys.execution(exec_id)
+        with self.txn(f"removing execution {exec_id}", write=True) as txn:
+            found = txn.delete(key, db=self.dbs["executions"])
+            for db in ("vfs", "timers"):
+                txn.delete(key, db=self.dbs[db])
+            delete_range(txn, self.dbs["inputs"], key + b"/", key + b"0")   # stdin, vfs ('/'+1)
+            for db in ("logs", "journal", "checkpoints", "pagemaps", "pages"):
+                delete_range(txn, self.dbs[db], keys.prefix(exec_id), keys.end(exec_id))
+        return found
+
+    def execution_bytes(self, exec_id: str) -> int:
+        """The bytes (keys and values, as stored) of every record of the execution: what a dry
+        run of `prune` says removing it would free, about."""
+        key, total = keys.execution(exec_id), 0
+        ranges = [(db, key, key + b"\x00") for db in ("executions", "vfs", "timers")]
+        ranges += [("inputs", key + b"/", key + b"0")]
+        ranges += [(db, keys.prefix(exec_id), keys.end(exec_id))
+                   for db in ("logs", "journal", "checkpoints", "pagemaps", "pages")]
+        with self.txn(f"measuring execution {exec_id}") as txn:
+            for db, start, end in ranges:
+                cur = txn.raw.cursor(db=self.dbs[db])
+                if not cur.set_range(start):
+                    continue
+                for k, v in cur.iternext(keys=True, values=True):
+                    if _bytes(k) >= end:
+                        break
+                    total += len(k) + len(v)
+        return total
+
+    def delete_module(self, sha256: str) -> bool:
+        """A module's record and its bytes, in one transaction. Whether it was there."""
+        with self.txn(f"removing module {sha256}", write=True) as txn:
+            found = txn.delete(keys.module(sha256), db=self.dbs["modules"])
+            txn.delete(keys.module(sha256), db=self.dbs["blobs"])
+        return found
+
+    def module_ids(self) -> list[str]:
+        """Every stored module's sha256 (keys only: no record is read)."""
+        with self.txn("listing modules") as txn:
+            cur = txn.cursor(db=self.dbs["modules"])
+            return [k.decode() for k in cur.iternext(values=False)]
 
 
 def delete_prefix(txn, db, prefix: bytes) -> None:

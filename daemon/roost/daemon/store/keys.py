@@ -16,6 +16,11 @@ An execution's sequenced keys (`seq`) sort by number and end before `end(id)` (i
 one execution's output, journal, checkpoints and pages are each one contiguous run: a replay,
 a restore or a garbage collection is a cursor scan (`scan`), never a search. These bytes are
 the on-disk format: changing any of them is a store format change.
+
+A `logs` value is an output record: a stream byte (1 stdout, 2 stderr; with 0x80 set, since
+store format 2.2, an 8-byte u64 BE unix-ns time follows: when it was made durable), then the
+guest's bytes; a record without the time (format 2.0/2.1) reads as time unknown
+(`logrecord`, the one reader and writer of it).
 """
 from __future__ import annotations
 
