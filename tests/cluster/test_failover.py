@@ -81,7 +81,7 @@ def test_a_node_id_held_by_a_live_daemon_is_refused(three, tmp_path, etcd):
                            "--listen", "127.0.0.1:0", "--node-id", a.node_id, "--etcd", etcd.url,
                            "--metrics-listen", "", "--control-socket", ""],
                           capture_output=True, timeout=60)
-    assert proc.returncode == 1
+    assert proc.returncode == 2             # a configuration mistake (two daemons, one node id)
     assert f"node id {a.node_id!r} is held by a live daemon at {a.addr}" in proc.stderr.decode()
     assert b"Traceback" not in proc.stderr
 

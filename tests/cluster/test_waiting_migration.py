@@ -13,7 +13,7 @@ BUDGET_SECONDS = 0.005      # a loaded CI machine; bench/waiting.py measures ~0.
 
 def test_live_migration_stops_a_napping_guest_at_once(nodes):  # noqa: F811
     a, b, _ = nodes
-    native, exec_id = started(a, "naps", "60", "150")
+    native, exec_id = started(a, "naps", "120", "150")   # 18 s: still napping after 3 migrations
     wait_until(lambda: int(inspect(a, exec_id)["stdout_bytes"]) > 0, timeout=60, what="the first nap")
     here, there = a, b
     waits = []

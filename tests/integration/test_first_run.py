@@ -119,7 +119,7 @@ def test_a_long_sleep_of_an_unprepared_guest_sleeps_in_its_worker(slow):
     """Over the durable-sleep threshold (2 s) an unprepared guest cannot be checkpointed: it
     sleeps in its worker, RUNNING, and wakes at its deadline."""
     wasm = compile_guest("sleeper")
-    exec_id, _ = _first_output(slow, wasm, "8")
+    exec_id, _ = _first_output(slow, wasm, "15")    # (long enough for a loaded host's CLI)
     assert _inspect(slow, exec_id)["state"] == "RUNNING"
     time.sleep(1.0)
     assert _inspect(slow, exec_id)["state"] == "RUNNING"

@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from roost.client import times
+from roost.client.api import Client
 from tests.framework.guestbuild import FLAGS, compile_guest
 from tests.framework.harness import Roostd, process_alive, wait_until
 from tests.framework.httpserver import HttpServer, TestCA
@@ -159,13 +160,14 @@ def metric(daemon: Roostd, name: str) -> float:
 def kill_in_flight(daemon: Roostd, exec_id: str) -> str:
     """Wait for a request to be out (sent, its answer not yet journaled), then kill -9 the
     worker at once (the pid of the same look: a second `roost inspect` may come too late);
-    the request that was in flight."""
-    def look() -> tuple[str, int] | None:
-        record = inspect(daemon, exec_id)
-        request = str(record.get("http", {}).get("in_flight", ""))
-        pid = int(record.get("worker_pid") or 0)
-        return (request, pid) if request and pid and process_alive(pid) else None
-    request, pid = wait_until(look, timeout=30, interval=0.02, what="a request in flight")
+    the request that was in flight. (Asked through the client library, not the CLI: on a
+    loaded host a CLI process can take longer to start than the request is out.)"""
+    with Client(daemon.addr) as client:
+        def look() -> tuple[str, int] | None:
+            record = client.get(exec_id)
+            request, pid = record.http.in_flight, record.worker_pid
+            return (request, pid) if request and pid and process_alive(pid) else None
+        request, pid = wait_until(look, timeout=30, interval=0.02, what="a request in flight")
     os.kill(pid, signal.SIGKILL)
     return request
 

@@ -112,7 +112,6 @@ def test_oom_killed_worker_fails_only_its_execution(tmp_path, memory_cgroup):
             return _inspect(daemon, hog_id)["state"] != "RUNNING"
 
         wait_until(hog_ended, 120, interval=0.5, what="the memory hog's execution to end")
-        assert _inspect(daemon, ok_id)["state"] == "RUNNING"
         record = _inspect(daemon, hog_id)
         assert record["state"] == "FAILED", record
         assert "killed by the kernel's OOM killer" in record["error"], record["error"]
@@ -122,6 +121,8 @@ def test_oom_killed_worker_fails_only_its_execution(tmp_path, memory_cgroup):
         assert daemon.roost("logs", "--stdout", hog_id).stdout == b"allocating\n"
 
         assert daemon.roost("wait", ok_id, timeout=300).returncode == native.exit_code
+        healthy_record = _inspect(daemon, ok_id)     # untouched: its worker never died
+        assert healthy_record["state"] == "EXITED" and not int(healthy_record.get("restores", 0)), healthy_record
         assert daemon.roost("logs", "--stdout", ok_id).stdout == native.stdout
         assert daemon.serving() and daemon.proc is not None and daemon.proc.poll() is None
         assert re.search(r'^roost_worker_failures(_total)?\{reason="oom"\} 1\.0$', daemon.metrics(), re.M)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from roost.client.conventions import EXIT_FAILED
 from tests.framework.guestbuild import compile_guest
 from tests.framework.harness import Roostd, wait_until
 from tests.framework.wasi_harness import host_tree, run_wasmtime
@@ -89,7 +90,7 @@ def test_guest_under_transition(daemons, tmp_path, mode, case):
     logs = daemon.roost("logs", exec_id)
     assert logs.stdout == ref.stdout
     assert logs.stderr == ref.stderr
-    expected_exit = ref.exit if isinstance(ref.exit, int) else 125
+    expected_exit = ref.exit if isinstance(ref.exit, int) else EXIT_FAILED
     assert waited.returncode == expected_exit & 0xFF, waited.stderr
     for i, (guest_dir, _) in enumerate(mounts):
         out = tmp_path / f"out{i}"

@@ -28,12 +28,13 @@ import signal
 import socket
 import sys
 import threading
+from pathlib import Path
 from typing import Any, NoReturn
 
 from roost.daemon.errors import InvalidRequest, RoostError
 from roost.daemon.executions import pool
 from roost.daemon.node import config as config_mod
-from roost.daemon.node import logsetup
+from roost.daemon.node import datadir, logsetup
 
 EXIT_RUNTIME = 1       # roostd cannot run as configured
 EXIT_USAGE = 2         # a mistake in the flags or the config (argparse's code too)
@@ -101,9 +102,20 @@ def probe_listen(cfg: config_mod.Config) -> None:
     """Bind each configured TCP address once, before anything starts, so that one in use or
     not this host's is one line naming it and its setting (gRPC would log its own error
     lines first, and the metrics server an errno)."""
-    for key, address in (("listen", cfg.listen), ("metrics_listen", cfg.metrics_listen)):
-        if address:
-            _probe(address, f"{key} / --{key.replace('_', '-')}")
+    try:
+        for key, address in (("listen", cfg.listen), ("metrics_listen", cfg.metrics_listen)):
+            if address:
+                _probe(address, f"{key} / --{key.replace('_', '-')}")
+    except AddressInUse:
+        _check_data_dir_free(cfg.data_dir)   # (a second roostd on one data dir: say that)
+        raise
+
+
+def _check_data_dir_free(data_dir: Path) -> None:
+    """StateConflict naming the roostd that holds `data_dir`, if one does: the likelier
+    reason why its address is in use too, and the one to tell."""
+    if (data_dir / datadir.LOCK_FILE).exists():
+        datadir.DataDirLock(data_dir).release()
 
 
 def _probe(address: str, setting: str) -> None:

@@ -202,8 +202,9 @@ def _path(value: Any) -> Path:
     return Path(value)
 
 
-def _address(empty_ok: bool) -> Check:
-    """HOST:PORT (an IPv6 host in brackets); "" too when `empty_ok` (off)."""
+def _address(empty_ok: bool, port_zero_ok: bool = False) -> Check:
+    """HOST:PORT (an IPv6 host in brackets); "" too when `empty_ok` (off); port 0 (the kernel
+    picks a free one) when `port_zero_ok`: an address to listen on, not to dial."""
     def check(value: Any) -> str:
         if not isinstance(value, str):
             raise _Bad(f"expected a \"HOST:PORT\" string, got {_got(value)}")
@@ -215,8 +216,9 @@ def _address(empty_ok: bool) -> Check:
                        f"host only, 0.0.0.0:{value} for every interface)")
         if not sep or not host or host == "[]" or any(c.isspace() for c in value):
             raise _Bad(f"expected HOST:PORT, got {value!r}")
-        if not port.isdigit() or not 1 <= int(port) <= 65535:
-            raise _Bad(f"expected HOST:PORT, got {value!r}: the port must be a number from 1 to 65535")
+        lowest = 0 if port_zero_ok else 1
+        if not port.isdigit() or not lowest <= int(port) <= 65535:
+            raise _Bad(f"expected HOST:PORT, got {value!r}: the port must be a number from {lowest} to 65535")
         return value
     return check
 
@@ -324,6 +326,7 @@ def _tables(value: Any) -> list[Any]:
 _positive = _integer(1, 1 << 62)
 _bytes = _size(1, 1 << 62)
 _address_or_off = _address(empty_ok=True)
+_listen_or_off = _address(empty_ok=True, port_zero_ok=True)
 
 # Every TOML key, dotted as written in the file -> (Config field, its check). A key not
 # here is an error (with the closest one suggested); so is a value its check refuses.
@@ -332,8 +335,8 @@ SCHEMA: dict[str, tuple[str, Check]] = {
     "cache_dir": ("cache_dir", _path),
     "control_socket": ("control_socket", _text),
     "control_socket_group": ("control_socket_group", _text),
-    "listen": ("listen", _address_or_off),
-    "metrics_listen": ("metrics_listen", _address_or_off),
+    "listen": ("listen", _listen_or_off),
+    "metrics_listen": ("metrics_listen", _listen_or_off),
     "advertise": ("advertise", _address_or_off),
     "node_id": ("node_id", _text),
     "peers": ("peers", _list(_address(empty_ok=False), "HOST:PORT strings")),
