@@ -157,16 +157,18 @@ def metric(daemon: Roostd, name: str) -> float:
     return total
 
 
-def kill_in_flight(daemon: Roostd, exec_id: str) -> str:
-    """Wait for a request to be out (sent, its answer not yet journaled), then kill -9 the
-    worker at once (the pid of the same look: a second `roost inspect` may come too late);
-    the request that was in flight. (Asked through the client library, not the CLI: on a
-    loaded host a CLI process can take longer to start than the request is out.)"""
+def kill_in_flight(daemon: Roostd, exec_id: str, server: HttpServer) -> str:
+    """Wait for a request to be out and applied by `server`, its answer held back by a delay
+    fault (so the journal has not got it), then kill -9 the worker at once (the pid of the same
+    look: a second `roost inspect` may come too late); the request that was in flight. (Asked
+    through the client library, not the CLI: on a loaded host a CLI process can take longer to
+    start than the request is out.)"""
     with Client(daemon.addr) as client:
         def look() -> tuple[str, int] | None:
             record = client.get(exec_id)
             request, pid = record.http.in_flight, record.worker_pid
-            return (request, pid) if request and pid and process_alive(pid) else None
+            held = server.ledger.faults["delay"] >= 1       # applied, its answer delayed
+            return (request, pid) if request and held and pid and process_alive(pid) else None
         request, pid = wait_until(look, timeout=30, interval=0.02, what="a request in flight")
     os.kill(pid, signal.SIGKILL)
     return request
@@ -255,7 +257,7 @@ def test_a_request_cut_off_is_sent_again_under_its_key(s):
     exec_id = start(s.daemon, ["--allow-http", s.keyed.url], "http_steps", s.keyed.url, str(n), "20000000")
     wait_until(lambda: s.keyed.applied_count("GET") >= 2, what="step 3")
     s.keyed.fault("/counter/", "delay:1.5", 1)
-    request = kill_in_flight(s.daemon, exec_id)
+    request = kill_in_flight(s.daemon, exec_id, s.keyed)
     assert re.fullmatch(rf"(POST|GET) {re.escape(s.keyed.url)}counter/c \(Idempotency-Key roost-{exec_id}-\d+\)",
                         request), request
     assert finish(s.daemon, exec_id) == expected_steps(n)
@@ -272,7 +274,7 @@ def test_a_post_cut_off_where_keys_are_not_honoured_is_never_sent_twice(s):
     n = 8
     s.plain.fault("/counter/", "delay:1.5", 1)        # step 0's POST
     exec_id = start(s.daemon, ["--allow-http", s.plain.url], "http_steps", s.plain.url, str(n))
-    request = kill_in_flight(s.daemon, exec_id)
+    request = kill_in_flight(s.daemon, exec_id, s.plain)
     assert request == f"POST {s.plain.url}counter/c (Idempotency-Key roost-{exec_id}-1)"
     lines = finish(s.daemon, exec_id).decode().splitlines()
     assert lines[0].startswith(f"step 0 POST error {ECANCELED} interrupted: POST {s.plain.url}counter/c"), lines[0]

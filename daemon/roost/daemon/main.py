@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import importlib.metadata
 import logging
 import signal
 import socket
@@ -34,7 +33,7 @@ from typing import Any, NoReturn
 from roost.daemon.errors import InvalidRequest, RoostError
 from roost.daemon.executions import pool
 from roost.daemon.node import config as config_mod
-from roost.daemon.node import datadir, logsetup
+from roost.daemon.node import logsetup
 
 EXIT_RUNTIME = 1       # roostd cannot run as configured
 EXIT_USAGE = 2         # a mistake in the flags or the config (argparse's code too)
@@ -43,11 +42,24 @@ log = logging.getLogger("roostd")
 
 
 def version() -> str:
-    """The installed distribution's version (a source tree without metadata: 0.0.0+unknown)."""
+    """The installed distribution's version (a source tree without metadata: 0.0.0+unknown).
+    Read only when asked: finding a distribution's metadata costs a start ~40 ms."""
+    import importlib.metadata
     try:
         return importlib.metadata.version("roost")
     except importlib.metadata.PackageNotFoundError:
         return "0.0.0+unknown"
+
+
+class _VersionAction(argparse.Action):
+    """`--version`, with the version looked up only when the flag is given."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        print(f"roostd {version()}")
+        parser.exit()
 
 
 class _Parser(argparse.ArgumentParser):
@@ -59,7 +71,7 @@ class _Parser(argparse.ArgumentParser):
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = _Parser(prog="roostd", description="roost daemon: durable WASI executions")
-    p.add_argument("--version", action="version", version=f"roostd {version()}")
+    p.add_argument("--version", action=_VersionAction, help="print roostd's version and exit")
     p.add_argument("--config", help="TOML config file (flags override it)")
     p.add_argument("--data-dir", help="where the LMDB store and module cache live")
     p.add_argument("--listen", help="TCP HOST:PORT for the Control and Peer APIs (default: none; "
@@ -114,6 +126,7 @@ def probe_listen(cfg: config_mod.Config) -> None:
 def _check_data_dir_free(data_dir: Path) -> None:
     """StateConflict naming the roostd that holds `data_dir`, if one does: the likelier
     reason why its address is in use too, and the one to tell."""
+    from roost.daemon.node import datadir  # (an error path: not on every start's)
     if (data_dir / datadir.LOCK_FILE).exists():
         datadir.DataDirLock(data_dir).release()
 

@@ -11,7 +11,6 @@ daemon. Sizes take "256M"-style strings as the CLI does (`parse_size`).
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import os
 import re
@@ -410,6 +409,7 @@ def _checked(check: Check, value: Any, where: str) -> Any:
 def _suggest(key: str) -> str:
     """ " (did you mean X?)" for a typo'd key: its closest known key, or a key of another
     section with the same name (`cluster.peers` -> `peers`)."""
+    import difflib  # (a mistake's path: not every start's)
     close = difflib.get_close_matches(key, list(SCHEMA), n=1, cutoff=0.75)
     leaf = key.rpartition(".")[2]
     same = [k for k in SCHEMA if k.rpartition(".")[2] == leaf]
