@@ -19,6 +19,11 @@ if ! command -v systemd-analyze >/dev/null 2>&1; then
   echo "== installing Debian's systemd (for systemd-analyze)"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd >/dev/null
 fi
+if ! command -v zsh >/dev/null 2>&1 || ! command -v fish >/dev/null 2>&1; then
+  echo "== installing zsh and fish (to check the completion scripts roost generates for them)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq zsh fish >/dev/null \
+    || echo "== zsh/fish not available: their completion scripts are generated, not checked"
+fi
 if ! command -v etcd >/dev/null 2>&1; then
   echo "== installing Debian's etcd-server (a real etcd for the cluster tests)"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null
